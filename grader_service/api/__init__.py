@@ -1,0 +1,22 @@
+"""The REST API under <base_url>api/v1/: one module per resource."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import assignments, files, health, lectures, roles, spec, submissions, users
+from .base import APIHandler, NotFoundHandler
+
+RESOURCE_MODULES = [health, spec, users, lectures, roles, assignments, files, submissions]
+
+
+def api_handlers(base_url: str) -> list[tuple[str, type, dict[str, Any]]]:
+    prefix = base_url + "api/v1/"
+    return [
+        (prefix + path + "/?$", handler, {})
+        for module in RESOURCE_MODULES
+        for path, handler in module.handlers
+    ]
+
+
+__all__ = ["APIHandler", "NotFoundHandler", "api_handlers"]

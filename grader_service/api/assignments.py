@@ -1,0 +1,192 @@
+"""Assignments of a lecture: instructors create and configure them; students see released ones."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from ..orm import Assignment, Submission, utcnow
+from ..orm.assignment import ASSIGNMENT_STATUSES, FEEDBACK_POLICIES, GRADING_POLICIES
+from ..storage.release import ReleaseFailed, release_assignment
+from .base import SLUG_RE, APIHandler, api_error
+from .lectures import check_fields, string_field
+from .serialize import assignment_model
+
+# Per-assignment executor settings and how to check each.
+SETTINGS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "cell_timeout": ((int, float), "seconds per cell (> 0)"),
+    "timeout": ((int, float), "seconds for the whole notebook (> 0)"),
+    "memory": ((int, str), "memory limit: bytes or a Kubernetes quantity such as '1Gi'"),
+    "cpu": ((int, float, str), "CPU limit: cores, or a Kubernetes quantity such as '500m'"),
+    "image": ((str,), "grading image for the Kubernetes executor"),
+    "allowed_files": ((list,), "glob patterns of files students may submit"),
+}
+EDITABLE = {
+    "title",
+    "status",
+    "due_date",
+    "late_until",
+    "late_penalty",
+    "max_submissions",
+    "grading_policy",
+    "feedback_policy",
+    "settings",
+}
+# status transitions an instructor may make by PATCH (created -> released runs the release).
+TRANSITIONS = {("created", "released"), ("released", "completed"), ("completed", "released")}
+
+
+def parse_datetime(body: dict[str, Any], key: str) -> datetime | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise api_error(400, f"Field {key!r} must be an ISO 8601 date-time string or null")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise api_error(400, f"Field {key!r} is not an ISO 8601 date-time: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise api_error(400, f"Field {key!r} needs a time zone, e.g. {value}Z")
+    return parsed
+
+
+def parse_settings(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise api_error(400, "Field 'settings' must be an object")
+    for key, item in value.items():
+        if key not in SETTINGS:
+            raise api_error(400, f"Unknown setting {key!r}; known: {', '.join(SETTINGS)}")
+        types, meaning = SETTINGS[key]
+        if item is None:
+            continue
+        bad = isinstance(item, bool) or not isinstance(item, types)
+        if not bad and key in ("cell_timeout", "timeout", "cpu") and isinstance(item, int | float):
+            bad = item <= 0
+        if not bad and key == "allowed_files":
+            bad = not all(isinstance(p, str) and p for p in item)
+        if bad:
+            raise api_error(400, f"Setting {key!r} must be {meaning}")
+    return {k: v for k, v in value.items() if v is not None}
+
+
+def apply_fields(assignment: Assignment, body: dict[str, Any]) -> None:
+    """Copy validated editable fields (other than status) from a request body."""
+    if "title" in body:
+        assignment.title = string_field(body, "title")
+    for key in ("due_date", "late_until"):
+        if key in body:
+            setattr(assignment, key, parse_datetime(body, key))
+    if "late_penalty" in body:
+        value = body["late_penalty"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise api_error(400, "Field 'late_penalty' must be a number between 0 and 1")
+        assignment.late_penalty = float(value)
+    if "max_submissions" in body:
+        value = body["max_submissions"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise api_error(400, "Field 'max_submissions' must be a positive integer or null")
+        assignment.max_submissions = value
+    for key, choices in (("grading_policy", GRADING_POLICIES), ("feedback_policy", FEEDBACK_POLICIES)):
+        if key in body:
+            if body[key] not in choices:
+                raise api_error(400, f"Field {key!r} must be one of {', '.join(choices)}")
+            setattr(assignment, key, body[key])
+    if "settings" in body:
+        assignment.settings = parse_settings(body["settings"])
+    if assignment.late_until and assignment.due_date and assignment.late_until < assignment.due_date:
+        raise api_error(400, "late_until must not be before due_date")
+    if assignment.late_until and not assignment.due_date:
+        raise api_error(400, "late_until needs a due_date")
+
+
+class AssignmentsHandler(APIHandler):
+    def get(self, code: str) -> None:
+        lecture = self.lecture_or_404(code)
+        staff = self.permissions.is_staff(lecture.id)
+        offset, limit = self.pagination()
+        query = select(Assignment).where(Assignment.lecture_id == lecture.id)
+        if not staff:
+            query = query.where(Assignment.status != "created")
+        total = self.db.scalar(select(func.count()).select_from(query.subquery()))
+        rows = self.db.scalars(
+            query.order_by(Assignment.created_at.desc(), Assignment.id.desc()).offset(offset).limit(limit)
+        ).all()
+        self.write_page([assignment_model(a, staff) for a in rows], total, offset, limit)
+
+    def post(self, code: str) -> None:
+        lecture = self.lecture_or_404(code, "instructor")
+        body = self.json_body()
+        check_fields(body, EDITABLE - {"status"} | {"name"})
+        name = string_field(body, "name", 64, required=True)
+        if not SLUG_RE.match(name):
+            raise api_error(
+                400, f"Assignment name {name!r} must be a slug: lowercase letters, digits, '-' and '_'"
+            )
+        assignment = Assignment(lecture_id=lecture.id, name=name, settings={})
+        apply_fields(assignment, body)
+        self.db.add(assignment)
+        try:
+            self.db.commit()
+        except IntegrityError:
+            self.db.rollback()
+            raise api_error(409, f"Assignment {name!r} already exists in lecture {code!r}") from None
+        self.write_json(assignment_model(assignment, True), 201)
+
+
+class AssignmentHandler(APIHandler):
+    def get(self, code: str, name: str) -> None:
+        lecture = self.lecture_or_404(code)
+        assignment = self.assignment_or_404(lecture, name)
+        self.write_json(assignment_model(assignment, self.permissions.is_staff(lecture.id)))
+
+    async def patch(self, code: str, name: str) -> None:
+        lecture = self.lecture_or_404(code, "instructor")
+        assignment = self.assignment_or_404(lecture, name)
+        body = self.json_body()
+        check_fields(body, EDITABLE)
+        apply_fields(assignment, body)
+        status = body.get("status", assignment.status)
+        if status not in ASSIGNMENT_STATUSES:
+            raise api_error(400, f"Field 'status' must be one of {', '.join(ASSIGNMENT_STATUSES)}")
+        if status != assignment.status:
+            if (assignment.status, status) not in TRANSITIONS:
+                raise api_error(409, f"Assignment status cannot change from {assignment.status} to {status}")
+            if status == "released" and assignment.release_commit is None:
+                await self.release(assignment)
+            assignment.status = status
+        self.db.commit()
+        self.write_json(assignment_model(assignment, True))
+
+    async def release(self, assignment: Assignment) -> None:
+        if assignment.source_commit is None:
+            raise api_error(409, "Upload the assignment's source files before releasing it")
+        try:
+            released = await release_assignment(self.service, assignment.id, assignment.source_commit)
+        except ReleaseFailed as e:
+            raise api_error(422, str(e)) from None
+        assignment.release_commit = released.commit
+        assignment.gradebook_skeleton = released.gradebook
+        assignment.max_score = released.max_score
+        assignment.released_at = utcnow()
+
+    def delete(self, code: str, name: str) -> None:
+        lecture = self.lecture_or_404(code, "instructor")
+        assignment = self.assignment_or_404(lecture, name)
+        if self.db.scalar(select(func.count()).where(Submission.assignment_id == assignment.id)):
+            raise api_error(
+                409, f"Assignment {name!r} has submissions; mark it completed instead of deleting it"
+            )
+        self.db.delete(assignment)
+        self.db.commit()
+        self.set_status(204)
+        self.finish()
+
+
+handlers = [
+    (r"lectures/([^/]+)/assignments", AssignmentsHandler),
+    (r"lectures/([^/]+)/assignments/([^/]+)", AssignmentHandler),
+]

@@ -1,0 +1,109 @@
+"""Assignment files: instructors upload the source; students download the released version."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from ..orm import utcnow
+from ..storage import git
+from ..storage.release import ReleaseFailed, release_assignment
+from ..storage.uploads import UploadError, UploadLimits, extract_upload
+from .base import APIHandler, api_error
+from .serialize import assignment_model
+
+
+class UploadMixin:
+    """Shared by the source upload and the submission endpoints."""
+
+    body_limit = None  # the service's max_request_size
+
+    def upload_limits(self, allowed_files: list[str] | None = None) -> UploadLimits:
+        service = self.service
+        return UploadLimits(
+            max_extracted_size=service.max_extracted_size,
+            max_files=service.max_files_per_upload,
+            allowed_files=tuple(allowed_files or ()),
+        )
+
+    @asynccontextmanager
+    async def extracted_upload(
+        self, limits: UploadLimits, filename: str | None = None
+    ) -> AsyncIterator[Path]:
+        """The request body's files in a temporary directory, removed afterwards whatever happens."""
+        tmp_root = self.service.layout.tmp_dir()
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=tmp_root, prefix="upload-"))
+        try:
+            content_type = self.request.headers.get("Content-Type", "")
+            try:
+                await asyncio.to_thread(extract_upload, content_type, self.body, tmp, limits, filename)
+            except UploadError as e:
+                raise api_error(e.status, e.message) from None
+            yield tmp
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+
+async def send_zip(handler: APIHandler, repo: Path, commit: str, filename: str) -> None:
+    data = await git.archive_zip(repo, commit)
+    handler.set_header("Content-Type", "application/zip")
+    handler.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+    handler.finish(data)
+
+
+class AssignmentFilesHandler(UploadMixin, APIHandler):
+    async def get(self, code: str, name: str) -> None:
+        lecture = self.lecture_or_404(code)
+        assignment = self.assignment_or_404(lecture, name)
+        staff = self.permissions.is_staff(lecture.id)
+        version = self.get_query_argument("version", "source" if staff else "release")
+        layout = self.service.layout
+        if version == "source":
+            if not staff:
+                raise api_error(403, "Only tutors and instructors can download an assignment's source")
+            if assignment.source_commit is None:
+                raise api_error(404, f"Assignment {name!r} has no source files yet")
+            await send_zip(
+                self, layout.source_repo(assignment.id), assignment.source_commit, f"{name}-source.zip"
+            )
+        elif version == "release":
+            if assignment.release_commit is None or (not staff and assignment.status == "created"):
+                raise api_error(404, f"Assignment {name!r} has not been released yet")
+            await send_zip(self, layout.release_repo(assignment.id), assignment.release_commit, f"{name}.zip")
+        else:
+            raise api_error(400, "version must be 'source' or 'release'")
+
+    async def put(self, code: str, name: str) -> None:
+        lecture = self.lecture_or_404(code, "instructor")
+        assignment = self.assignment_or_404(lecture, name)
+        repo = self.service.layout.source_repo(assignment.id)
+        filename = self.get_query_argument("filename", None)
+        async with self.extracted_upload(self.upload_limits(), filename) as files, self.service.repo_locks(repo):
+            parent = await git.head(repo)
+            commit = await git.commit_directory(repo, files, f"source upload by {self.user.name}", parent)
+            if assignment.release_commit is not None:
+                # Already released: the new source must validate, and students get its release.
+                try:
+                    released = await release_assignment(self.service, assignment.id, commit)
+                except ReleaseFailed as e:
+                    raise api_error(422, str(e)) from None
+                assignment.release_commit = released.commit
+                assignment.gradebook_skeleton = released.gradebook
+                assignment.max_score = released.max_score
+                assignment.released_at = utcnow()
+            await git.update_branch(repo, commit, parent)
+            assignment.source_commit = commit
+            try:
+                self.db.commit()
+            except Exception:
+                await git.revert_branch(repo, commit, parent)
+                raise
+        self.write_json(assignment_model(assignment, True))
+
+
+handlers = [(r"lectures/([^/]+)/assignments/([^/]+)/files", AssignmentFilesHandler)]

@@ -1,0 +1,104 @@
+"""Lectures: admins create them; members see theirs; instructors manage their own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from ..orm import Assignment, Lecture, Role
+from ..orm.lecture import LECTURE_STATES
+from .base import SLUG_RE, APIHandler, api_error
+from .serialize import lecture_model
+
+
+def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise api_error(400, f"Unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def string_field(body: dict[str, Any], key: str, max_length: int = 255, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise api_error(400, f"Field {key!r} is required")
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
+        raise api_error(400, f"Field {key!r} must be a non-empty string of at most {max_length} characters")
+    return value.strip()
+
+
+class LecturesHandler(APIHandler):
+    def get(self) -> None:
+        offset, limit = self.pagination()
+        query = select(Lecture)
+        if not self.identity.admin:
+            query = query.where(Lecture.id.in_(list(self.permissions.roles)))
+        state = self.get_query_argument("state", None)
+        if state is not None:
+            if state not in LECTURE_STATES:
+                raise api_error(400, f"state must be one of {', '.join(LECTURE_STATES)}")
+            query = query.where(Lecture.state == state)
+        total = self.db.scalar(select(func.count()).select_from(query.subquery()))
+        rows = self.db.scalars(query.order_by(Lecture.code).offset(offset).limit(limit)).all()
+        self.write_page(
+            [lecture_model(lec, self.permissions.role_in(lec.id)) for lec in rows], total, offset, limit
+        )
+
+    def post(self) -> None:
+        self.permissions.require_admin()
+        body = self.json_body()
+        check_fields(body, {"code", "name", "state"})
+        code = string_field(body, "code", 64, required=True)
+        if not SLUG_RE.match(code):
+            raise api_error(
+                400, f"Lecture code {code!r} must be a slug: lowercase letters, digits, '-' and '_'"
+            )
+        state = body.get("state", "active")
+        if state not in LECTURE_STATES:
+            raise api_error(400, f"state must be one of {', '.join(LECTURE_STATES)}")
+        lecture = Lecture(code=code, name=string_field(body, "name") or code, state=state)
+        self.db.add(lecture)
+        try:
+            self.db.commit()
+        except IntegrityError:
+            self.db.rollback()
+            raise api_error(409, f"A lecture with code {code!r} already exists") from None
+        self.write_json(lecture_model(lecture), 201)
+
+
+class LectureHandler(APIHandler):
+    def get(self, code: str) -> None:
+        lecture = self.lecture_or_404(code)
+        self.write_json(lecture_model(lecture, self.permissions.role_in(lecture.id)))
+
+    def patch(self, code: str) -> None:
+        lecture = self.lecture_or_404(code, "instructor")
+        body = self.json_body()
+        check_fields(body, {"name", "state"})
+        if "name" in body:
+            lecture.name = string_field(body, "name", required=True)
+        if "state" in body:
+            if body["state"] not in LECTURE_STATES:
+                raise api_error(400, f"state must be one of {', '.join(LECTURE_STATES)}")
+            lecture.state = body["state"]
+        self.db.commit()
+        self.write_json(lecture_model(lecture, self.permissions.role_in(lecture.id)))
+
+    def delete(self, code: str) -> None:
+        lecture = self.lecture_or_404(code)
+        self.permissions.require_admin()
+        if self.db.scalar(select(func.count()).where(Assignment.lecture_id == lecture.id)):
+            raise api_error(
+                409, f"Lecture {code!r} still has assignments; delete them first or mark it complete"
+            )
+        self.db.query(Role).filter(Role.lecture_id == lecture.id).delete()
+        self.db.delete(lecture)
+        self.db.commit()
+        self.set_status(204)
+        self.finish()
+
+
+handlers = [(r"lectures", LecturesHandler), (r"lectures/([^/]+)", LectureHandler)]

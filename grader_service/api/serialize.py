@@ -1,0 +1,83 @@
+"""JSON representations of the models, in one place so every endpoint shows the same shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..orm import Assignment, Lecture, Role, Submission, User
+from .base import isoformat
+
+
+def user_model(user: User, roles: dict[str, str] | None = None, admin: bool | None = None) -> dict[str, Any]:
+    model: dict[str, Any] = {
+        "name": user.name,
+        "display_name": user.display_name,
+        "admin": user.admin if admin is None else admin,
+    }
+    if roles is not None:
+        model["roles"] = roles
+    return model
+
+
+def lecture_model(lecture: Lecture, role: str | None = None) -> dict[str, Any]:
+    return {
+        "code": lecture.code,
+        "name": lecture.name,
+        "state": lecture.state,
+        "created_at": isoformat(lecture.created_at),
+        "role": role,
+    }
+
+
+def role_model(role: Role) -> dict[str, Any]:
+    return {
+        "user": role.user.name,
+        "display_name": role.user.display_name,
+        "lecture": role.lecture.code,
+        "role": role.role,
+        "source": role.source,
+    }
+
+
+def assignment_model(assignment: Assignment, staff: bool) -> dict[str, Any]:
+    model: dict[str, Any] = {
+        "lecture": assignment.lecture.code,
+        "name": assignment.name,
+        "title": assignment.title,
+        "status": assignment.status,
+        "due_date": isoformat(assignment.due_date),
+        "late_until": isoformat(assignment.late_until),
+        "late_penalty": assignment.late_penalty,
+        "max_submissions": assignment.max_submissions,
+        "grading_policy": assignment.grading_policy,
+        "feedback_policy": assignment.feedback_policy,
+        "max_score": assignment.max_score,
+        "released_at": isoformat(assignment.released_at),
+        "created_at": isoformat(assignment.created_at),
+    }
+    if staff:
+        model["settings"] = assignment.settings
+        model["has_source"] = assignment.source_commit is not None
+        model["source_commit"] = assignment.source_commit
+    return model
+
+
+def submission_model(submission: Submission) -> dict[str, Any]:
+    return {
+        "id": submission.id,
+        "lecture": submission.assignment.lecture.code,
+        "assignment": submission.assignment.name,
+        "user": submission.user.name,
+        "commit_hash": submission.commit_hash,
+        "submitted_at": isoformat(submission.submitted_at),
+        "late": submission.late,
+        "late_seconds": submission.late_seconds,
+        "auto_status": submission.auto_status,
+        "manual_status": submission.manual_status,
+        "score": submission.final_score,
+        "auto_score": submission.score,
+        "manual_score": submission.manual_score,
+        "max_score": submission.max_score,
+        "comment": submission.comment,
+        "feedback_status": submission.feedback_status,
+    }

@@ -1,0 +1,171 @@
+"""Submissions: students submit and see their own; tutors see all and grade."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ..orm import Assignment, Submission, User, utcnow
+from ..orm.submission import MANUAL_STATUSES
+from ..storage import git
+from .base import USERNAME_RE, APIHandler, api_error
+from .files import UploadMixin, send_zip
+from .lectures import check_fields
+from .serialize import submission_model
+
+
+def lateness(assignment: Assignment) -> tuple[bool, float]:
+    """Whether a submission now is late and by how many seconds; raises 403 past the last deadline."""
+    now = utcnow()
+    if assignment.due_date is None or now <= assignment.due_date:
+        return False, 0.0
+    if assignment.late_until is not None and now <= assignment.late_until:
+        return True, (now - assignment.due_date).total_seconds()
+    last = assignment.late_until or assignment.due_date
+    raise api_error(
+        403,
+        f"The deadline for {assignment.name!r} passed at {last.isoformat()}; "
+        "no more submissions are accepted",
+    )
+
+
+class SubmissionsHandler(UploadMixin, APIHandler):
+    def get(self, code: str, name: str) -> None:
+        lecture = self.lecture_or_404(code)
+        assignment = self.assignment_or_404(lecture, name)
+        offset, limit = self.pagination()
+        query = select(Submission).where(
+            Submission.assignment_id == assignment.id, Submission.deleted_at.is_(None)
+        )
+        if not self.permissions.is_staff(lecture.id):
+            query = query.where(Submission.user_id == self.user.id)
+        else:
+            username = self.get_query_argument("user", None)
+            if username is not None:
+                query = query.join(User, User.id == Submission.user_id).where(User.name == username)
+        if self.bool_argument("latest"):
+            latest = (
+                select(func.max(Submission.id))
+                .where(Submission.assignment_id == assignment.id, Submission.deleted_at.is_(None))
+                .group_by(Submission.user_id)
+            )
+            query = query.where(Submission.id.in_(latest))
+        total = self.db.scalar(select(func.count()).select_from(query.subquery()))
+        rows = self.db.scalars(query.order_by(Submission.id.desc()).offset(offset).limit(limit)).all()
+        self.write_page([submission_model(s) for s in rows], total, offset, limit)
+
+    async def post(self, code: str, name: str) -> None:
+        lecture = self.lecture_or_404(code, "student")
+        assignment = self.assignment_or_404(lecture, name)
+        staff = self.permissions.is_staff(lecture.id)
+        if assignment.status != "released" and not staff:
+            raise api_error(
+                403, f"Assignment {name!r} is {assignment.status}; it does not accept submissions"
+            )
+        if assignment.release_commit is None:
+            raise api_error(409, f"Assignment {name!r} has not been released yet")
+        late, late_seconds = (False, 0.0) if staff else lateness(assignment)
+        filename = self.get_query_argument("filename", None)
+        limits = self.upload_limits(assignment.settings.get("allowed_files"))
+        repo = self.service.layout.submission_repo(assignment.id, self.user.id)
+        async with self.extracted_upload(limits, filename) as files, self.service.repo_locks(repo):
+            if assignment.max_submissions is not None and not staff:
+                # Soft-deleted submissions count too: deleting must not buy extra attempts.
+                used = self.db.scalar(
+                    select(func.count()).where(
+                        Submission.assignment_id == assignment.id, Submission.user_id == self.user.id
+                    )
+                )
+                if used >= assignment.max_submissions:
+                    raise api_error(
+                        403, f"You have used all {assignment.max_submissions} submissions for {name!r}"
+                    )
+            parent = await git.head(repo)
+            commit = await git.commit_directory(repo, files, f"submission by {self.user.name}", parent)
+            submission = Submission(
+                assignment_id=assignment.id,
+                user_id=self.user.id,
+                commit_hash=commit,
+                late=late,
+                late_seconds=late_seconds,
+                max_score=assignment.max_score,
+            )
+            self.db.add(submission)
+            self.db.flush()
+            self.service.on_submission(self.db, submission)
+            await git.update_branch(repo, commit, parent)
+            try:
+                self.db.commit()
+            except Exception:
+                await git.revert_branch(repo, commit, parent)
+                raise
+        self.db.refresh(submission)
+        self.write_json(submission_model(submission), 201)
+
+
+class SubmissionHandler(APIHandler):
+    def get(self, code: str, name: str, submission_id: str) -> None:
+        lecture = self.lecture_or_404(code)
+        submission = self.submission_or_404(self.assignment_or_404(lecture, name), submission_id)
+        self.write_json(submission_model(submission))
+
+    def patch(self, code: str, name: str, submission_id: str) -> None:
+        lecture = self.lecture_or_404(code, "tutor")
+        submission = self.submission_or_404(self.assignment_or_404(lecture, name), submission_id)
+        body = self.json_body()
+        check_fields(body, {"manual_score", "comment", "manual_status"})
+        if "manual_score" in body:
+            score: Any = body["manual_score"]
+            if score is not None:
+                if isinstance(score, bool) or not isinstance(score, int | float) or score < 0:
+                    raise api_error(400, "Field 'manual_score' must be a non-negative number or null")
+                if submission.max_score is not None and score > submission.max_score:
+                    raise api_error(
+                        400, f"manual_score {score} exceeds the maximum of {submission.max_score}"
+                    )
+                score = float(score)
+            submission.manual_score = score
+        if "comment" in body:
+            comment = body["comment"]
+            if comment is not None and (not isinstance(comment, str) or len(comment) > 20000):
+                raise api_error(400, "Field 'comment' must be a string of at most 20000 characters, or null")
+            submission.comment = comment
+        if "manual_status" in body:
+            if body["manual_status"] not in MANUAL_STATUSES:
+                raise api_error(400, f"Field 'manual_status' must be one of {', '.join(MANUAL_STATUSES)}")
+            submission.manual_status = body["manual_status"]
+        self.db.commit()
+        self.write_json(submission_model(submission))
+
+    def delete(self, code: str, name: str, submission_id: str) -> None:
+        lecture = self.lecture_or_404(code)
+        assignment = self.assignment_or_404(lecture, name)
+        submission = self.submission_or_404(assignment, submission_id)
+        if not self.permissions.has(lecture.id, "instructor"):
+            if submission.user_id != self.user.id:
+                raise api_error(403, "Only instructors can delete other users' submissions")
+            if assignment.due_date is not None and utcnow() > assignment.due_date:
+                raise api_error(403, "Submissions can only be withdrawn before the deadline")
+        submission.deleted_at = utcnow()
+        self.db.commit()
+        self.set_status(204)
+        self.finish()
+
+
+class SubmissionFilesHandler(APIHandler):
+    async def get(self, code: str, name: str, submission_id: str) -> None:
+        lecture = self.lecture_or_404(code)
+        assignment = self.assignment_or_404(lecture, name)
+        submission = self.submission_or_404(assignment, submission_id)
+        repo = self.service.layout.submission_repo(assignment.id, submission.user_id)
+        await send_zip(self, repo, submission.commit_hash, f"{name}-submission-{submission.id}.zip")
+
+
+handlers = [
+    (r"lectures/([^/]+)/assignments/([^/]+)/submissions", SubmissionsHandler),
+    (r"lectures/([^/]+)/assignments/([^/]+)/submissions/([^/]+)", SubmissionHandler),
+    (r"lectures/([^/]+)/assignments/([^/]+)/submissions/([^/]+)/files", SubmissionFilesHandler),
+]
+
+__all__ = ["USERNAME_RE", "handlers"]

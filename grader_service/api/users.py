@@ -1,0 +1,22 @@
+"""The caller's own identity and roles."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from ..orm import Lecture, Role
+from .base import APIHandler
+from .serialize import user_model
+
+
+class UserHandler(APIHandler):
+    def get(self) -> None:
+        rows = self.db.execute(
+            select(Lecture.code, Role.role)
+            .join(Role, Role.lecture_id == Lecture.id)
+            .where(Role.user_id == self.user.id)
+        ).all()
+        self.write_json(user_model(self.user, roles=dict(rows), admin=self.identity.admin))
+
+
+handlers = [(r"user", UserHandler)]

@@ -1,0 +1,445 @@
+"""The grader-service application: configuration, subcommands, and the HTTP server.
+
+`grader-service` serves; `grader-service migrate` upgrades the database; `grader-service token
+create|list|revoke` manages standalone API tokens. Every subcommand reads the same config
+file and options, so `-f`, `--data-dir` and `--db-url` mean the same everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from tornado import web
+from tornado.httpserver import HTTPServer
+from traitlets import Bool, Float, Instance, Int, Integer, Unicode, default, validate
+from traitlets.config import Application, catch_config_error
+from traitlets.utils.importstring import import_item
+
+from . import __version__, db
+from .auth import AUTHENTICATOR_ALIASES, Authenticator, Identity, TokenAuthenticator
+from .orm import ApiToken, User, utcnow
+from .orm.api_token import PREFIX_LENGTH, hash_token, new_token
+from .storage.git import RepoLocks
+from .storage.layout import DataLayout
+
+COMMON_ALIASES: dict[str, Any] = {
+    "f": "GraderService.config_file",
+    "config": "GraderService.config_file",
+    "data-dir": "GraderService.data_dir",
+    "db-url": "GraderService.db_url",
+    "log-level": "Application.log_level",
+}
+
+DB_URL_ENV = "GRADER_SERVICE_DB_URL"
+
+
+class DatabaseOutOfDate(RuntimeError):
+    pass
+
+
+class GraderService(Application):
+    """The grading service for Jupyter notebook assignments."""
+
+    name = "grader-service"
+    version = __version__
+    description = "Grades Jupyter notebook submissions; runs standalone or as a JupyterHub service."
+    examples = """
+    grader-service                              # serve on 127.0.0.1:4010 with SQLite in ./grader-data
+    grader-service -f grader_service_config.py  # serve with a config file
+    grader-service --generate-config            # write a commented grader_service_config.py
+    grader-service migrate                      # upgrade the database schema
+    grader-service token create --user alice    # print a new API token for alice
+    """
+
+    aliases = {
+        **COMMON_ALIASES,
+        "ip": "GraderService.ip",
+        "port": "GraderService.port",
+        "base-url": "GraderService.base_url",
+    }
+    flags = {
+        "generate-config": (
+            {"GraderService": {"generate_config": True}},
+            "Write a commented config file and exit.",
+        ),
+        "upgrade-db": ({"GraderService": {"upgrade_db": True}}, "Upgrade the database schema on start."),
+        "debug": ({"Application": {"log_level": logging.DEBUG}}, "Log at debug level."),
+    }
+    subcommands = {
+        "migrate": ("grader_service.app.MigrateCommand", "Upgrade the database schema to this version."),
+        "token": ("grader_service.app.TokenCommand", "Create, list or revoke standalone API tokens."),
+    }
+
+    classes = [TokenAuthenticator]
+
+    config_file = Unicode(
+        "grader_service_config.py",
+        help="The config file to load. A missing default file is fine; a missing named file is an error.",
+    ).tag(config=True)
+    generate_config = Bool(False, help="Write a commented config file to config_file and exit.").tag(
+        config=True
+    )
+    ip = Unicode("127.0.0.1", help="The address the HTTP server listens on.").tag(config=True)
+    port = Integer(4010, help="The port the HTTP server listens on.").tag(config=True)
+    base_url = Unicode(
+        "/",
+        help="URL prefix of the service, e.g. /services/grader/ under JupyterHub. The API is at <base_url>api/v1/.",
+    ).tag(config=True)
+    data_dir = Unicode(
+        "grader-data",
+        help="Directory for the SQLite database, git repositories, job directories and feedback.",
+    ).tag(config=True)
+    db_url = Unicode(
+        help=f"SQLAlchemy database URL. Default: SQLite in the data dir. Env {DB_URL_ENV} overrides the default."
+    ).tag(config=True)
+    upgrade_db = Bool(
+        None,
+        allow_none=True,
+        help="Upgrade the schema on start. Default (None): yes for SQLite, no for server databases, "
+        "where other replicas may still run the old code: run `grader-service migrate` instead.",
+    ).tag(config=True)
+    authenticator_class = Unicode(
+        "token",
+        help="'token' (standalone API tokens), 'jupyterhub', or the import path of an Authenticator subclass.",
+    ).tag(config=True)
+    max_request_size = Integer(
+        50 * 1024 * 1024, help="Largest accepted upload (submission or assignment files), in bytes."
+    ).tag(config=True)
+    max_extracted_size = Integer(
+        200 * 1024 * 1024, help="Largest total size of the files in one upload after unzipping, in bytes."
+    ).tag(config=True)
+    max_files_per_upload = Integer(1000, help="Most files one upload may contain.").tag(config=True)
+    cookie_secret_file = Unicode(
+        help="File holding the secret that signs cookies. Default: <data_dir>/cookie_secret (created 0600)."
+    ).tag(config=True)
+    shutdown_timeout = Float(
+        30.0, help="Seconds to wait for in-flight requests to finish after SIGTERM."
+    ).tag(config=True)
+
+    engine = Instance(Engine, allow_none=True)
+    session_factory = Instance(sessionmaker, allow_none=True)
+    authenticator = Instance(Authenticator, allow_none=True)
+    requests_in_flight = Int(0)
+    repo_locks = Instance(RepoLocks, ())
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return os.environ.get(DB_URL_ENV) or f"sqlite:///{Path(self.data_dir).resolve() / 'grader.sqlite'}"
+
+    @default("cookie_secret_file")
+    def _default_cookie_secret_file(self) -> str:
+        return str(Path(self.data_dir) / "cookie_secret")
+
+    @validate("base_url")
+    def _validate_base_url(self, proposal: dict[str, Any]) -> str:
+        value = proposal["value"]
+        return "/" + value.strip("/") + "/" if value.strip("/") else "/"
+
+    @property
+    def layout(self) -> DataLayout:
+        return DataLayout(Path(self.data_dir).resolve())
+
+    # --- initialisation ---------------------------------------------------------------------
+
+    @catch_config_error
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)
+        if self.subapp is not None:
+            return
+        self.load_config_file_if_any()
+
+    def load_config_file_if_any(self) -> None:
+        path = Path(self.config_file)
+        if path.exists():
+            self.load_config_file(path.name, path=[str(path.parent.resolve())])
+        elif "config_file" in self.config.get("GraderService", {}) and not self.generate_config:
+            self.log.critical("Config file %s not found", path)
+            self.exit(1)
+
+    def init_db(self) -> None:
+        """Create the engine and make sure the schema is current (or refuse with a clear message)."""
+        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+        self.engine = db.make_engine(self.db_url)
+        self.session_factory = db.make_session_factory(self.engine)
+        current, head = db.current_revision(self.engine), db.head_revision()
+        if current == head:
+            return
+        upgrade = self.upgrade_db if self.upgrade_db is not None else db.is_sqlite(self.db_url)
+        where = self.engine.url.render_as_string(hide_password=True)
+        if not upgrade:
+            raise DatabaseOutOfDate(
+                f"The database {where} is at schema revision {current or 'none (empty)'}, but this version "
+                f"needs {head}. Back it up, then run `grader-service migrate` (or start with --upgrade-db)."
+            )
+        self.log.info("Upgrading database %s from %s to %s", where, current or "empty", head)
+        db.upgrade(self.engine)
+
+    def init_authenticator(self) -> None:
+        name = AUTHENTICATOR_ALIASES.get(self.authenticator_class, self.authenticator_class)
+        cls = import_item(name)
+        self.authenticator = cls(parent=self, log=self.log)
+
+    def cookie_secret(self) -> bytes:
+        path = Path(self.cookie_secret_file)
+        if path.exists():
+            return path.read_bytes().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_hex(32).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret)
+        return secret
+
+    def make_web_app(self) -> web.Application:
+        from .api import NotFoundHandler, api_handlers
+
+        handlers = api_handlers(self.base_url) + [
+            (self.base_url.rstrip("/") + path, handler, kwargs)
+            for path, handler, kwargs in self.authenticator.get_handlers(self.base_url)
+        ]
+        return web.Application(
+            handlers,
+            grader_service=self,
+            default_handler_class=NotFoundHandler,
+            xsrf_cookies=True,
+            cookie_secret=self.cookie_secret(),
+            log_function=self.log_request,
+        )
+
+    def log_request(self, handler: web.RequestHandler) -> None:
+        status = handler.get_status()
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        if handler.request.path.endswith("/api/v1/health") and status == 200:
+            level = logging.DEBUG
+        user = getattr(getattr(handler, "user", None), "name", "-")
+        self.log.log(
+            level,
+            "%d %s %s (%s) %.1fms",
+            status,
+            handler.request.method,
+            handler.request.uri,
+            user,
+            1000 * handler.request.request_time(),
+        )
+
+    def record_identity(self, session: Session, identity: Identity) -> User:
+        """The User row for an authenticated caller, created on first sight and kept current."""
+        user = session.scalars(select(User).where(User.name == identity.name)).one_or_none()
+        if user is None:
+            user = User(name=identity.name, display_name=identity.display_name, admin=identity.admin)
+            session.add(user)
+            session.commit()
+        elif user.admin != identity.admin or (
+            identity.display_name and user.display_name != identity.display_name
+        ):
+            user.admin = identity.admin
+            user.display_name = identity.display_name or user.display_name
+            session.commit()
+        return user
+
+    def on_submission(self, session: Session, submission: Any) -> None:
+        """Called in the transaction that records a submission, before it commits.
+
+        Grading hooks in here, so a submission and its grading job are stored together or not at all.
+        """
+
+    # --- serving ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.subapp is not None:
+            self.subapp.start()
+            return
+        if self.generate_config:
+            self.write_config_file()
+            return
+        try:
+            asyncio.run(self.serve())
+        except DatabaseOutOfDate as e:
+            self.log.critical("%s", e)
+            self.exit(1)
+
+    def write_config_file(self) -> None:
+        path = Path(self.config_file)
+        if path.exists():
+            self.log.critical("%s exists; not overwriting it", path)
+            self.exit(1)
+        path.write_text(self.generate_config_file())
+        print(f"Wrote {path}")
+
+    async def serve(self) -> None:
+        self.init_db()
+        self.init_authenticator()
+        await self.authenticator.start()
+        server = HTTPServer(self.make_web_app(), max_body_size=self.max_request_size, xheaders=True)
+        server.listen(self.port, self.ip)
+        self.log.info(
+            "grader-service %s listening on http://%s:%d%s", __version__, self.ip, self.port, self.base_url
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        self.log.info("Shutting down: no new connections, waiting for %d request(s)", self.requests_in_flight)
+        server.stop()
+        deadline = loop.time() + self.shutdown_timeout
+        while self.requests_in_flight > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await server.close_all_connections()
+        await self.authenticator.stop()
+        self.engine.dispose()
+        self.log.info("Stopped")
+
+
+class _DatabaseCommand(GraderService):
+    """A subcommand that works on the database with the service's configuration."""
+
+    aliases = dict(COMMON_ALIASES)
+    flags = {"debug": GraderService.flags["debug"]}
+    subcommands: dict[str, Any] = {}
+
+    def open_db(self) -> None:
+        try:
+            self.init_db()
+        except DatabaseOutOfDate as e:
+            self.log.critical("%s", e)
+            self.exit(1)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+
+class MigrateCommand(_DatabaseCommand):
+    """Upgrade the database schema to the version this release needs."""
+
+    name = "grader-service-migrate"
+    description = "Upgrade the database schema (Alembic) to the version this release needs."
+
+    def start(self) -> None:
+        self.upgrade_db = True
+        self.init_db()
+        print(f"Database is at revision {db.current_revision(self.engine)}")
+
+
+class TokenCreateCommand(_DatabaseCommand):
+    """Print a new API token; the token alone is the last line of output."""
+
+    name = "grader-service-token-create"
+    description = "Create an API token for a user (standalone mode) and print it."
+    aliases = {
+        **COMMON_ALIASES,
+        "user": "TokenCreateCommand.user",
+        "expires-in": "TokenCreateCommand.expires_in",
+        "note": "TokenCreateCommand.note",
+    }
+    flags = {"admin": ({"TokenCreateCommand": {"admin": True}}, "The token's holder is a service admin.")}
+
+    user = Unicode(help="Name of the user the token authenticates (created if new).").tag(config=True)
+    admin = Bool(False, help="Whether the token grants admin rights.").tag(config=True)
+    expires_in = Integer(0, help="Seconds until the token expires; 0 means never.").tag(config=True)
+    note = Unicode(help="Free text shown by `token list`.").tag(config=True)
+
+    def start(self) -> None:
+        if not self.user:
+            self.log.critical("--user NAME is required")
+            self.exit(2)
+        self.open_db()
+        token = new_token()
+        with db.session_scope(self.session_factory) as session:
+            user = session.scalars(select(User).where(User.name == self.user)).one_or_none()
+            if user is None:
+                user = User(name=self.user)
+                session.add(user)
+                session.flush()
+            expires = utcnow() + timedelta(seconds=self.expires_in) if self.expires_in > 0 else None
+            session.add(
+                ApiToken(
+                    user_id=user.id,
+                    prefix=token[:PREFIX_LENGTH],
+                    hashed=hash_token(token),
+                    admin=self.admin,
+                    expires_at=expires,
+                    note=self.note or None,
+                )
+            )
+        print(
+            f"Created {'admin ' if self.admin else ''}token for {self.user}"
+            + (f", expires {expires.isoformat()}" if expires else ""),
+            file=sys.stderr,
+        )
+        print(token)
+
+
+class TokenListCommand(_DatabaseCommand):
+    name = "grader-service-token-list"
+    description = "List API tokens (prefix, user, admin, created, expires, last used)."
+
+    def start(self) -> None:
+        self.open_db()
+        with db.session_scope(self.session_factory) as session:
+            rows = session.scalars(select(ApiToken).order_by(ApiToken.id)).all()
+            print(
+                f"{'prefix':10} {'user':20} {'admin':5} {'created':20} {'expires':20} {'last used':20} note"
+            )
+            for t in rows:
+                fmt = lambda d: d.strftime("%Y-%m-%d %H:%M:%S") if d else "-"  # noqa: E731
+                print(
+                    f"{t.prefix:10} {t.user.name:20} {'yes' if t.admin else 'no':5} {fmt(t.created_at):20} "
+                    f"{fmt(t.expires_at):20} {fmt(t.last_used_at):20} {t.note or ''}"
+                )
+
+
+class TokenRevokeCommand(_DatabaseCommand):
+    name = "grader-service-token-revoke"
+    description = "Revoke API tokens by prefix (as `token list` shows) or by full token."
+
+    def start(self) -> None:
+        if not self.extra_args:
+            self.log.critical("Name the token(s) to revoke: grader-service token revoke PREFIX [PREFIX ...]")
+            self.exit(2)
+        self.open_db()
+        with db.session_scope(self.session_factory) as session:
+            for arg in self.extra_args:
+                query = select(ApiToken).where(ApiToken.prefix == arg[:PREFIX_LENGTH])
+                if len(arg) > PREFIX_LENGTH:
+                    query = query.where(ApiToken.hashed == hash_token(arg))
+                rows = session.scalars(query).all()
+                if not rows:
+                    self.log.critical("No token matches %r", arg)
+                    self.exit(1)
+                for row in rows:
+                    session.delete(row)
+                print(f"Revoked {len(rows)} token(s) matching {arg[:PREFIX_LENGTH]}")
+
+
+class TokenCommand(Application):
+    name = "grader-service-token"
+    description = "Manage standalone API tokens."
+    subcommands = {
+        "create": ("grader_service.app.TokenCreateCommand", "Create a token and print it."),
+        "list": ("grader_service.app.TokenListCommand", "List tokens."),
+        "revoke": ("grader_service.app.TokenRevokeCommand", "Revoke tokens by prefix."),
+    }
+
+    def start(self) -> None:
+        if self.subapp is None:
+            self.print_subcommands()
+            self.exit(2)
+        self.subapp.start()
+
+
+main = GraderService.launch_instance
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""SQLAlchemy 2 models, one module per entity. Importing this package registers them all."""
+
+from .api_token import ApiToken
+from .assignment import Assignment
+from .base import Base, utcnow
+from .grading_job import GradingJob, GradingRun
+from .lecture import Lecture
+from .role import ROLES, Role, role_rank
+from .submission import Submission
+from .user import User
+
+__all__ = [
+    "ROLES",
+    "ApiToken",
+    "Assignment",
+    "Base",
+    "GradingJob",
+    "GradingRun",
+    "Lecture",
+    "Role",
+    "Submission",
+    "User",
+    "role_rank",
+    "utcnow",
+]

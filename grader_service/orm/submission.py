@@ -1,0 +1,48 @@
+"""One submission: a git commit of a student's files, and what grading made of it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .assignment import Assignment
+from .base import Base, utcnow
+from .user import User
+
+AUTO_STATUSES = ("not_queued", "queued", "running", "graded", "failed")
+MANUAL_STATUSES = ("not_graded", "graded")
+FEEDBACK_STATUSES = ("none", "generated", "released")
+
+
+class Submission(Base):
+    __tablename__ = "submissions"
+    __table_args__ = (Index("ix_submissions_assignment_user", "assignment_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="RESTRICT"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    commit_hash: Mapped[str] = mapped_column(String(64))
+    submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    late: Mapped[bool] = mapped_column(default=False)
+    late_seconds: Mapped[float] = mapped_column(default=0.0)
+    auto_status: Mapped[str] = mapped_column(String(16), default="not_queued")
+    manual_status: Mapped[str] = mapped_column(String(16), default="not_graded")
+    # score is what grading computed; manual_score, when set by a tutor, overrides it.
+    score: Mapped[float | None]
+    manual_score: Mapped[float | None]
+    max_score: Mapped[float | None]
+    comment: Mapped[str | None] = mapped_column(Text)
+    gradebook: Mapped[dict[str, Any] | None]
+    logs: Mapped[str | None] = mapped_column(Text)
+    feedback_status: Mapped[str] = mapped_column(String(16), default="none")
+    deleted_at: Mapped[datetime | None]
+
+    assignment: Mapped[Assignment] = relationship(lazy="joined")
+    user: Mapped[User] = relationship(lazy="joined")
+
+    @property
+    def final_score(self) -> float | None:
+        return self.manual_score if self.manual_score is not None else self.score

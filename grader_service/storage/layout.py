@@ -1,0 +1,32 @@
+"""Where things live in the data directory. Paths use database ids, never user-supplied names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    root: Path
+
+    def source_repo(self, assignment_id: int) -> Path:
+        return self.root / "repos" / "source" / f"{assignment_id}.git"
+
+    def release_repo(self, assignment_id: int) -> Path:
+        return self.root / "repos" / "release" / f"{assignment_id}.git"
+
+    def submission_repo(self, assignment_id: int, user_id: int) -> Path:
+        return self.root / "repos" / "submissions" / str(assignment_id) / f"{user_id}.git"
+
+    def jobs_dir(self) -> Path:
+        return self.root / "jobs"
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.jobs_dir() / str(job_id)
+
+    def feedback_dir(self, submission_id: int) -> Path:
+        return self.root / "feedback" / str(submission_id)
+
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"

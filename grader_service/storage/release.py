@@ -1,0 +1,73 @@
+"""Producing the student version of an assignment from its uploaded source.
+
+The conversion itself is the notebook engine's (`grader_service.convert`); this module stages
+the source out of git, runs the conversion in a worker thread (it executes no code, but it
+parses notebooks, which should not hold up the event loop) and stores the result as a commit
+in the assignment's release repository, which is what students download.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import git
+
+if TYPE_CHECKING:
+    from ..app import GraderService
+
+# Files the conversion may write for the service that must not reach students.
+SERVICE_ONLY_FILES = ("gradebook.json",)
+
+
+class ReleaseFailed(Exception):
+    """The source does not validate; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class Released:
+    commit: str
+    gradebook: dict[str, Any]
+    max_score: float
+
+
+def _convert(source: Path, output: Path) -> dict[str, Any]:
+    from ..convert.errors import SourceValidationError
+    from ..convert.release import release_assignment as convert_release
+
+    try:
+        return convert_release(source, output)
+    except SourceValidationError as e:
+        problems = "; ".join(
+            f"{p['notebook']}" + (f", cell {p['cell']}" if p.get("cell") else "") + f": {p['problem']}"
+            for p in e.problems
+        )
+        raise ReleaseFailed(f"The source does not validate: {problems or e}") from None
+
+
+async def release_assignment(service: GraderService, assignment_id: int, source_commit: str) -> Released:
+    layout = service.layout
+    layout.tmp_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=layout.tmp_dir(), prefix="release-") as tmp:
+        source, output = Path(tmp) / "source", Path(tmp) / "release"
+        source.mkdir()
+        await git.export(layout.source_repo(assignment_id), source_commit, source)
+        gradebook = await asyncio.to_thread(_convert, source, output)
+        for name in SERVICE_ONLY_FILES:
+            target = output / name
+            if target.is_file():
+                target.unlink()
+            elif target.is_dir():
+                shutil.rmtree(target)
+        repo = layout.release_repo(assignment_id)
+        async with service.repo_locks(repo):
+            parent = await git.head(repo)
+            commit = await git.commit_directory(
+                repo, output, f"release from source {source_commit[:12]}", parent
+            )
+            await git.update_branch(repo, commit, parent)
+    return Released(commit=commit, gradebook=gradebook, max_score=float(gradebook.get("max_score", 0.0)))

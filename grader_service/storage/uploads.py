@@ -1,0 +1,193 @@
+"""Turning an uploaded body (zip, multipart form or a single notebook) into a directory of files.
+
+Everything here treats the upload as hostile: paths are confined to the target directory,
+links and special files are refused, and sizes are counted as bytes are written rather than
+trusted from archive headers, so a zip bomb stops at the limit instead of filling the disk.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import zipfile
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
+
+import nbformat
+from tornado.httputil import HTTPFile, parse_body_arguments
+
+ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
+NOTEBOOK_TYPES = ("application/x-ipynb+json",)
+MULTIPART_TYPE = "multipart/form-data"
+# Never accepted: they could change how git or the grader treats the tree.
+FORBIDDEN_NAMES = {".git", ".gitmodules", ".gitattributes"}
+_CHUNK = 1 << 16
+
+
+class UploadError(Exception):
+    """Something is wrong with the upload; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_extracted_size: int = 200 * 1024 * 1024
+    max_files: int = 1000
+    allowed_files: tuple[str, ...] = ()
+
+
+def safe_relative_path(name: str) -> PurePosixPath:
+    """A relative path with no `..`, no absolute root, no empty or dot-only parts."""
+    if not name or "\\" in name or "\0" in name:
+        raise UploadError(422, f"Invalid file name {name!r}")
+    path = PurePosixPath(name)
+    if path.is_absolute() or any(part in ("..", ".", "") for part in name.rstrip("/").split("/")):
+        raise UploadError(422, f"File path {name!r} points outside the upload root")
+    if any(part in FORBIDDEN_NAMES for part in path.parts):
+        raise UploadError(422, f"File path {name!r} is not allowed")
+    return path
+
+
+class _Writer:
+    """Writes files under a root while counting files and bytes against the limits."""
+
+    def __init__(self, root: Path, limits: UploadLimits):
+        self.root = root
+        self.limits = limits
+        self.total = 0
+        self.names: set[str] = set()
+
+    def open(self, name: str) -> tuple[PurePosixPath, io.BufferedWriter]:
+        rel = safe_relative_path(name)
+        key = rel.as_posix()
+        if key in self.names:
+            raise UploadError(422, f"Duplicate file {key!r} in upload")
+        if self.limits.allowed_files and not any(fnmatch(key, pat) for pat in self.limits.allowed_files):
+            raise UploadError(
+                422,
+                f"File {key!r} is not allowed by this assignment (allowed: "
+                f"{', '.join(self.limits.allowed_files)})",
+            )
+        self.names.add(key)
+        if len(self.names) > self.limits.max_files:
+            raise UploadError(413, f"Upload has more than {self.limits.max_files} files")
+        target = self.root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            raise UploadError(422, f"File {key!r} collides with a directory of the same name")
+        return rel, open(target, "wb")
+
+    def count(self, n: int) -> None:
+        self.total += n
+        if self.total > self.limits.max_extracted_size:
+            raise UploadError(413, f"Upload expands to more than {self.limits.max_extracted_size} bytes")
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        _, f = self.open(name)
+        with f:
+            self.count(len(data))
+            f.write(data)
+
+
+def extract_zip(data: bytes, writer: _Writer) -> None:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError) as e:
+        raise UploadError(422, f"Body is not a valid zip archive: {e}") from None
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > writer.limits.max_files * 2:
+            raise UploadError(413, f"Zip archive has more than {writer.limits.max_files} files")
+        declared = sum(info.file_size for info in infos)
+        if declared > writer.limits.max_extracted_size:
+            raise UploadError(
+                413,
+                f"Zip archive expands to {declared} bytes, more than the limit of "
+                f"{writer.limits.max_extracted_size}",
+            )
+        for info in infos:
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise UploadError(
+                    422, f"Zip entry {info.filename!r} is a symbolic link; links are not allowed"
+                )
+            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise UploadError(422, f"Zip entry {info.filename!r} is not a regular file")
+            if info.is_dir():
+                safe_relative_path(info.filename)
+                continue
+            if info.flag_bits & 0x1:
+                raise UploadError(422, f"Zip entry {info.filename!r} is encrypted")
+            _, out = writer.open(info.filename)
+            try:
+                with out, archive.open(info) as src:
+                    while chunk := src.read(_CHUNK):
+                        writer.count(len(chunk))
+                        out.write(chunk)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError) as e:
+                raise UploadError(422, f"Zip entry {info.filename!r} cannot be read: {e}") from None
+
+
+def extract_multipart(content_type: str, data: bytes, writer: _Writer) -> None:
+    arguments: dict[str, list[bytes]] = {}
+    files: dict[str, list[HTTPFile]] = {}
+    parse_body_arguments(content_type, data, arguments, files)
+    uploads = [f for field in files.values() for f in field]
+    if not uploads:
+        raise UploadError(422, "Multipart upload contains no files")
+    for upload in uploads:
+        if upload.filename.lower().endswith(".zip") and upload.content_type in ZIP_TYPES:
+            extract_zip(upload.body, writer)
+        else:
+            writer.write_bytes(upload.filename, upload.body)
+
+
+def validate_notebooks(root: Path) -> None:
+    """Every .ipynb must be a valid nbformat 4 notebook; the error names the file."""
+    for path in sorted(root.rglob("*.ipynb")):
+        name = path.relative_to(root).as_posix()
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UploadError(422, f"{name} is not valid notebook JSON: {e}") from None
+        if not isinstance(raw, dict) or raw.get("nbformat") != 4:
+            raise UploadError(422, f"{name} is not an nbformat 4 notebook")
+        try:
+            nbformat.validate(nbformat.from_dict(raw))
+        except nbformat.ValidationError as e:
+            raise UploadError(422, f"{name} is not a valid notebook: {e.message}") from None
+
+
+def extract_upload(
+    content_type: str, data: bytes, target: Path, limits: UploadLimits, filename: str | None = None
+) -> list[str]:
+    """Write the upload's files into the empty directory `target`; return their relative paths."""
+    mime = content_type.split(";", 1)[0].strip().lower()
+    writer = _Writer(target, limits)
+    if mime in ZIP_TYPES:
+        extract_zip(data, writer)
+    elif mime == MULTIPART_TYPE:
+        extract_multipart(content_type, data, writer)
+    elif mime in NOTEBOOK_TYPES:
+        if not filename:
+            raise UploadError(400, "A single-notebook upload needs ?filename=<name>.ipynb")
+        if not filename.endswith(".ipynb"):
+            raise UploadError(422, f"Notebook file name {filename!r} must end in .ipynb")
+        writer.write_bytes(filename, data)
+    else:
+        raise UploadError(
+            415,
+            f"Unsupported Content-Type {mime!r}: send application/zip, multipart/form-data or "
+            "application/x-ipynb+json",
+        )
+    if not writer.names:
+        raise UploadError(422, "Upload contains no files")
+    validate_notebooks(target)
+    return sorted(writer.names)

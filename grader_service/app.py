@@ -28,6 +28,7 @@ from traitlets.utils.importstring import import_item
 
 from . import __version__, db
 from .auth import AUTHENTICATOR_ALIASES, Authenticator, Identity, TokenAuthenticator
+from .auth.roles import sync_roles
 from .orm import ApiToken, User, utcnow
 from .orm.api_token import PREFIX_LENGTH, hash_token, new_token
 from .storage.git import RepoLocks
@@ -246,6 +247,10 @@ class GraderService(Application):
             user.admin = identity.admin
             user.display_name = identity.display_name or user.display_name
             session.commit()
+        if identity.roles is not None:
+            sync_roles(
+                session, user, identity.roles, getattr(self.authenticator, "auto_create_lectures", False)
+            )
         return user
 
     def on_submission(self, session: Session, submission: Any) -> None:

@@ -83,7 +83,10 @@ class AssignmentFilesHandler(UploadMixin, APIHandler):
         assignment = self.assignment_or_404(lecture, name)
         repo = self.service.layout.source_repo(assignment.id)
         filename = self.get_query_argument("filename", None)
-        async with self.extracted_upload(self.upload_limits(), filename) as files, self.service.repo_locks(repo):
+        async with (
+            self.extracted_upload(self.upload_limits(), filename) as files,
+            self.service.repo_locks(repo),
+        ):
             parent = await git.head(repo)
             commit = await git.commit_directory(repo, files, f"source upload by {self.user.name}", parent)
             if assignment.release_commit is not None:

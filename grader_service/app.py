@@ -29,7 +29,11 @@ from traitlets.utils.importstring import import_item
 from . import __version__, db
 from .auth import AUTHENTICATOR_ALIASES, Authenticator, Identity, TokenAuthenticator
 from .auth.roles import sync_roles
-from .orm import ApiToken, User, utcnow
+from .autograding import EXECUTOR_ALIASES
+from .autograding.events import EventBus
+from .autograding.local import LocalAutogradeExecutor
+from .autograding.scheduler import Scheduler, enqueue
+from .orm import ApiToken, Submission, User, utcnow
 from .orm.api_token import PREFIX_LENGTH, hash_token, new_token
 from .storage.git import RepoLocks
 from .storage.layout import DataLayout
@@ -82,7 +86,7 @@ class GraderService(Application):
         "token": ("grader_service.app.TokenCommand", "Create, list or revoke standalone API tokens."),
     }
 
-    classes = [TokenAuthenticator]
+    classes = [TokenAuthenticator, Scheduler, LocalAutogradeExecutor]
 
     config_file = Unicode(
         "grader_service_config.py",
@@ -110,6 +114,13 @@ class GraderService(Application):
         help="Upgrade the schema on start. Default (None): yes for SQLite, no for server databases, "
         "where other replicas may still run the old code: run `grader-service migrate` instead.",
     ).tag(config=True)
+    executor_class = Unicode(
+        "local",
+        help="'local' (sandboxed subprocesses), 'kube' (a pod per job), or the import path of an executor.",
+    ).tag(config=True)
+    grading = Bool(True, help="Run grading workers in this process (off: only serve the API).").tag(
+        config=True
+    )
     authenticator_class = Unicode(
         "token",
         help="'token' (standalone API tokens), 'jupyterhub', or the import path of an Authenticator subclass.",
@@ -133,6 +144,8 @@ class GraderService(Application):
     authenticator = Instance(Authenticator, allow_none=True)
     requests_in_flight = Int(0)
     repo_locks = Instance(RepoLocks, ())
+    scheduler = Instance(Scheduler, allow_none=True)
+    events = Instance(EventBus, allow_none=True)
 
     @default("db_url")
     def _default_db_url(self) -> str:
@@ -253,11 +266,24 @@ class GraderService(Application):
             )
         return user
 
-    def on_submission(self, session: Session, submission: Any) -> None:
+    def on_submission(self, session: Session, submission: Submission) -> None:
         """Called in the transaction that records a submission, before it commits.
 
-        Grading hooks in here, so a submission and its grading job are stored together or not at all.
+        The grading job is added to the same transaction: a submission and its job are stored
+        together or not at all.
         """
+        enqueue(session, submission)
+
+    def jobs_committed(self) -> None:
+        """Wake the workers once new jobs are visible in the database."""
+        if self.scheduler is not None:
+            self.scheduler.wake()
+
+    def init_grading(self) -> None:
+        name = EXECUTOR_ALIASES.get(self.executor_class, self.executor_class)
+        executor = import_item(name)(parent=self, log=self.log)
+        self.events = EventBus()
+        self.scheduler = Scheduler(self, executor, self.events, parent=self, log=self.log)
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -286,6 +312,10 @@ class GraderService(Application):
         self.init_db()
         self.init_authenticator()
         await self.authenticator.start()
+        self.init_grading()
+        await self.scheduler.executor.start()
+        if self.grading:
+            await self.scheduler.start()
         server = HTTPServer(self.make_web_app(), max_body_size=self.max_request_size, xheaders=True)
         server.listen(self.port, self.ip)
         self.log.info(
@@ -302,6 +332,8 @@ class GraderService(Application):
         while self.requests_in_flight > 0 and loop.time() < deadline:
             await asyncio.sleep(0.05)
         await server.close_all_connections()
+        if self.grading:
+            await self.scheduler.stop()
         await self.authenticator.stop()
         self.engine.dispose()
         self.log.info("Stopped")

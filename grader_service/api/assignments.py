@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..orm import Assignment, Submission, utcnow
+from ..orm import Assignment, Submission
 from ..orm.assignment import ASSIGNMENT_STATUSES, FEEDBACK_POLICIES, GRADING_POLICIES
 from ..storage.release import ReleaseFailed, release_assignment
 from .base import SLUG_RE, APIHandler, api_error
@@ -168,10 +168,7 @@ class AssignmentHandler(APIHandler):
             released = await release_assignment(self.service, assignment.id, assignment.source_commit)
         except ReleaseFailed as e:
             raise api_error(422, str(e)) from None
-        assignment.release_commit = released.commit
-        assignment.gradebook_skeleton = released.gradebook
-        assignment.max_score = released.max_score
-        assignment.released_at = utcnow()
+        released.apply_to(assignment)
 
     def delete(self, code: str, name: str) -> None:
         lecture = self.lecture_or_404(code, "instructor")

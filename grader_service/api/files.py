@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from ..orm import utcnow
 from ..storage import git
 from ..storage.release import ReleaseFailed, release_assignment
 from ..storage.uploads import UploadError, UploadLimits, extract_upload
@@ -95,10 +94,7 @@ class AssignmentFilesHandler(UploadMixin, APIHandler):
                     released = await release_assignment(self.service, assignment.id, commit)
                 except ReleaseFailed as e:
                     raise api_error(422, str(e)) from None
-                assignment.release_commit = released.commit
-                assignment.gradebook_skeleton = released.gradebook
-                assignment.max_score = released.max_score
-                assignment.released_at = utcnow()
+                released.apply_to(assignment)
             await git.update_branch(repo, commit, parent)
             assignment.source_commit = commit
             try:

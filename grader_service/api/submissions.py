@@ -100,6 +100,7 @@ class SubmissionsHandler(UploadMixin, APIHandler):
             except Exception:
                 await git.revert_branch(repo, commit, parent)
                 raise
+        self.service.jobs_committed()
         self.db.refresh(submission)
         self.write_json(submission_model(submission), 201)
 

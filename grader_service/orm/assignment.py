@@ -42,6 +42,8 @@ class Assignment(Base):
     # The gradebook skeleton produced by release: grade ids and max points per notebook.
     gradebook_skeleton: Mapped[dict[str, Any] | None]
     max_score: Mapped[float | None]
+    # Lines of hidden-test code, so they can be kept out of what students see ({"lines": [...]}).
+    hidden_tests: Mapped[dict[str, Any] | None]
     released_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

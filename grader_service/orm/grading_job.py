@@ -33,6 +33,8 @@ class GradingJob(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Seconds the grading process or pod itself ran; the rest of started..finished is service overhead.
+    runner_seconds: Mapped[float | None]
     exit_reason: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
 

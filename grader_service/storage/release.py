@@ -9,12 +9,14 @@ in the assignment's release repository, which is what students download.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..orm import Assignment, utcnow
 from . import git
 
 if TYPE_CHECKING:
@@ -33,6 +35,37 @@ class Released:
     commit: str
     gradebook: dict[str, Any]
     max_score: float
+    hidden_lines: list[str]
+
+    def apply_to(self, assignment: Assignment) -> None:
+        assignment.release_commit = self.commit
+        assignment.gradebook_skeleton = self.gradebook
+        assignment.max_score = self.max_score
+        assignment.hidden_tests = {"lines": self.hidden_lines}
+        assignment.released_at = utcnow()
+
+
+def hidden_test_lines(source: Path) -> list[str]:
+    """Every non-blank line inside a hidden-tests region of the source notebooks."""
+    lines: set[str] = set()
+    for path in source.rglob("*.ipynb"):
+        try:
+            cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+        for cell in cells:
+            text = cell.get("source", "")
+            text = "".join(text) if isinstance(text, list) else str(text)
+            inside = False
+            for line in text.splitlines():
+                marker = line.strip()
+                if marker.startswith("### BEGIN HIDDEN TESTS"):
+                    inside = True
+                elif marker.startswith("### END HIDDEN TESTS"):
+                    inside = False
+                elif inside and marker:
+                    lines.add(marker)
+    return sorted(lines)
 
 
 def _convert(source: Path, output: Path) -> dict[str, Any]:
@@ -57,6 +90,7 @@ async def release_assignment(service: GraderService, assignment_id: int, source_
         source.mkdir()
         await git.export(layout.source_repo(assignment_id), source_commit, source)
         gradebook = await asyncio.to_thread(_convert, source, output)
+        hidden = await asyncio.to_thread(hidden_test_lines, source)
         for name in SERVICE_ONLY_FILES:
             target = output / name
             if target.is_file():
@@ -70,4 +104,9 @@ async def release_assignment(service: GraderService, assignment_id: int, source_
                 repo, output, f"release from source {source_commit[:12]}", parent
             )
             await git.update_branch(repo, commit, parent)
-    return Released(commit=commit, gradebook=gradebook, max_score=float(gradebook.get("max_score", 0.0)))
+    return Released(
+        commit=commit,
+        gradebook=gradebook,
+        max_score=float(gradebook.get("max_score", 0.0)),
+        hidden_lines=hidden,
+    )

@@ -1,0 +1,188 @@
+"""Grading throughput and latency of the running service, end to end over HTTP.
+
+Starts the real service (SQLite, local sandboxed executor) in a temp dir, releases a tiny 5-cell
+assignment, submits K notebooks at once, follows the assignment's event stream, and prints:
+- gradings per minute (first submit to last graded);
+- submit->graded latency p50/p95;
+- service overhead per submission: job time minus the grading subprocess's own time;
+- `GET health` latency p50/p99 while the workers grade.
+
+    python benchmarks/throughput.py --submissions 40 --concurrency 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nbformat
+import requests
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from sqlalchemy import select
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from grader_service.orm import GradingJob  # noqa: E402
+from tests.conftest import zip_dir  # noqa: E402
+from tests.service import ServiceProcess  # noqa: E402
+
+
+def tiny_assignment(folder: Path) -> tuple[Path, bytes]:
+    """A 5-cell notebook: intro, answer, three tests."""
+
+    def md(**kw):
+        return {"nbgrader": {"schema_version": 3, "locked": True, "solution": False, "grade": False, **kw}}
+
+    cells = [
+        new_markdown_cell("# Tiny", metadata=md(grade_id="intro")),
+        new_code_cell(
+            "def square(x):\n    ### BEGIN SOLUTION\n    return x * x\n    ### END SOLUTION",
+            metadata=md(grade_id="answer", solution=True, locked=False),
+        ),
+        new_code_cell("assert square(2) == 4", metadata=md(grade_id="t1", grade=True, points=1)),
+        new_code_cell("assert square(-3) == 9", metadata=md(grade_id="t2", grade=True, points=1)),
+        new_code_cell("assert square(0) == 0", metadata=md(grade_id="t3", grade=True, points=1)),
+    ]
+    nb = new_notebook(
+        cells=cells,
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
+    source = folder / "source"
+    source.mkdir()
+    nbformat.write(nb, source / "tiny.ipynb")
+    answer = nbformat.from_dict(json.loads(json.dumps(nb)))
+    answer.cells[1].source = "def square(x):\n    return x * x"
+    return source, nbformat.writes(answer).encode()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--submissions", type=int, default=40)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--config", default="", help="extra config lines for the service")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="grader-bench-") as tmp:
+        tmp_path = Path(tmp)
+        config = f"c.Scheduler.concurrency = {args.concurrency}\n{args.config}\n"
+        svc = ServiceProcess(tmp_path / "data", f"sqlite:///{tmp_path / 'bench.sqlite'}", config=config)
+        svc.start()
+        try:
+            run(svc, tmp_path, args.submissions)
+        finally:
+            svc.stop()
+
+
+def run(svc: ServiceProcess, tmp_path: Path, k: int) -> None:
+    admin = svc.client(svc.token("bench-admin", admin=True))
+    source, answer = tiny_assignment(tmp_path)
+    admin.post("lectures", json={"code": "bench", "name": "Bench"})
+    admin.post("lectures/bench/assignments", json={"name": "tiny"})
+    admin.put(
+        "lectures/bench/assignments/tiny/files",
+        data=zip_dir(source),
+        headers={"Content-Type": "application/zip"},
+    )
+    admin.patch("lectures/bench/assignments/tiny", json={"status": "released"})
+    tokens = []
+    for i in range(k):
+        admin.put(f"lectures/bench/roles/u{i}", json={"role": "student"})
+        tokens.append(svc.token(f"u{i}"))
+
+    graded_at: dict[int, float] = {}
+    stream_ready = threading.Event()
+    stop = threading.Event()
+
+    def follow() -> None:
+        with admin.get(
+            "events", params={"lecture": "bench", "assignment": "tiny"}, stream=True, timeout=600
+        ) as r:
+            stream_ready.set()
+            for line in r.iter_lines(decode_unicode=True):
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    if event["auto_status"] in ("graded", "failed"):
+                        graded_at[event["submission"]] = time.perf_counter()
+                if stop.is_set() or len(graded_at) >= k:
+                    return
+
+    health_latency: list[float] = []
+
+    def probe() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            t = time.perf_counter()
+            session.get(svc.api + "health", timeout=10)
+            health_latency.append(time.perf_counter() - t)
+            time.sleep(0.02)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    stream_ready.wait(10)
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+
+    submitted_at: dict[int, float] = {}
+
+    def submit(token: str) -> None:
+        t = time.perf_counter()
+        r = svc.client(token).post(
+            "lectures/bench/assignments/tiny/submissions",
+            data=answer,
+            params={"filename": "tiny.ipynb"},
+            headers={"Content-Type": "application/x-ipynb+json"},
+        )
+        r.raise_for_status()
+        submitted_at[r.json()["id"]] = t
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(submit, tokens))
+    follower.join(600)
+    stop.set()
+    end = max(graded_at.values()) if graded_at else time.perf_counter()
+    latencies = [graded_at[i] - submitted_at[i] for i in submitted_at if i in graded_at]
+
+    with svc.engine.connect() as conn:
+        jobs = conn.execute(
+            select(GradingJob.started_at, GradingJob.finished_at, GradingJob.runner_seconds).where(
+                GradingJob.state == "succeeded"
+            )
+        ).all()
+    overhead = [(j.finished_at - j.started_at).total_seconds() - (j.runner_seconds or 0) for j in jobs]
+    runner = [j.runner_seconds or 0 for j in jobs]
+
+    print(f"submissions graded       {len(latencies)}/{k}")
+    print(f"throughput               {60 * len(latencies) / (end - start):.1f} gradings/min")
+    print(
+        f"submit->graded latency   p50 {1000 * statistics.median(latencies):.0f} ms, "
+        f"p95 {1000 * percentile(latencies, 0.95):.0f} ms"
+    )
+    print(f"grading process time     p50 {1000 * statistics.median(runner):.0f} ms")
+    print(
+        f"service overhead / job   p50 {1000 * statistics.median(overhead):.0f} ms, "
+        f"p95 {1000 * percentile(overhead, 0.95):.0f} ms"
+    )
+    print(
+        f"GET health while grading p50 {1000 * statistics.median(health_latency):.1f} ms, "
+        f"p99 {1000 * percentile(health_latency, 0.99):.1f} ms ({len(health_latency)} requests)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""Grading endpoints: regrade, grading runs, gradebook, logs, feedback, the grade table."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ..autograding.scheduler import REGRADE_PRIORITY, enqueue
+from ..orm import Assignment, GradingJob, GradingRun, Submission, User
+from .base import APIHandler, api_error, isoformat
+from .lectures import check_fields
+from .redact import redact_gradebook, redact_text
+
+RUN_SCOPES = ("latest", "all")
+
+
+def job_model(job: GradingJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "submission": job.submission_id,
+        "state": job.state,
+        "attempts": job.attempts,
+        "executor": job.executor,
+        "runner": job.runner_name,
+        "created_at": isoformat(job.created_at),
+        "started_at": isoformat(job.started_at),
+        "finished_at": isoformat(job.finished_at),
+        "error": job.error,
+    }
+
+
+class AutogradeHandler(APIHandler):
+    def post(self, code: str, name: str, submission_id: str) -> None:
+        lecture = self.lecture_or_404(code, "tutor")
+        submission = self.submission_or_404(self.assignment_or_404(lecture, name), submission_id)
+        if submission.assignment.source_commit is None:
+            raise api_error(409, "The assignment has no source to grade against")
+        job = enqueue(self.db, submission)
+        self.db.commit()
+        self.service.jobs_committed()
+        self.write_json(job_model(job), 202)
+
+
+class GradingRunsHandler(APIHandler):
+    def post(self, code: str, name: str) -> None:
+        lecture = self.lecture_or_404(code, "tutor")
+        assignment = self.assignment_or_404(lecture, name)
+        body = self.json_body() if self.body else {}
+        check_fields(body, {"scope"})
+        scope = body.get("scope", "latest")
+        if scope not in RUN_SCOPES:
+            raise api_error(400, f"Field 'scope' must be one of {', '.join(RUN_SCOPES)}")
+        if assignment.source_commit is None:
+            raise api_error(409, "The assignment has no source to grade against")
+        query = select(Submission).where(
+            Submission.assignment_id == assignment.id, Submission.deleted_at.is_(None)
+        )
+        if scope == "latest":
+            latest = (
+                select(func.max(Submission.id))
+                .where(Submission.assignment_id == assignment.id, Submission.deleted_at.is_(None))
+                .group_by(Submission.user_id)
+            )
+            query = query.where(Submission.id.in_(latest))
+        run = GradingRun(assignment_id=assignment.id, created_by_id=self.user.id, scope=scope)
+        self.db.add(run)
+        self.db.flush()
+        # Regrades queue behind fresh submissions, so a regrade-all never holds up students.
+        for submission in self.db.scalars(query):
+            enqueue(self.db, submission, priority=REGRADE_PRIORITY, run_id=run.id)
+        self.db.commit()
+        self.service.jobs_committed()
+        self.write_json(run_model(self.db, run), 201)
+
+
+class GradingRunHandler(APIHandler):
+    def get(self, code: str, name: str, run_id: str) -> None:
+        lecture = self.lecture_or_404(code, "tutor")
+        assignment = self.assignment_or_404(lecture, name)
+        run = self.db.get(GradingRun, int(run_id)) if run_id.isdigit() else None
+        if run is None or run.assignment_id != assignment.id:
+            raise api_error(404, f"Grading run {run_id} not found")
+        self.write_json(run_model(self.db, run))
+
+
+def run_model(db: Any, run: GradingRun) -> dict[str, Any]:
+    counts = dict(
+        db.execute(
+            select(GradingJob.state, func.count())
+            .where(GradingJob.run_id == run.id)
+            .group_by(GradingJob.state)
+        )
+        .tuples()
+        .all()
+    )
+    states = {"queued": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0, **counts}
+    total = sum(states.values())
+    return {
+        "id": run.id,
+        "scope": run.scope,
+        "created_at": isoformat(run.created_at),
+        "total": total,
+        "counts": states,
+        "done": states["queued"] + states["running"] == 0,
+    }
+
+
+class SubmissionDetailHandler(APIHandler):
+    """Base for the per-submission grading views: resolves and checks the submission."""
+
+    def resolve(self, code: str, name: str, submission_id: str) -> tuple[Submission, bool]:
+        lecture = self.lecture_or_404(code)
+        submission = self.submission_or_404(self.assignment_or_404(lecture, name), submission_id)
+        return submission, self.permissions.is_staff(lecture.id)
+
+
+class GradebookHandler(SubmissionDetailHandler):
+    def get(self, code: str, name: str, submission_id: str) -> None:
+        submission, staff = self.resolve(code, name, submission_id)
+        if submission.gradebook is None:
+            raise api_error(404, f"Submission {submission_id} has not been graded ({submission.auto_status})")
+        gradebook = (
+            submission.gradebook if staff else redact_gradebook(submission.gradebook, submission.assignment)
+        )
+        self.write_json(gradebook)
+
+
+class LogsHandler(SubmissionDetailHandler):
+    def get(self, code: str, name: str, submission_id: str) -> None:
+        submission, staff = self.resolve(code, name, submission_id)
+        logs = submission.logs or ""
+        if not staff:
+            logs = redact_text(logs, submission.assignment)
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(logs)
+
+
+class FeedbackHandler(SubmissionDetailHandler):
+    def get(self, code: str, name: str, submission_id: str) -> None:
+        submission, staff = self.resolve(code, name, submission_id)
+        visible = (
+            staff
+            or submission.feedback_status == "released"
+            or (
+                submission.feedback_status == "generated"
+                and submission.assignment.feedback_policy == "immediate"
+            )
+        )
+        if submission.feedback_status == "none":
+            raise api_error(404, f"No feedback for submission {submission_id} yet ({submission.auto_status})")
+        if not visible:
+            raise api_error(403, "Feedback for this assignment has not been released yet")
+        folder = self.service.layout.feedback_dir(submission.id)
+        pages = sorted(folder.rglob("*.html")) if folder.exists() else []
+        wanted = self.get_query_argument("notebook", None)
+        if wanted is not None:
+            pages = [p for p in pages if p.relative_to(folder).with_suffix(".ipynb").as_posix() == wanted]
+        if not pages:
+            raise api_error(404, "No feedback page" + (f" for notebook {wanted!r}" if wanted else ""))
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        # The page shows student output: never let it run script in the service's origin.
+        self.set_header(
+            "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+        )
+        self.finish(Path(pages[0]).read_bytes())
+
+
+class FeedbackReleaseHandler(APIHandler):
+    def post(self, code: str, name: str) -> None:
+        lecture = self.lecture_or_404(code, "instructor")
+        assignment = self.assignment_or_404(lecture, name)
+        rows = self.db.scalars(
+            select(Submission).where(
+                Submission.assignment_id == assignment.id, Submission.feedback_status == "generated"
+            )
+        ).all()
+        for submission in rows:
+            submission.feedback_status = "released"
+        self.db.commit()
+        self.write_json({"released": len(rows)})
+
+
+def penalized(submission: Submission, assignment: Assignment) -> float | None:
+    score = submission.final_score
+    if score is None:
+        return None
+    return round(score * (1 - assignment.late_penalty), 6) if submission.late else score
+
+
+class ScoresHandler(APIHandler):
+    """One row per student: their latest or best submission (per the assignment), late penalty applied."""
+
+    columns = (
+        "user",
+        "display_name",
+        "submission",
+        "submitted_at",
+        "late",
+        "late_seconds",
+        "auto_status",
+        "score",
+        "max_score",
+        "final_score",
+    )
+
+    def get(self, code: str, name: str) -> None:
+        lecture = self.lecture_or_404(code, "tutor")
+        assignment = self.assignment_or_404(lecture, name)
+        rows = self.db.execute(
+            select(Submission, User)
+            .join(User, User.id == Submission.user_id)
+            .where(Submission.assignment_id == assignment.id, Submission.deleted_at.is_(None))
+            .order_by(User.name, Submission.id)
+        ).all()
+        chosen: dict[str, tuple[Submission, User]] = {}
+        for submission, user in rows:
+            current = chosen.get(user.name)
+            if (
+                current is None
+                or assignment.grading_policy == "latest"
+                or (penalized(submission, assignment) or 0) > (penalized(current[0], assignment) or 0)
+            ):
+                chosen[user.name] = (submission, user)
+        table = [
+            {
+                "user": user.name, "display_name": user.display_name, "submission": s.id,
+                "submitted_at": isoformat(s.submitted_at), "late": s.late, "late_seconds": s.late_seconds,
+                "auto_status": s.auto_status, "score": s.final_score, "max_score": s.max_score,
+                "final_score": penalized(s, assignment),
+            }
+            for s, user in chosen.values()
+        ]  # fmt: skip
+        if self.get_query_argument("format", "json") == "csv":
+            out = io.StringIO()
+            writer = csv.DictWriter(out, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(table)
+            self.set_header("Content-Type", "text/csv; charset=UTF-8")
+            self.set_header("Content-Disposition", f'attachment; filename="{code}-{name}-scores.csv"')
+            self.finish(out.getvalue())
+            return
+        self.write_json(
+            {
+                "assignment": name,
+                "policy": assignment.grading_policy,
+                "late_penalty": assignment.late_penalty,
+                "items": table,
+            }
+        )
+
+
+S = r"lectures/([^/]+)/assignments/([^/]+)/submissions/([^/]+)"
+handlers = [
+    (S + "/autograde", AutogradeHandler),
+    (S + "/gradebook", GradebookHandler),
+    (S + "/logs", LogsHandler),
+    (S + "/feedback", FeedbackHandler),
+    (r"lectures/([^/]+)/assignments/([^/]+)/grading-runs", GradingRunsHandler),
+    (r"lectures/([^/]+)/assignments/([^/]+)/grading-runs/([^/]+)", GradingRunHandler),
+    (r"lectures/([^/]+)/assignments/([^/]+)/feedback-release", FeedbackReleaseHandler),
+    (r"lectures/([^/]+)/assignments/([^/]+)/scores", ScoresHandler),
+]

@@ -1,0 +1,7 @@
+"""Grading: the durable queue (scheduler), the executor interface, local and Kubernetes executors."""
+
+# Short names accepted by `c.GraderService.executor_class`.
+EXECUTOR_ALIASES = {
+    "local": "grader_service.autograding.local.LocalAutogradeExecutor",
+    "kube": "grader_service.autograding.kube.executor.KubeAutogradeExecutor",
+}

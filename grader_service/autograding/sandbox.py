@@ -1,0 +1,154 @@
+"""The local sandbox: bubblewrap namespaces where available, rlimits everywhere.
+
+Each layer is detected at start-up and reported, so an admin knows what protects the machine:
+- bubblewrap: new user/pid/net/mount/ipc/uts namespaces; a read-only view of just the system
+  and the Python installation; the job directory at /job as the only writable place; a private
+  /tmp; no network (loopback only, for the kernel's own sockets); an unprivileged uid; all
+  capabilities dropped. The data dir, other jobs, the database and the service's config and
+  secrets are simply not in the sandbox's filesystem.
+- rlimits: CPU seconds, address space, processes, file size and open files, plus a wall-clock
+  kill of the whole process group by the executor.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# Where the job directory appears inside the sandbox (the same path a Kubernetes pod uses).
+JOB_ROOT = "/job"
+# System directories the grading process needs to read; anything else is invisible.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/nsswitch.conf")
+SYSTEM_ETC_DIRS = ("/etc/alternatives", "/etc/ld.so.conf.d", "/etc/ssl", "/etc/fonts", "/etc/matplotlibrc")
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_seconds: int
+    memory_bytes: int
+    max_processes: int = 128
+    max_file_bytes: int = 256 * 1024 * 1024
+    max_open_files: int = 1024
+
+
+def rlimit_preexec(limits: Limits) -> Callable[[], None]:
+    """A preexec_fn applying the limits in the child, inherited by everything it starts."""
+
+    def apply() -> None:
+        pairs = (
+            (resource.RLIMIT_CPU, limits.cpu_seconds),
+            (resource.RLIMIT_AS, limits.memory_bytes),
+            (resource.RLIMIT_NPROC, limits.max_processes),
+            (resource.RLIMIT_FSIZE, limits.max_file_bytes),
+            (resource.RLIMIT_NOFILE, limits.max_open_files),
+            (resource.RLIMIT_CORE, 0),
+        )
+        for which, value in pairs:
+            resource.setrlimit(which, (value, value))
+
+    return apply
+
+
+def python_paths() -> list[str]:
+    """Directories the grading Python needs: its prefixes, stdlib, site-packages, and this package.
+
+    Paths are resolved so symlinked installations (pyenv shims, venvs) are bound where they really are.
+    """
+    paths: set[str] = set()
+    candidates = [
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+    ]
+    candidates += [sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")]
+    import grader_service
+
+    candidates.append(str(Path(grader_service.__file__).resolve().parent))
+    for path in candidates:
+        if path and os.path.exists(path):
+            paths.add(path)
+            paths.add(os.path.realpath(path))
+    # Drop paths contained in others so each is bound once.
+    ordered = sorted(paths)
+    return [p for p in ordered if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in ordered)]
+
+
+@dataclass(frozen=True)
+class Bubblewrap:
+    """How bubblewrap runs on this machine, as found by `detect`."""
+
+    path: str
+    # As root bwrap can switch to an unprivileged uid without a user namespace; otherwise it maps one.
+    as_root: bool
+
+    def wrap(self, command: list[str], job_dir: Path, uid: int, env: dict[str, str]) -> list[str]:
+        args = [self.path, "--unshare-all", "--die-with-parent", "--new-session"]
+        if not self.as_root:
+            args.append("--unshare-user")
+        for d in SYSTEM_DIRS:
+            if os.path.islink(d):
+                args += ["--symlink", os.readlink(d), d]
+            elif os.path.isdir(d):
+                args += ["--ro-bind", d, d]
+        for f in SYSTEM_FILES + SYSTEM_ETC_DIRS:
+            if os.path.exists(f):
+                args += ["--ro-bind", f, f]
+        for p in python_paths():
+            args += ["--ro-bind", p, p]
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
+        args += ["--bind", str(job_dir), JOB_ROOT, "--chdir", f"{JOB_ROOT}/submission"]
+        # Tell the sandbox's user database nothing about the host's users.
+        args += ["--uid", str(uid), "--gid", str(uid), "--cap-drop", "ALL", "--clearenv"]
+        for key, value in env.items():
+            args += ["--setenv", key, value]
+        return [*args, "--", *command]
+
+
+def sandbox_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment: nothing of the service's (tokens, DB URLs) leaks into grading."""
+    env = {
+        "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MPLCONFIGDIR": "/tmp/matplotlib",
+        "IPYTHONDIR": "/tmp/ipython",
+        "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
+        "JUPYTER_CONFIG_DIR": "/tmp/jupyter-config",
+        "JUPYTER_DATA_DIR": "/tmp/jupyter-data",
+        "JUPYTER_PLATFORM_DIRS": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+def detect_bubblewrap(path: str | None = None) -> tuple[Bubblewrap | None, str]:
+    """Find bwrap and check it actually works here (containers often forbid namespaces)."""
+    found = path or shutil.which("bwrap")
+    if not found:
+        return None, "bubblewrap (bwrap) is not installed"
+    candidate = Bubblewrap(found, as_root=os.geteuid() == 0)
+    with tempfile.TemporaryDirectory(prefix="grader-bwrap-probe-") as tmp:
+        (Path(tmp) / "submission").mkdir()
+        probe = candidate.wrap(["/bin/true"], Path(tmp), 65534, {"PATH": "/usr/bin:/bin"})
+        try:
+            result = subprocess.run(probe, capture_output=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return None, f"bubblewrap at {found} cannot run: {e}"
+    if result.returncode != 0:
+        return None, f"bubblewrap at {found} cannot create namespaces here: {result.stderr.decode().strip()}"
+    return (
+        candidate,
+        f"bubblewrap {found} ({'as root, unprivileged uid' if candidate.as_root else 'user namespace'})",
+    )

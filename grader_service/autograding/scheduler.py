@@ -1,0 +1,473 @@
+"""The durable grading queue: GradingJob rows, claimed by N workers, crash-safe.
+
+- A submission and its first job are written in one transaction (`enqueue` runs inside it).
+- Workers claim the best queued job: lowest priority number first (fresh submissions 0, regrade
+  runs 1), then round-robin across users within an assignment (each user's n-th queued job
+  before anyone's n+1-th), then oldest. On PostgreSQL the claim uses SELECT ... FOR UPDATE SKIP
+  LOCKED, so several replicas can share the queue; on SQLite a compare-and-set UPDATE.
+- A claimed job carries a lease that its worker renews while it runs. A job whose lease has
+  expired (its process died) is re-queued, up to `max_attempts` claims; then it fails with the
+  reason recorded. On start, running jobs are reconciled with the executor: adopted or re-queued.
+- Results are written only if the job is still held by this worker (compare-and-set), so a job
+  that was re-queued meanwhile can never be recorded twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import sys
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+from traitlets import Bool, Float, Integer, default
+from traitlets.config import LoggingConfigurable
+
+from ..orm import Assignment, GradingJob, Lecture, Submission, User, utcnow
+from ..storage import git
+from .events import EventBus
+from .executor import AutogradeExecutor, GradingOutcome, GradingTask
+
+if TYPE_CHECKING:
+    from ..app import GraderService
+
+FRESH_PRIORITY = 0
+REGRADE_PRIORITY = 1
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+
+
+def enqueue(
+    session: Session, submission: Submission, priority: int = FRESH_PRIORITY, run_id: int | None = None
+) -> GradingJob:
+    """Add a grading job for the submission to the session's transaction (the caller commits).
+
+    A submission with a job already waiting keeps that one: grading it twice would change nothing.
+    """
+    waiting = session.scalars(
+        select(GradingJob).where(GradingJob.submission_id == submission.id, GradingJob.state == "queued")
+    ).first()
+    if waiting is not None:
+        waiting.priority = min(waiting.priority, priority)
+        waiting.run_id = waiting.run_id or run_id
+        return waiting
+    job = GradingJob(submission_id=submission.id, priority=priority, run_id=run_id, state="queued")
+    session.add(job)
+    submission.auto_status = "queued"
+    return job
+
+
+def queue_stats(session: Session) -> dict[str, Any]:
+    depth, oldest = session.execute(
+        select(func.count(), func.min(GradingJob.created_at)).where(GradingJob.state == "queued")
+    ).one()
+    running = session.scalar(select(func.count()).where(GradingJob.state == "running"))
+    age = (utcnow() - oldest.replace(tzinfo=utcnow().tzinfo)).total_seconds() if oldest else 0.0
+    return {"queued": depth, "running": running, "oldest_queued_seconds": round(max(age, 0.0), 3)}
+
+
+class Scheduler(LoggingConfigurable):
+    """Claims queued jobs and runs them on the executor with `concurrency` workers."""
+
+    concurrency = Integer(
+        help="Jobs graded at once by this service process. Default: the number of CPUs."
+    ).tag(config=True)
+    lease_seconds = Float(
+        30.0,
+        help="A running job's claim expires this long after its worker's last heartbeat; then it is re-queued.",
+    ).tag(config=True)
+    max_attempts = Integer(3, help="Claims a job gets before it fails for good.").tag(config=True)
+    poll_interval = Float(
+        1.0,
+        help="Seconds between looks for jobs queued by other replicas (local submissions wake workers at once).",
+    ).tag(config=True)
+    max_queue_length = Integer(
+        5000,
+        help="Above this many queued jobs, health reports the queue as backlogged. Submissions are always "
+        "accepted and stored; grading just waits.",
+    ).tag(config=True)
+    keep_job_dirs = Bool(False, help="Keep job directories after grading (for debugging).").tag(config=True)
+
+    @default("concurrency")
+    def _default_concurrency(self) -> int:
+        return os.cpu_count() or 1
+
+    def __init__(self, service: GraderService, executor: AutogradeExecutor, events: EventBus, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.service = service
+        self.executor = executor
+        self.events = events
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._stopping = False
+        self.is_postgres = service.engine.dialect.name == "postgresql"
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.reconcile()
+        self._tasks = [
+            asyncio.create_task(self._worker(i), name=f"grader-worker-{i}") for i in range(self.concurrency)
+        ]
+        self._tasks.append(asyncio.create_task(self._reaper(), name="grader-reaper"))
+        self.log.info(
+            "Scheduler %s: %d worker(s), executor %s", self.worker_id, self.concurrency, self.executor.name
+        )
+
+    async def stop(self) -> None:
+        """Stop claiming; jobs in progress are handed back to the queue without using up an attempt."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.executor.stop()
+        with self.service.session_factory() as session:
+            session.execute(
+                update(GradingJob)
+                .where(GradingJob.worker == self.worker_id, GradingJob.state == "running")
+                .values(state="queued", worker=None, lease_expires_at=None, attempts=GradingJob.attempts - 1)
+            )
+            session.commit()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- claiming ---------------------------------------------------------------------------------
+
+    def _candidates(self, session: Session, limit: int = 16) -> list[int]:
+        turn = (
+            func.row_number()
+            .over(partition_by=(Submission.assignment_id, Submission.user_id), order_by=GradingJob.id)
+            .label("turn")
+        )
+        ranked = (
+            select(GradingJob.id, GradingJob.priority, turn)
+            .join(Submission, Submission.id == GradingJob.submission_id)
+            .where(GradingJob.state == "queued")
+            .subquery()
+        )
+        rows = session.execute(
+            select(ranked.c.id).order_by(ranked.c.priority, ranked.c.turn, ranked.c.id).limit(limit)
+        ).all()
+        return [row[0] for row in rows]
+
+    def claim(self) -> int | None:
+        """Mark the best queued job as ours; return its id."""
+        with self.service.session_factory() as session:
+            candidates = self._candidates(session)
+            if not candidates:
+                return None
+            lease = utcnow() + timedelta(seconds=self.lease_seconds)
+            values = dict(
+                state="running",
+                worker=self.worker_id,
+                lease_expires_at=lease,
+                started_at=utcnow(),
+                attempts=GradingJob.attempts + 1,
+                executor=self.executor.name,
+            )
+            if self.is_postgres:
+                locked = session.scalars(
+                    select(GradingJob.id)
+                    .where(GradingJob.id.in_(candidates), GradingJob.state == "queued")
+                    .with_for_update(skip_locked=True)
+                ).all()
+                if not locked:
+                    session.rollback()
+                    return None
+                job_id = min(locked, key=candidates.index)
+                session.execute(update(GradingJob).where(GradingJob.id == job_id).values(**values))
+                session.commit()
+                return job_id
+            for job_id in candidates:
+                result = session.execute(
+                    update(GradingJob)
+                    .where(GradingJob.id == job_id, GradingJob.state == "queued")
+                    .values(**values)
+                )
+                if result.rowcount == 1:
+                    session.commit()
+                    return job_id
+            session.rollback()
+            return None
+
+    # --- workers ----------------------------------------------------------------------------------
+
+    async def _worker(self, index: int) -> None:
+        while not self._stopping:
+            try:
+                job_id = self.claim()
+            except Exception:
+                self.log.exception("Claiming a grading job failed")
+                job_id = None
+            if job_id is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                continue
+            self._wake.set()  # there may be more: let an idle sibling look too
+            await self._process(job_id)
+
+    async def _process(self, job_id: int) -> None:
+        task = self._load_task(job_id)
+        if task is None:
+            return
+        heartbeat = asyncio.create_task(self._heartbeat(job_id))
+        try:
+            self._set_running(task)
+            await self._stage(task)
+            outcome = await self.executor.run(task)
+            if outcome.graded:
+                outcome = await self._feedback(task, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.log.exception("Grading job %d failed in the service", job_id)
+            outcome = GradingOutcome(False, reason=f"Internal error while grading: {e}", retryable=True)
+        finally:
+            heartbeat.cancel()
+        self._record(task, outcome)
+        if not self.keep_job_dirs:
+            await asyncio.to_thread(shutil.rmtree, task.job_dir, True)
+
+    def _load_task(self, job_id: int) -> GradingTask | None:
+        with self.service.session_factory() as session:
+            row = session.execute(
+                select(GradingJob, Submission, Assignment, Lecture, User)
+                .join(Submission, Submission.id == GradingJob.submission_id)
+                .join(Assignment, Assignment.id == Submission.assignment_id)
+                .join(Lecture, Lecture.id == Assignment.lecture_id)
+                .join(User, User.id == Submission.user_id)
+                .where(GradingJob.id == job_id)
+            ).one_or_none()
+            if row is None:
+                return None
+            job, submission, assignment, lecture, user = row
+            return GradingTask(
+                job_id=job.id,
+                submission_id=submission.id,
+                commit_hash=submission.commit_hash,
+                lecture=lecture.code,
+                assignment=assignment.name,
+                user=user.name,
+                job_dir=self.service.layout.job_dir(job.id),
+                settings={
+                    **self.executor.effective_settings(assignment.settings),
+                    "assignment_id": assignment.id,
+                    "user_id": user.id,
+                    "source_commit": assignment.source_commit,
+                },
+            )
+
+    def _set_running(self, task: GradingTask) -> None:
+        with self.service.session_factory() as session:
+            session.execute(
+                update(Submission).where(Submission.id == task.submission_id).values(auto_status="running")
+            )
+            session.execute(
+                update(GradingJob)
+                .where(GradingJob.id == task.job_id)
+                .values(runner_name=self.executor.runner_name(task))
+            )
+            session.commit()
+        self.events.publish(
+            task.submission_id,
+            task.settings["assignment_id"],
+            {"submission": task.submission_id, "auto_status": "running", "job": task.job_id},
+        )
+
+    async def _stage(self, task: GradingTask) -> None:
+        """`<job>/submission` from the submission's commit and `<job>/source` from the assignment's."""
+        layout = self.service.layout
+        await asyncio.to_thread(shutil.rmtree, task.job_dir, True)
+        for part in ("submission", "source", "output"):
+            (task.job_dir / part).mkdir(parents=True)
+        await git.export(
+            layout.submission_repo(task.settings["assignment_id"], task.settings["user_id"]),
+            task.commit_hash,
+            task.job_dir / "submission",
+        )
+        await git.export(
+            layout.source_repo(task.settings["assignment_id"]),
+            task.settings["source_commit"],
+            task.job_dir / "source",
+        )
+        # Readable and writable by the sandbox's unprivileged uid, nobody else's business.
+        for path in (task.job_dir, *task.job_dir.rglob("*")):
+            path.chmod(0o777 if path.is_dir() else 0o666)
+
+    async def _feedback(self, task: GradingTask, outcome: GradingOutcome) -> GradingOutcome:
+        """Render feedback HTML next to (not inside) the job, so a failure here loses no score."""
+        target = self.service.layout.feedback_dir(task.submission_id)
+        tmp = target.with_name(f"{target.name}.tmp-{task.job_id}")
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "grader_service.convert.cli", "feedback",
+            "-i", str(task.job_dir / "output"), "-o", str(tmp),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        if proc.returncode == 0:
+            await asyncio.to_thread(shutil.rmtree, target, True)
+            tmp.rename(target)
+            outcome.feedback = True
+        else:
+            self.log.warning(
+                "Feedback for submission %d failed: %s",
+                task.submission_id,
+                out[-2000:].decode(errors="replace"),
+            )
+            outcome.logs += "\n[feedback generation failed]\n" + out[-2000:].decode(errors="replace")
+        return outcome
+
+    def _record(self, task: GradingTask, outcome: GradingOutcome) -> None:
+        """Write the outcome if the job is still ours; decide on a retry if it failed."""
+        now = utcnow()
+        with self.service.session_factory() as session:
+            job = session.get(GradingJob, task.job_id)
+            if job is None or job.worker != self.worker_id or job.state != "running":
+                self.log.warning("Job %d was taken from this worker; its result is discarded", task.job_id)
+                return
+            submission = session.get(Submission, task.submission_id)
+            retry = not outcome.graded and outcome.retryable and job.attempts < self.max_attempts
+            if retry:
+                job.state, job.worker, job.lease_expires_at = "queued", None, None
+                job.error = outcome.reason
+                submission.auto_status = "queued"
+            else:
+                job.state = "succeeded" if outcome.graded else "failed"
+                job.finished_at, job.lease_expires_at = now, None
+                job.exit_reason = "graded" if outcome.graded else "failed"
+                job.runner_seconds = outcome.runner_seconds
+                job.error = outcome.reason
+                # An older job finishing after a newer one was queued must not overwrite its result.
+                newer = session.scalar(
+                    select(func.count()).where(
+                        GradingJob.submission_id == submission.id,
+                        GradingJob.id > job.id,
+                        GradingJob.state.in_(("queued", "running", "succeeded")),
+                    )
+                )
+                if not newer:
+                    self._apply(submission, outcome)
+            session.commit()
+            state = submission.auto_status
+        event = {"submission": task.submission_id, "auto_status": state, "job": task.job_id}
+        if state == "graded":
+            event.update(score=submission.score, max_score=submission.max_score)
+        elif state == "failed":
+            event["reason"] = outcome.reason
+        self.events.publish(task.submission_id, task.settings["assignment_id"], event)
+        if retry:
+            self.wake()
+
+    @staticmethod
+    def _apply(submission: Submission, outcome: GradingOutcome) -> None:
+        submission.logs = outcome.logs
+        if outcome.graded and outcome.gradebook is not None:
+            submission.auto_status = "graded"
+            submission.gradebook = outcome.gradebook
+            submission.score = float(outcome.gradebook.get("score", 0.0))
+            submission.max_score = float(outcome.gradebook.get("max_score", submission.max_score or 0.0))
+            submission.feedback_status = "generated" if outcome.feedback else "none"
+        else:
+            submission.auto_status = "failed"
+            submission.logs = f"{outcome.reason}\n\n{outcome.logs}" if outcome.reason else outcome.logs
+
+    # --- crash safety -----------------------------------------------------------------------------
+
+    async def _heartbeat(self, job_id: int) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            with self.service.session_factory() as session:
+                session.execute(
+                    update(GradingJob)
+                    .where(GradingJob.id == job_id, GradingJob.worker == self.worker_id)
+                    .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease_seconds))
+                )
+                session.commit()
+
+    async def _reaper(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.lease_seconds / 3, 0.5))
+            try:
+                if self.requeue_expired():
+                    self.wake()
+            except Exception:
+                self.log.exception("Re-queueing expired grading jobs failed")
+
+    def requeue_expired(self) -> int:
+        """Jobs whose worker stopped renewing the lease go back to the queue (or fail for good)."""
+        now = utcnow()
+        with self.service.session_factory() as session:
+            jobs = session.scalars(
+                select(GradingJob).where(GradingJob.state == "running", GradingJob.lease_expires_at < now)
+            ).all()
+            for job in jobs:
+                self._requeue_or_fail(session, job, f"worker {job.worker} stopped renewing its lease")
+            session.commit()
+            return len(jobs)
+
+    def _requeue_or_fail(self, session: Session, job: GradingJob, why: str) -> None:
+        submission = session.get(Submission, job.submission_id)
+        if job.attempts >= self.max_attempts:
+            job.state, job.finished_at, job.exit_reason = "failed", utcnow(), "attempts"
+            job.error = f"Gave up after {job.attempts} attempts; last: {why}"
+            submission.auto_status = "failed"
+            submission.logs = job.error
+        else:
+            job.state, job.worker, job.lease_expires_at, job.error = "queued", None, None, why
+            submission.auto_status = "queued"
+        self.log.warning(
+            "Grading job %d %s: %s", job.id, "failed" if job.state == "failed" else "re-queued", why
+        )
+
+    def _worker_is_dead(self, worker: str | None) -> bool:
+        """A worker of this host whose process is gone (the service restarted): no need to wait out its lease."""
+        host, _, rest = (worker or "").partition(":")
+        pid = rest.partition(":")[0]
+        if host != socket.gethostname() or not pid.isdigit():
+            return False
+        if int(pid) == os.getpid():
+            return worker != self.worker_id
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    async def reconcile(self) -> None:
+        """On start: running jobs of dead workers are adopted by the executor or re-queued."""
+        with self.service.session_factory() as session:
+            running = session.scalars(select(GradingJob).where(GradingJob.state == "running")).all()
+            now = utcnow()
+            stale_ids = [
+                (j.id, j.runner_name)
+                for j in running
+                if (j.lease_expires_at is not None and j.lease_expires_at < now)
+                or self._worker_is_dead(j.worker)
+            ]
+        for job_id, runner_name in stale_ids:
+            task = self._load_task(job_id)
+            outcome = await self.executor.reconcile(task, runner_name) if task else None
+            with self.service.session_factory() as session:
+                job = session.get(GradingJob, job_id)
+                if outcome is not None and task is not None:
+                    job.worker = self.worker_id
+                    session.commit()
+                    self._record(task, outcome)
+                    continue
+                self._requeue_or_fail(session, job, "the service restarted while it ran")
+                session.commit()
+
+
+__all__ = ["FINAL_STATES", "REGRADE_PRIORITY", "Scheduler", "enqueue", "queue_stats"]

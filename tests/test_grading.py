@@ -1,0 +1,219 @@
+"""Grading end to end through the service: submit over HTTP, follow the event stream, check results."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from .conftest import DATA, World, zip_dir
+from .grading_utils import submission, submit_files, wait_graded
+
+A = "lectures/ml/assignments"
+CORPUS = DATA / "corpus"
+
+
+def wrong_submission(tmp_path: Path) -> Path:
+    nb = json.loads((DATA / "tiny_submission.ipynb").read_text())
+    nb["cells"][1]["source"] = "def double(x):\n    return 4 if x == 2 else 0"
+    path = tmp_path / "wrong.ipynb"
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def test_submit_stream_and_score(world: World) -> None:
+    sub = world.submit("student").json()
+    events = wait_graded(world.client("student"), sub["id"])
+    states = [e["auto_status"] for e in events]
+    assert states[-1] == "graded" and "running" in states or states == ["graded"], states
+    assert events[-1]["score"] == 3.0 and events[-1]["max_score"] == 3.0
+    got = submission(world.client("student"), "ml", "tiny", sub["id"])
+    assert got["auto_status"] == "graded" and got["score"] == 3.0
+
+
+def test_hidden_test_code_is_redacted_for_students(world: World, tmp_path: Path) -> None:
+    sub = world.submit("student", notebook=wrong_submission(tmp_path)).json()
+    assert wait_graded(world.client("student"), sub["id"])[-1]["score"] == 2.0
+    base = f"{A}/tiny/submissions/{sub['id']}"
+    tutor_view = world.client("tutor").get(f"{base}/gradebook").text
+    student_view = world.client("student").get(f"{base}/gradebook").text
+    assert "double(-3) == -6" in tutor_view, tutor_view[:2000]
+    assert "double(-3)" not in student_view and "[hidden test]" in student_view
+    assert "double(-3)" not in world.client("student").get(f"{base}/logs").text
+    assert world.client("other_student").get(f"{base}/gradebook").status_code == 404
+
+
+def test_feedback_release_policy(world: World) -> None:
+    sub = world.submit("student").json()
+    wait_graded(world.client("student"), sub["id"])
+    base = f"{A}/tiny/submissions/{sub['id']}/feedback"
+    r = world.client("student").get(base)
+    assert r.status_code == 403 and "not been released" in r.json()["message"]
+    page = world.client("tutor").get(base)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert world.client("tutor").post(f"{A}/tiny/feedback-release").status_code == 403
+    released = world.client("instructor").post(f"{A}/tiny/feedback-release").json()["released"]
+    assert released >= 1
+    page = world.client("student").get(base)
+    assert page.status_code == 200
+    html = page.text
+    assert "double(-3)" not in html and "3" in html and "<script src=" not in html
+
+
+def test_regrade_one_and_grading_run(world: World) -> None:
+    tutor = world.client("tutor")
+    subs = [world.submit(who).json() for who in ("student", "other_student")]
+    for s in subs:
+        wait_graded(tutor, s["id"])
+    r = tutor.post(f"{A}/tiny/submissions/{subs[0]['id']}/autograde")
+    assert r.status_code == 202 and r.json()["state"] in ("queued", "running", "succeeded")
+    wait_graded(tutor, subs[0]["id"])
+    r = tutor.post(f"{A}/tiny/grading-runs", json={"scope": "latest"})
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert run["total"] >= 2
+    latest = tutor.get(f"{A}/tiny/submissions", params={"latest": "true"}).json()["items"]
+    for s in latest:
+        wait_graded(tutor, s["id"])
+    progress = tutor.get(f"{A}/tiny/grading-runs/{run['id']}").json()
+    assert progress["done"] and progress["counts"]["succeeded"] == run["total"]
+    assert tutor.post(f"{A}/tiny/grading-runs", json={"scope": "some"}).status_code == 400
+    assert world.client("student").post(f"{A}/tiny/grading-runs").status_code == 403
+
+
+def test_scores_table_json_and_csv(world: World) -> None:
+    sub = world.submit("other_student").json()
+    wait_graded(world.client("tutor"), sub["id"])
+    table = world.client("tutor").get(f"{A}/tiny/scores").json()
+    rows = {row["user"]: row for row in table["items"]}
+    assert rows["stu2"]["submission"] == sub["id"] and rows["stu2"]["final_score"] == 3.0
+    r = world.client("tutor").get(f"{A}/tiny/scores", params={"format": "csv"})
+    assert r.headers["Content-Type"].startswith("text/csv")
+    parsed = {row["user"]: row for row in csv.DictReader(io.StringIO(r.text))}
+    assert float(parsed["stu2"]["final_score"]) == 3.0
+    assert world.client("student").get(f"{A}/tiny/scores").status_code == 403
+
+
+def test_health_reports_queue(world: World) -> None:
+    health = world.client(None).get("health").json()
+    assert set(health["queue"]) == {"queued", "running", "oldest_queued_seconds", "backlogged"}
+    assert health["executor"] == "local"
+
+
+CORPUS_CASES = sorted(p.name for p in CORPUS.glob("*/*")) if CORPUS.exists() else []
+
+
+@pytest.fixture(scope="module")
+def corpus_world(world: World) -> dict:
+    """The corpus assignments released in the lecture (once per module)."""
+    expected = json.loads((CORPUS / "expected.json").read_text())
+    ins = world.client("instructor")
+    for name in expected["assignments"]:
+        source = CORPUS / "source" / name
+        if not source.exists():
+            continue
+        if ins.get(f"{A}/c-{name}").status_code == 404:
+            assert (
+                ins.post(A, json={"name": f"c-{name}", "settings": {"cell_timeout": 10}}).status_code == 201
+            )
+            assert (
+                ins.put(
+                    f"{A}/c-{name}/files", data=zip_dir(source), headers={"Content-Type": "application/zip"}
+                ).status_code
+                == 200
+            )
+            assert ins.patch(f"{A}/c-{name}", json={"status": "released"}).status_code == 200
+    return expected
+
+
+def corpus_submissions() -> list[tuple[str, str]]:
+    if not (CORPUS / "expected.json").exists():
+        return []
+    expected = json.loads((CORPUS / "expected.json").read_text())
+    return [
+        (a, s)
+        for a, subs in expected["submissions"].items()
+        for s in subs
+        if (CORPUS / "submitted" / s / a).exists()
+    ]
+
+
+@pytest.mark.parametrize(("assignment", "student"), corpus_submissions())
+def test_corpus_scores_through_the_service(
+    world: World, corpus_world: dict, assignment: str, student: str
+) -> None:
+    case = corpus_world["submissions"][assignment][student]
+    folder = CORPUS / "submitted" / student / assignment
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".ipynb"}
+    r = submit_files(world.client("tutor"), "ml", f"c-{assignment}", files)
+    if not case["readable"]:
+        # The API refuses invalid notebooks up front (422 naming the file): nothing to grade.
+        assert (
+            r.status_code == 422
+            and corpus_world["assignments"][assignment]["notebook"] in r.json()["message"]
+        )
+        return
+    assert r.status_code == 201, r.text
+    events = wait_graded(world.client("tutor"), r.json()["id"], timeout=300)
+    assert events[-1]["auto_status"] == "graded", events
+    assert events[-1]["score"] == pytest.approx(case["total"]), case["case"]
+
+
+def test_sandbox_holds(world: World) -> None:
+    """Every escape attempt in the escape notebook fails; a 10000 s sleep only costs its own cell."""
+    ins = world.client("instructor")
+    assert ins.post(A, json={"name": "escape", "settings": {"cell_timeout": 3}}).status_code == 201
+    assert (
+        ins.put(
+            f"{A}/escape/files", data=zip_dir(DATA / "escape"), headers={"Content-Type": "application/zip"}
+        ).status_code
+        == 200
+    )
+    assert ins.patch(f"{A}/escape", json={"status": "released"}).status_code == 200
+    release = ins.get(f"{A}/escape/files", params={"version": "release"}).content
+    import zipfile
+
+    notebook = zipfile.ZipFile(io.BytesIO(release)).read("escape.ipynb")
+    data_dir = world.service.data_dir
+    targets = {
+        "read": [
+            str(data_dir / "grader.sqlite"),
+            world.service.db_url.replace("sqlite:///", ""),
+            str(data_dir / "cookie_secret"),
+            str(world.service.config_file),
+            "/root/.ssh/id_rsa",
+            str(Path.home() / ".bash_history"),
+        ],
+        "list": [str(data_dir), str(data_dir / "jobs"), str(data_dir / "repos"), "/root", str(Path.home())],
+        "write": [str(data_dir / "pwned"), "/tmp/../etc/pwned", str(data_dir / "jobs" / "pwned")],
+        "service_port": world.service.port,
+        "service_pid": world.service.proc.pid,
+    }
+    r = submit_files(
+        world.client("student"),
+        "ml",
+        "escape",
+        {"escape.ipynb": notebook, "targets.json": json.dumps(targets).encode()},
+    )
+    assert r.status_code == 201, r.text
+    events = wait_graded(world.client("tutor"), r.json()["id"], timeout=300)
+    gradebook = world.client("tutor").get(f"{A}/escape/submissions/{r.json()['id']}/gradebook").json()
+    assert events[-1]["auto_status"] == "graded", gradebook
+    assert events[-1]["score"] == 8.0, json.dumps(gradebook, indent=1)[:4000]
+    assert not (data_dir / "pwned").exists()
+    assert world.client(None).get("health").json()["status"] == "ok"
+    # Nothing the job started survives it.
+    leftovers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _is_grading_process(int(pid))]
+    assert not leftovers
+
+
+def _is_grading_process(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"escape.ipynb" in cmdline or (b"ipykernel" in cmdline and b"/job/" in cmdline)

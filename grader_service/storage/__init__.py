@@ -1,0 +1,1 @@
+"""Storage: git repositories, upload extraction, release staging, data-dir layout."""

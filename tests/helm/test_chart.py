@@ -96,7 +96,7 @@ MATRIX: dict[str, dict[str, Any]] = {
     "local-executor": {
         "config": {"executor": "local", "logLevel": "DEBUG", "concurrency": 1},
         "persistence": {"accessMode": "ReadWriteOnce", "storageClass": "-"},
-        "extraConfig": "c.GraderService.concurrency = 3\nc.Foo.bar = {'x': [1, 2]}\n",
+        "extraConfig": "c.Scheduler.concurrency = 3\nc.Foo.bar = {'x': [1, 2]}\n",
     },
 }
 
@@ -110,7 +110,6 @@ GRADER_SERVICE_TRAITS = [
     "upgrade_db",
     "authenticator_class",
     "executor_class",
-    "concurrency",
     "log_level",
 ]
 HUB_AUTH_TRAITS = ["hub_api_url", "service_name", "admin_from_hub", "auto_create_lectures"]
@@ -401,7 +400,7 @@ def test_config_defaults(docs):
     assert gs.upgrade_db is True
     assert gs.authenticator_class == "jupyterhub"
     assert gs.executor_class == "kube"
-    assert gs.concurrency == 2
+    assert cfg.Scheduler.concurrency == 2
     assert gs.log_level == "INFO"
     assert hub.hub_api_url == "http://hub:8081/hub/api"
     assert hub.service_name == "grader"
@@ -452,7 +451,7 @@ def test_config_local_executor_and_extra_config(docs):
     assert cfg.GraderService.log_level == "DEBUG"
     assert "KubeAutogradeExecutor" not in cfg
     # extraConfig is appended last, so it wins
-    assert cfg.GraderService.concurrency == 3
+    assert cfg.Scheduler.concurrency == 3
     assert cfg.Foo.bar == {"x": [1, 2]}
     assert config_source(d).rstrip().endswith("c.Foo.bar = {'x': [1, 2]}")
 

@@ -35,16 +35,32 @@ def test_submit_stream_and_score(world: World) -> None:
     assert got["auto_status"] == "graded" and got["score"] == 3.0
 
 
-def test_hidden_test_code_is_redacted_for_students(world: World, tmp_path: Path) -> None:
+def test_hidden_test_code_never_reaches_students(world: World, tmp_path: Path) -> None:
     sub = world.submit("student", notebook=wrong_submission(tmp_path)).json()
     assert wait_graded(world.client("student"), sub["id"])[-1]["score"] == 2.0
     base = f"{A}/tiny/submissions/{sub['id']}"
-    tutor_view = world.client("tutor").get(f"{base}/gradebook").text
-    student_view = world.client("student").get(f"{base}/gradebook").text
-    assert "double(-3) == -6" in tutor_view, tutor_view[:2000]
-    assert "double(-3)" not in student_view and "[hidden test]" in student_view
-    assert "double(-3)" not in world.client("student").get(f"{base}/logs").text
+    student = world.client("student")
+    gradebook = student.get(f"{base}/gradebook").json()
+    cell = gradebook["notebooks"]["tiny"]["cells"]["test_double_hidden"]
+    assert cell["status"] == "failed" and cell["points"] == 0.0
+    for text in (
+        json.dumps(gradebook),
+        student.get(f"{base}/logs").text,
+        world.client("tutor").get(f"{base}/feedback").text,
+    ):
+        assert "double(-3)" not in text
     assert world.client("other_student").get(f"{base}/gradebook").status_code == 404
+
+
+def test_redaction_replaces_hidden_lines() -> None:
+    from grader_service.api.redact import redact_gradebook, redact_text
+    from grader_service.orm import Assignment
+
+    assignment = Assignment(hidden_tests={"lines": ["assert double(-3) == -6", "pass"]})
+    gradebook = {"cells": {"t": {"error": {"message": "line 3: assert double(-3) == -6 failed"}}}, "n": 1}
+    redacted = redact_gradebook(gradebook, assignment)
+    assert redacted == {"cells": {"t": {"error": {"message": "line 3: [hidden test] failed"}}}, "n": 1}
+    assert redact_text("x\n  assert double(-3) == -6\npass", assignment) == "x\n  [hidden test]\npass"
 
 
 def test_feedback_release_policy(world: World) -> None:
@@ -163,7 +179,7 @@ def test_corpus_scores_through_the_service(
     assert events[-1]["score"] == pytest.approx(case["total"]), case["case"]
 
 
-def test_sandbox_holds(world: World) -> None:
+def test_sandbox_holds(world: World, tmp_path: Path) -> None:
     """Every escape attempt in the escape notebook fails; a 10000 s sleep only costs its own cell."""
     ins = world.client("instructor")
     assert ins.post(A, json={"name": "escape", "settings": {"cell_timeout": 3}}).status_code == 201
@@ -179,8 +195,12 @@ def test_sandbox_holds(world: World) -> None:
 
     notebook = zipfile.ZipFile(io.BytesIO(release)).read("escape.ipynb")
     data_dir = world.service.data_dir
+    secret = tmp_path / "secrets" / "service-secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("s3cret")
     targets = {
         "read": [
+            str(secret),
             str(data_dir / "grader.sqlite"),
             world.service.db_url.replace("sqlite:///", ""),
             str(data_dir / "cookie_secret"),
@@ -188,7 +208,7 @@ def test_sandbox_holds(world: World) -> None:
             "/root/.ssh/id_rsa",
             str(Path.home() / ".bash_history"),
         ],
-        "list": [str(data_dir), str(data_dir / "jobs"), str(data_dir / "repos"), "/root", str(Path.home())],
+        "list": [str(data_dir), str(data_dir / "jobs"), str(data_dir / "repos"), str(secret.parent)],
         "write": [str(data_dir / "pwned"), "/tmp/../etc/pwned", str(data_dir / "jobs" / "pwned")],
         "service_port": world.service.port,
         "service_pid": world.service.proc.pid,

@@ -86,7 +86,10 @@ CASES = {
     "delete lecture": Case("DELETE", fresh_lecture, statuses(admin=204)),
     "list roles": Case("GET", "lectures/ml/roles", statuses(tutor=200, instructor=200, admin=200)),
     "grant role": Case(
-        "PUT", "lectures/ml/roles/newbie", statuses(instructor=201, admin=201), json={"role": "student"}
+        "PUT",
+        lambda w: f"lectures/ml/roles/new{next(_n)}",
+        statuses(instructor=201, admin=201),
+        json={"role": "student"},
     ),
     "revoke role": Case("DELETE", granted_role, statuses(instructor=204, admin=204)),
     "list assignments": Case("GET", A, members(200)),

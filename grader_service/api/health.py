@@ -1,4 +1,4 @@
-"""Liveness and readiness: no authentication, cheap, and honest about the database."""
+"""Liveness and readiness: no authentication, cheap, and honest about the database and the queue."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
+from ..autograding.scheduler import queue_stats
 from .base import APIHandler
 
 
@@ -17,17 +18,25 @@ class HealthHandler(APIHandler):
         self._chunks, self._received = [], 0
 
     def get(self) -> None:
+        queue = None
         try:
             self.db.execute(text("SELECT 1"))
+            queue = queue_stats(self.db)
             database = "ok"
         except SQLAlchemyError as e:
             self.service.log.error("Health check: database unavailable: %s", e)
             database = "unavailable"
         status = 200 if database == "ok" else 503
+        body = {"status": "ok" if status == 200 else "degraded", "version": __version__, "database": database}
+        scheduler = self.service.scheduler
+        if queue is not None:
+            queue["backlogged"] = scheduler is not None and queue["queued"] > scheduler.max_queue_length
+            body["queue"] = queue
+        if scheduler is not None:
+            body["executor"] = scheduler.executor.name
+            body["grading"] = self.service.grading
         self.set_status(status)
-        self.finish(
-            {"status": "ok" if status == 200 else "degraded", "version": __version__, "database": database}
-        )
+        self.finish(body)
 
 
 handlers = [(r"health", HealthHandler)]

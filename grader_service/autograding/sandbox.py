@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+SETPRIV = "/usr/bin/setpriv"
 # Where the job directory appears inside the sandbox (the same path a Kubernetes pod uses).
 JOB_ROOT = "/job"
 # System directories the grading process needs to read; anything else is invisible.
@@ -92,26 +93,51 @@ class Bubblewrap:
     as_root: bool
 
     def wrap(self, command: list[str], job_dir: Path, uid: int, env: dict[str, str]) -> list[str]:
-        args = [self.path, "--unshare-all", "--die-with-parent", "--new-session"]
+        args = [self.path, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+        args += ["--die-with-parent", "--new-session"]
         if not self.as_root:
-            args.append("--unshare-user")
+            # Unprivileged: a user namespace is the only way in, and it maps the caller's own uid.
+            args += ["--unshare-user", "--uid", str(uid), "--gid", str(uid), "--cap-drop", "ALL"]
+        binds: list[str] = []
         for d in SYSTEM_DIRS:
             if os.path.islink(d):
                 args += ["--symlink", os.readlink(d), d]
             elif os.path.isdir(d):
-                args += ["--ro-bind", d, d]
-        for f in SYSTEM_FILES + SYSTEM_ETC_DIRS:
-            if os.path.exists(f):
-                args += ["--ro-bind", f, f]
-        for p in python_paths():
-            args += ["--ro-bind", p, p]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
+                binds.append(d)
+        binds += [f for f in SYSTEM_FILES + SYSTEM_ETC_DIRS if os.path.exists(f)]
+        binds += python_paths()
+        # bwrap creates the parents of mount points with the host directory's mode (/root is 0700):
+        # make them traversable by the job's uid instead. They hold nothing but the mount points.
+        for parent in _parents(binds):
+            args += ["--perms", "0755", "--dir", parent]
+        for path in binds:
+            args += ["--ro-bind", path, path]
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        args += ["--perms", "1777", "--tmpfs", "/var/tmp"]
         args += ["--bind", str(job_dir), JOB_ROOT, "--chdir", f"{JOB_ROOT}/submission"]
-        # Tell the sandbox's user database nothing about the host's users.
-        args += ["--uid", str(uid), "--gid", str(uid), "--cap-drop", "ALL", "--clearenv"]
+        # The root bwrap builds is a tmpfs: make it read-only once everything is mounted on it.
+        args += ["--remount-ro", "/"]
+        args += ["--clearenv"]
         for key, value in env.items():
             args += ["--setenv", key, value]
+        if self.as_root:
+            # As root, no user namespace (inside one the job would still be uid 0 on the host, and
+            # bwrap only switches uids inside one): setpriv drops to a real unprivileged uid with no
+            # capabilities, no way back (bounding set emptied, no_new_privs).
+            command = [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
+                       "--bounding-set=-all", "--no-new-privs", "--", *command]  # fmt: skip
         return [*args, "--", *command]
+
+
+def _parents(paths: list[str]) -> list[str]:
+    """Every ancestor directory of the paths (not / itself), shallowest first."""
+    parents: set[str] = set()
+    for path in paths:
+        parent = os.path.dirname(path.rstrip("/"))
+        while parent not in ("/", ""):
+            parents.add(parent)
+            parent = os.path.dirname(parent)
+    return sorted(parents, key=lambda p: (p.count("/"), p))
 
 
 def sandbox_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -139,6 +165,8 @@ def detect_bubblewrap(path: str | None = None) -> tuple[Bubblewrap | None, str]:
     if not found:
         return None, "bubblewrap (bwrap) is not installed"
     candidate = Bubblewrap(found, as_root=os.geteuid() == 0)
+    if candidate.as_root and not os.path.exists(SETPRIV):
+        return None, f"running as root needs {SETPRIV} (util-linux) to drop to an unprivileged uid"
     with tempfile.TemporaryDirectory(prefix="grader-bwrap-probe-") as tmp:
         (Path(tmp) / "submission").mkdir()
         probe = candidate.wrap(["/bin/true"], Path(tmp), 65534, {"PATH": "/usr/bin:/bin"})

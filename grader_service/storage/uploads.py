@@ -117,7 +117,8 @@ def extract_zip(data: bytes, writer: _Writer) -> None:
                 raise UploadError(
                     422, f"Zip entry {info.filename!r} is a symbolic link; links are not allowed"
                 )
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            # Archivers that record no file type (mode 0o600 alone) mean a regular file.
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise UploadError(422, f"Zip entry {info.filename!r} is not a regular file")
             if info.is_dir():
                 safe_relative_path(info.filename)

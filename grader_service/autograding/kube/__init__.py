@@ -1,0 +1,1 @@
+"""The Kubernetes executor: pure object builders, the pod reflector and the executor."""

@@ -93,7 +93,14 @@ class Bubblewrap:
     as_root: bool
 
     def wrap(self, command: list[str], job_dir: Path, uid: int, env: dict[str, str]) -> list[str]:
-        args = [self.path, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+        args = [
+            self.path,
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+        ]
         args += ["--die-with-parent", "--new-session"]
         if not self.as_root:
             # Unprivileged: a user namespace is the only way in, and it maps the caller's own uid.

@@ -88,18 +88,22 @@ class AssignmentFilesHandler(UploadMixin, APIHandler):
         ):
             parent = await git.head(repo)
             commit = await git.commit_directory(repo, files, f"source upload by {self.user.name}", parent)
+            released = None
             if assignment.release_commit is not None:
                 # Already released: the new source must validate, and students get its release.
                 try:
                     released = await release_assignment(self.service, assignment.id, commit)
                 except ReleaseFailed as e:
                     raise api_error(422, str(e)) from None
-                released.apply_to(assignment)
             await git.update_branch(repo, commit, parent)
-            assignment.source_commit = commit
+            # No await between the first write and the commit (see submissions.py).
             try:
+                if released is not None:
+                    released.apply_to(assignment)
+                assignment.source_commit = commit
                 self.db.commit()
             except Exception:
+                self.db.rollback()
                 await git.revert_branch(repo, commit, parent)
                 raise
         self.write_json(assignment_model(assignment, True))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from ..autograding.scheduler import REGRADE_PRIORITY, enqueue
 from ..orm import Assignment, GradingJob, GradingRun, Submission, User
+from ..storage.feedback import FeedbackUnavailable, feedback_pages
 from .base import APIHandler, api_error, isoformat
 from .lectures import check_fields
 from .redact import redact_gradebook, redact_text
@@ -140,7 +140,7 @@ class LogsHandler(SubmissionDetailHandler):
 
 
 class FeedbackHandler(SubmissionDetailHandler):
-    def get(self, code: str, name: str, submission_id: str) -> None:
+    async def get(self, code: str, name: str, submission_id: str) -> None:
         submission, staff = self.resolve(code, name, submission_id)
         visible = (
             staff
@@ -154,8 +154,13 @@ class FeedbackHandler(SubmissionDetailHandler):
             raise api_error(404, f"No feedback for submission {submission_id} yet ({submission.auto_status})")
         if not visible:
             raise api_error(403, "Feedback for this assignment has not been released yet")
-        folder = self.service.layout.feedback_dir(submission.id)
-        pages = sorted(folder.rglob("*.html")) if folder.exists() else []
+        results = self.service.layout.results_dir(submission.id)
+        self.db.close()  # rendering may take a moment: hold no database connection meanwhile
+        try:
+            pages = await feedback_pages(results, submission.id)
+        except FeedbackUnavailable as e:
+            raise api_error(404, f"No feedback for submission {submission_id}: {e}") from None
+        folder = results / "feedback"
         wanted = self.get_query_argument("notebook", None)
         if wanted is not None:
             pages = [p for p in pages if p.relative_to(folder).with_suffix(".ipynb").as_posix() == wanted]
@@ -166,7 +171,7 @@ class FeedbackHandler(SubmissionDetailHandler):
         self.set_header(
             "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
         )
-        self.finish(Path(pages[0]).read_bytes())
+        self.finish(pages[0].read_bytes())
 
 
 class FeedbackReleaseHandler(APIHandler):

@@ -83,21 +83,25 @@ class SubmissionsHandler(UploadMixin, APIHandler):
                     )
             parent = await git.head(repo)
             commit = await git.commit_directory(repo, files, f"submission by {self.user.name}", parent)
-            submission = Submission(
-                assignment_id=assignment.id,
-                user_id=self.user.id,
-                commit_hash=commit,
-                late=late,
-                late_seconds=late_seconds,
-                max_score=assignment.max_score,
-            )
-            self.db.add(submission)
-            self.db.flush()
-            self.service.on_submission(self.db, submission)
+            # The branch moves first and the row is written after, with no await in between: an open
+            # write transaction across an await would hold SQLite's write lock while other coroutines
+            # on this event loop wait for it.
             await git.update_branch(repo, commit, parent)
             try:
+                submission = Submission(
+                    assignment_id=assignment.id,
+                    user_id=self.user.id,
+                    commit_hash=commit,
+                    late=late,
+                    late_seconds=late_seconds,
+                    max_score=assignment.max_score,
+                )
+                self.db.add(submission)
+                self.db.flush()
+                self.service.on_submission(self.db, submission)
                 self.db.commit()
             except Exception:
+                self.db.rollback()
                 await git.revert_branch(repo, commit, parent)
                 raise
         self.service.jobs_committed()

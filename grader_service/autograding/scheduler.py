@@ -19,7 +19,6 @@ import contextlib
 import os
 import shutil
 import socket
-import sys
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -225,7 +224,7 @@ class Scheduler(LoggingConfigurable):
             await self._stage(task)
             outcome = await self.executor.run(task)
             if outcome.graded:
-                outcome = await self._feedback(task, outcome)
+                outcome = await self._keep_output(task, outcome)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -303,28 +302,20 @@ class Scheduler(LoggingConfigurable):
         for path in (task.job_dir, *task.job_dir.rglob("*")):
             path.chmod(0o777 if path.is_dir() else 0o666)
 
-    async def _feedback(self, task: GradingTask, outcome: GradingOutcome) -> GradingOutcome:
-        """Render feedback HTML next to (not inside) the job, so a failure here loses no score."""
-        target = self.service.layout.feedback_dir(task.submission_id)
-        tmp = target.with_name(f"{target.name}.tmp-{task.job_id}")
-        await asyncio.to_thread(shutil.rmtree, tmp, True)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "grader_service.convert.cli", "feedback",
-            "-i", str(task.job_dir / "output"), "-o", str(tmp),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        out, _ = await proc.communicate()
-        if proc.returncode == 0:
-            await asyncio.to_thread(shutil.rmtree, target, True)
-            tmp.rename(target)
-            outcome.feedback = True
-        else:
-            self.log.warning(
-                "Feedback for submission %d failed: %s",
-                task.submission_id,
-                out[-2000:].decode(errors="replace"),
-            )
-            outcome.logs += "\n[feedback generation failed]\n" + out[-2000:].decode(errors="replace")
+    async def _keep_output(self, task: GradingTask, outcome: GradingOutcome) -> GradingOutcome:
+        """Keep the graded notebooks for feedback, which is rendered when first asked for.
+
+        Rendering HTML costs as much as grading a small notebook; most feedback is read once or
+        never, so it stays off the grading path.
+        """
+        results = self.service.layout.results_dir(task.submission_id)
+        staging = results.with_name(f"{results.name}.job-{task.job_id}")
+        await asyncio.to_thread(shutil.rmtree, staging, True)
+        staging.mkdir(parents=True)
+        (task.job_dir / "output").rename(staging / "output")
+        await asyncio.to_thread(shutil.rmtree, results, True)
+        staging.rename(results)
+        outcome.feedback = True
         return outcome
 
     def _record(self, task: GradingTask, outcome: GradingOutcome) -> None:

@@ -25,8 +25,9 @@ class DataLayout:
     def job_dir(self, job_id: int) -> Path:
         return self.jobs_dir() / str(job_id)
 
-    def feedback_dir(self, submission_id: int) -> Path:
-        return self.root / "feedback" / str(submission_id)
+    def results_dir(self, submission_id: int) -> Path:
+        """The latest grading's output (`output/`) and its rendered feedback (`feedback/`)."""
+        return self.root / "results" / str(submission_id)
 
     def tmp_dir(self) -> Path:
         return self.root / "tmp"

@@ -1,8 +1,8 @@
 """Alembic environment: runs migrations on the service's models' metadata."""
 
-from alembic import context
 from sqlalchemy import create_engine
 
+from alembic import context
 from grader_service.orm import Base
 
 config = context.config

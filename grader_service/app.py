@@ -8,6 +8,7 @@ file and options, so `-f`, `--data-dir` and `--db-url` mean the same everywhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -47,6 +48,18 @@ COMMON_ALIASES: dict[str, Any] = {
 }
 
 DB_URL_ENV = "GRADER_SERVICE_DB_URL"
+
+
+def optional_classes() -> list[type]:
+    """Configurables of optional extras, documented when their dependencies are installed.
+
+    Imported only for --help-all and --generate-config: importing jupyterhub costs about a second.
+    """
+    found: list[type] = []
+    for path in AUTHENTICATOR_ALIASES["jupyterhub"], EXECUTOR_ALIASES["kube"]:
+        with contextlib.suppress(ImportError):
+            found.append(import_item(path))
+    return found
 
 
 class DatabaseOutOfDate(RuntimeError):
@@ -147,6 +160,10 @@ class GraderService(Application):
     scheduler = Instance(Scheduler, allow_none=True)
     events = Instance(EventBus, allow_none=True)
 
+    @default("log_level")
+    def _default_log_level(self) -> int:
+        return logging.INFO
+
     @default("db_url")
     def _default_db_url(self) -> str:
         return os.environ.get(DB_URL_ENV) or f"sqlite:///{Path(self.data_dir).resolve() / 'grader.sqlite'}"
@@ -168,6 +185,9 @@ class GraderService(Application):
 
     @catch_config_error
     def initialize(self, argv: list[str] | None = None) -> None:
+        args = sys.argv[1:] if argv is None else argv
+        if {"--help-all", "--generate-config"} & set(args):
+            self.classes = [*self.classes, *optional_classes()]
         super().initialize(argv)
         if self.subapp is not None:
             return

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-
-import pytest
-import requests
 
 from grader_service import db
 
@@ -123,34 +120,27 @@ def test_sigterm_finishes_in_flight_request(world, tmp_path: Path) -> None:
     assert client.post("lectures", json={"code": "c1", "name": "C"}).status_code == 201
     assert client.post("lectures/c1/assignments", json={"name": "a"}).status_code == 201
     body = (DATA / "tiny" / "tiny.ipynb").read_bytes()
-
-    def slow_body():
-        yield body[:100]
-        time.sleep(1.5)
-        yield body[100:]
-
-    result: dict[str, requests.Response] = {}
-
-    def upload() -> None:
-        result["r"] = client.put(
-            "lectures/c1/assignments/a/files",
-            data=slow_body(),
-            params={"filename": "tiny.ipynb"},
-            headers={"Content-Type": "application/x-ipynb+json", "Content-Length": str(len(body))},
-        )
-
-    thread = threading.Thread(target=upload)
-    thread.start()
-    time.sleep(0.5)
-    svc.proc.send_signal(signal.SIGTERM)
-    thread.join(30)
+    head = (
+        f"PUT /api/v1/lectures/c1/assignments/a/files?filename=tiny.ipynb HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: token {token}\r\nContent-Type: application/x-ipynb+json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", svc.port)) as sock:
+        sock.sendall(head + body[:100])
+        time.sleep(0.5)
+        svc.proc.send_signal(signal.SIGTERM)  # arrives while the body is still on its way
+        time.sleep(1.0)
+        sock.sendall(body[100:])
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 200"), response[:300]
     assert svc.proc.wait(30) == 0
-    assert result["r"].status_code == 200, result["r"].text
     assert "Stopped" in svc.read_log()
 
 
-@pytest.mark.parametrize("option", ["--data-dir", "--db-url", "-f"])
-def test_every_subcommand_takes_common_options(option: str) -> None:
+def test_every_subcommand_takes_common_options() -> None:
     for cmd in (["migrate"], ["token", "create"], ["token", "list"], ["token", "revoke"]):
-        result = run(*cmd, "--help-all")
-        assert option.lstrip("-") in result.stdout, (cmd, option)
+        result = run(*cmd, "--help")
+        for option in ("--data-dir", "--db-url", "-f"):
+            assert option in result.stdout, (cmd, option)

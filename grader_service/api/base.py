@@ -86,7 +86,10 @@ class APIHandler(web.RequestHandler):
             if identity.via == "cookie" and self.request.method not in ("GET", "HEAD", "OPTIONS"):
                 web.RequestHandler.check_xsrf_cookie(self)
         elif self.auth_required:
-            raise api_error(401, "Authentication required: send 'Authorization: token <token>'")
+            login = self.service.authenticator.login_url(self)
+            hint = f", or log in at {login}" if login else ""
+            raise api_error(401, f"Authentication required: send 'Authorization: token <token>'{hint}")
+        self._prepared = True
 
     @property
     def effective_body_limit(self) -> int:
@@ -143,6 +146,12 @@ class APIHandler(web.RequestHandler):
                 "XSRF check failed: cookie-authenticated requests must send the _xsrf cookie's value "
                 "in an X-XSRFToken header"
             )
+        # Refused in prepare(): tornado has not read the body and will close the connection. Say so,
+        # or a keep-alive client's next request on that connection dies with a reset.
+        if not getattr(self, "_prepared", False) and (
+            self.request.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.request.headers
+        ):
+            self.set_header("Connection", "close")
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"error": reason, "message": message}))
 

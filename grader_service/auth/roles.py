@@ -6,11 +6,14 @@ The rule, so that roles granted through the API and roles from hub groups never 
 - When the user leaves the group, the hub-sourced role is removed.
 - API-granted roles for lectures the user has no hub group for are left alone.
 - If a user is in several groups of one lecture, the highest role wins.
+- With `create_lectures`, a group for a lecture that does not exist creates it (name = code);
+  otherwise such groups are ignored until the lecture exists.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..orm import Lecture, Role, User
@@ -18,7 +21,19 @@ from ..orm.role import ROLES, role_rank
 
 
 def sync_roles(session: Session, user: User, roles: dict[str, str], create_lectures: bool) -> None:
-    """Make the user's hub-sourced roles equal `roles` (lecture code -> role); commit if anything changed."""
+    """Make the user's hub-sourced roles equal `roles` (lecture code -> role); commit if anything changed.
+
+    Two requests of a new user (on two replicas, say) may insert the same lecture or role row at once;
+    the loser starts over from what the winner committed instead of failing the request.
+    """
+    try:
+        _sync_roles(session, user, roles, create_lectures)
+    except IntegrityError:
+        session.rollback()
+        _sync_roles(session, user, roles, create_lectures)
+
+
+def _sync_roles(session: Session, user: User, roles: dict[str, str], create_lectures: bool) -> None:
     wanted = {code: role for code, role in roles.items() if role in ROLES}
     codes = set(wanted)
     lectures = (

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
-from traitlets import Bool, Float, Integer, default
+from traitlets import Bool, Float, Integer
 from traitlets.config import LoggingConfigurable
 
 from ..orm import Assignment, GradingJob, Lecture, Submission, User, utcnow
@@ -74,7 +74,7 @@ class Scheduler(LoggingConfigurable):
     """Claims queued jobs and runs them on the executor with `concurrency` workers."""
 
     concurrency = Integer(
-        help="Jobs graded at once by this service process. Default: the number of CPUs."
+        0, help="Jobs graded at once by this service process; 0 means one per CPU (os.cpu_count())."
     ).tag(config=True)
     lease_seconds = Float(
         30.0,
@@ -92,9 +92,9 @@ class Scheduler(LoggingConfigurable):
     ).tag(config=True)
     keep_job_dirs = Bool(False, help="Keep job directories after grading (for debugging).").tag(config=True)
 
-    @default("concurrency")
-    def _default_concurrency(self) -> int:
-        return os.cpu_count() or 1
+    @property
+    def workers(self) -> int:
+        return self.concurrency or os.cpu_count() or 1
 
     def __init__(self, service: GraderService, executor: AutogradeExecutor, events: EventBus, **kwargs: Any):
         super().__init__(**kwargs)
@@ -113,11 +113,11 @@ class Scheduler(LoggingConfigurable):
     async def start(self) -> None:
         await self.reconcile()
         self._tasks = [
-            asyncio.create_task(self._worker(i), name=f"grader-worker-{i}") for i in range(self.concurrency)
+            asyncio.create_task(self._worker(i), name=f"grader-worker-{i}") for i in range(self.workers)
         ]
         self._tasks.append(asyncio.create_task(self._reaper(), name="grader-reaper"))
         self.log.info(
-            "Scheduler %s: %d worker(s), executor %s", self.worker_id, self.concurrency, self.executor.name
+            "Scheduler %s: %d worker(s), executor %s", self.worker_id, self.workers, self.executor.name
         )
 
     async def stop(self) -> None:

@@ -119,7 +119,8 @@ def make_grading_pod(
 ) -> V1Pod:
     """Build the pod that grades one job.
 
-    ``command`` runs in ``mount_path`` (the job directory: ``<pvc>/<job_subpath>``). ``env`` is
+    ``name`` must be a DNS-1123 label (≤ 63 characters, see :func:`pod_name_for_job`): the API
+    would accept longer names, but the pod's hostname and our labels would not. ``command`` runs in ``mount_path`` (the job directory: ``<pvc>/<job_subpath>``). ``env`` is
     added after ``HOME=/tmp`` (the root filesystem is read-only, and Jupyter kernels need a writable
     home). Tolerations, affinity, extra volumes and mounts are given in API form (camelCase dicts),
     as they are written in Helm values. ``termination_grace_period_seconds`` is short by default:

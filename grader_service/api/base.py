@@ -149,7 +149,8 @@ class APIHandler(web.RequestHandler):
         # Refused in prepare(): tornado has not read the body and will close the connection. Say so,
         # or a keep-alive client's next request on that connection dies with a reset.
         if not getattr(self, "_prepared", False) and (
-            self.request.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.request.headers
+            self.request.headers.get("Content-Length", "0") != "0"
+            or "Transfer-Encoding" in self.request.headers
         ):
             self.set_header("Connection", "close")
         self.set_header("Content-Type", "application/json; charset=UTF-8")

@@ -134,6 +134,10 @@ class AutogradeExecutor(LoggingConfigurable):
         """After a restart: the outcome of a job a previous process started, or None to re-run it."""
         return None
 
+    async def cleanup_orphans(self, live_job_ids: set[int]) -> list[str]:
+        """After reconciling: remove processes or pods of jobs not in `live_job_ids`; their names."""
+        return []
+
     def runner_name(self, task: GradingTask) -> str:
         """The name of the process or pod running the task, recorded on the job."""
         return f"job-{task.job_id}"

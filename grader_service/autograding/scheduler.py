@@ -111,11 +111,12 @@ class Scheduler(LoggingConfigurable):
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.reconcile()
+        adoptions = await self.reconcile()
         self._tasks = [
             asyncio.create_task(self._worker(i), name=f"grader-worker-{i}") for i in range(self.workers)
         ]
         self._tasks.append(asyncio.create_task(self._reaper(), name="grader-reaper"))
+        self._tasks.extend(adoptions)
         self.log.info(
             "Scheduler %s: %d worker(s), executor %s", self.worker_id, self.workers, self.executor.name
         )
@@ -436,29 +437,64 @@ class Scheduler(LoggingConfigurable):
             return False
         return False
 
-    async def reconcile(self) -> None:
-        """On start: running jobs of dead workers are adopted by the executor or re-queued."""
+    async def reconcile(self) -> list[asyncio.Task[None]]:
+        """On start: running jobs of dead workers are adopted by the executor or re-queued.
+
+        Each stale job is taken over at once (this worker, a fresh lease), then adopted in the
+        background: its pod may run for minutes more, and the service must not wait for that
+        before it serves. Then the executor removes what belongs to no running job.
+        """
         with self.service.session_factory() as session:
             running = session.scalars(select(GradingJob).where(GradingJob.state == "running")).all()
             now = utcnow()
-            stale_ids = [
-                (j.id, j.runner_name)
+            stale = [
+                j
                 for j in running
                 if (j.lease_expires_at is not None and j.lease_expires_at < now)
                 or self._worker_is_dead(j.worker)
             ]
-        for job_id, runner_name in stale_ids:
-            task = self._load_task(job_id)
+            for job in stale:
+                job.worker = self.worker_id
+                job.lease_expires_at = now + timedelta(seconds=self.lease_seconds)
+            stale_ids = [(j.id, j.runner_name) for j in stale]
+            live = {j.id for j in running}
+            session.commit()
+        adoptions = [
+            asyncio.create_task(self._adopt(job_id, runner_name), name=f"grader-adopt-{job_id}")
+            for job_id, runner_name in stale_ids
+        ]
+        try:
+            await self.executor.cleanup_orphans(live)
+        except Exception:
+            self.log.exception("Cleaning up after jobs that no longer run failed")
+        return adoptions
+
+    async def _adopt(self, job_id: int, runner_name: str | None) -> None:
+        """Let the executor finish a job a previous process started; re-queue it if it cannot."""
+        task = self._load_task(job_id)
+        heartbeat = asyncio.create_task(self._heartbeat(job_id))
+        try:
             outcome = await self.executor.reconcile(task, runner_name) if task else None
+            if task is not None and outcome is not None and outcome.graded:
+                outcome = await self._keep_output(task, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("Adopting grading job %d failed", job_id)
+            outcome = None
+        finally:
+            heartbeat.cancel()
+        if task is None or outcome is None:
             with self.service.session_factory() as session:
                 job = session.get(GradingJob, job_id)
-                if outcome is not None and task is not None:
-                    job.worker = self.worker_id
-                    session.commit()
-                    self._record(task, outcome)
-                    continue
-                self._requeue_or_fail(session, job, "the service restarted while it ran")
+                if job is not None and job.worker == self.worker_id and job.state == "running":
+                    self._requeue_or_fail(session, job, "the service restarted while it ran")
                 session.commit()
+            self.wake()
+            return
+        self._record(task, outcome)
+        if not self.keep_job_dirs:
+            await asyncio.to_thread(shutil.rmtree, task.job_dir, True)
 
 
 __all__ = ["FINAL_STATES", "REGRADE_PRIORITY", "Scheduler", "enqueue", "queue_stats"]

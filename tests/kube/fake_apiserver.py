@@ -79,7 +79,16 @@ from .fake_status import (
 )
 from .fake_tls import make_server_certificate
 
-__all__ = ["ADMIN_TOKEN", "FakeKubeAPIServer", "Node", "PolicyRule", "RequestRecord", "SandboxMode", "User"]
+__all__ = [
+    "ADMIN_TOKEN",
+    "FakeKubeAPIServer",
+    "Fault",
+    "Node",
+    "PolicyRule",
+    "RequestRecord",
+    "SandboxMode",
+    "User",
+]
 
 T = TypeVar("T")
 PodKey = tuple[str, str]
@@ -101,6 +110,8 @@ class _Watcher:
     labels: list[Requirement]
     fields: list[FieldRequirement]
     queue: asyncio.Queue[WatchEvent | None] = field(default_factory=asyncio.Queue)
+    # The request serving this watch, so a test can cut its connection (``drop_watches``).
+    handler: Any = None
 
     def matches(self, pod: dict[str, Any] | None) -> bool:
         if pod is None:
@@ -135,6 +146,47 @@ class RequestRecord:
     code: int = 0
     watch: bool = False
     user_agent: str = ""
+    fault: str | None = None
+
+
+@dataclass
+class Fault:
+    """An injected failure for requests matching ``method``/``path``/``watch`` (None: any).
+
+    ``mode``: ``"status"`` answers ``status`` (5xx/429) without doing anything; ``"reset"`` closes
+    the connection before the request is handled (as an apiserver going away); ``"reset-after"``
+    handles the request, then closes the connection instead of answering (the response is lost:
+    a create did happen, but the client cannot know).
+    """
+
+    mode: str = "status"
+    status: int = 503
+    method: str | None = None
+    path: str | None = None  # substring of the request path
+    watch: bool | None = None
+    remaining: int | None = 1  # None: until ``until``/``clear_faults()``
+    until: float | None = None  # time.monotonic() after which the fault no longer applies
+    hits: int = 0
+
+    def matches(self, record: RequestRecord, watch: bool) -> bool:
+        if self.until is not None and time.monotonic() > self.until:
+            return False
+        if self.remaining is not None and self.remaining <= 0:
+            return False
+        return (
+            (self.method is None or record.method == self.method)
+            and (self.path is None or self.path in record.path)
+            and (self.watch is None or self.watch == watch)
+        )
+
+
+_FAULT_REASONS = {
+    429: "TooManyRequests",
+    500: "InternalError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
 
 
 class FakeKubeAPIServer:
@@ -147,6 +199,9 @@ class FakeKubeAPIServer:
     RBAC (``add_service_account_token``, ``load_rbac``, ``grant``), delays (``schedule_delay``,
     ``start_delay``, ``image_pull_backoff``, ``restart_backoff``), ``bookmark_interval``,
     images (``default_image_env``, ``image_env``, ``image_users``, ``image_commands``).
+    Failures: ``inject_fault`` (5xx answers, connection resets, lost responses), ``drop_watches``
+    (cut every open watch, cleanly or abruptly); ``container_exits`` records when each container's
+    process ended (``time.time()``), for latency measurements.
     """
 
     def __init__(
@@ -227,6 +282,8 @@ class FakeKubeAPIServer:
         self.requests: list[RequestRecord] = []
         self.events: list[dict[str, Any]] = []
         self.internal_errors: list[str] = []
+        self.faults: list[Fault] = []
+        self.container_exits: dict[PodKey, float] = {}
         self._rv = 1000
         self._compacted_rv = 0
         self._watchers: set[_Watcher] = set()
@@ -392,6 +449,8 @@ class FakeKubeAPIServer:
             self.auth.add_token(ADMIN_TOKEN, admin)
             self.requests.clear()
             self.events.clear()
+            self.faults.clear()
+            self.container_exits.clear()
             self.kubelet.cluster_changed()
 
         self.call(do)
@@ -468,6 +527,57 @@ class FakeKubeAPIServer:
             return self._rv
 
         return self.call(do)
+
+    def inject_fault(
+        self,
+        mode: str = "status",
+        *,
+        status: int = 503,
+        method: str | None = None,
+        path: str | None = None,
+        watch: bool | None = None,
+        count: int | None = 1,
+        seconds: float | None = None,
+    ) -> Fault:
+        """Make the next ``count`` matching requests fail (``count=None``: all, for ``seconds``).
+
+        See :class:`Fault` for the modes. Returns the fault; its ``hits`` counts the requests it hit.
+        """
+        if mode not in ("status", "reset", "reset-after"):
+            raise ValueError(f"unknown fault mode {mode}")
+        until = time.monotonic() + seconds if seconds is not None else None
+        fault = Fault(mode, status, method, path, watch, count, until)
+        self.call(self.faults.append, fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        self.call(self.faults.clear)
+
+    def drop_watches(self, abrupt: bool = True) -> int:
+        """End every open watch: ``abrupt`` closes the TCP connection (an apiserver restart),
+        otherwise the stream ends cleanly (as a watch timeout does). Returns how many were open."""
+
+        def do() -> int:
+            watchers = list(self._watchers)
+            for watcher in watchers:
+                if abrupt and watcher.handler is not None:
+                    stream = watcher.handler.request.connection.stream
+                    if stream is not None:
+                        stream.close()
+                watcher.queue.put_nowait(None)
+            return len(watchers)
+
+        return self.call(do)
+
+    def take_fault(self, record: RequestRecord, watch: bool) -> Fault | None:
+        """The fault this request hits, if any (loop thread only)."""
+        for fault in self.faults:
+            if fault.matches(record, watch):
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                fault.hits += 1
+                return fault
+        return None
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.call(lambda: copy.deepcopy(self.pods.get((namespace, name))))
@@ -774,6 +884,18 @@ class _Handler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         self.server.requests.append(self.record)
+        self._reset_after = False
+        self.record.watch = self.flag("watch")
+        fault = self.server.take_fault(self.record, self.record.watch)
+        if fault is not None:
+            self.record.fault = fault.mode
+            if fault.mode == "status":
+                code = fault.status
+                raise StatusError(code, _FAULT_REASONS.get(code, "InternalError"), f"injected fault ({code})")
+            if fault.mode == "reset":
+                self._close_connection()
+                raise tornado.web.Finish()
+            self._reset_after = True
         if self.request.path.rstrip("/") in _PUBLIC_PATHS:
             return
         self.user = self.server.auth.authenticate(self.request.headers.get("Authorization"))
@@ -783,6 +905,16 @@ class _Handler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         self.record.code = self.get_status()
+
+    def _close_connection(self) -> None:
+        stream = self.request.connection.stream  # type: ignore[attr-defined]
+        if stream is not None:
+            stream.close()
+
+    def finish(self, chunk: Any = None) -> Any:
+        if getattr(self, "_reset_after", False) and not self._finished:
+            self._close_connection()  # the work is done; the answer never arrives
+        return super().finish(chunk)
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         return self.get_query_argument(name, default)
@@ -1233,6 +1365,11 @@ async def _serve_watch(
 ) -> None:
     server = handler.server
     watcher = _Watcher(namespace, labels, fields)
+    watcher.handler = handler
+    # Go's net package (so the real apiserver) disables Nagle's algorithm on every TCP connection;
+    # without this each small event waits for the client's delayed ACK (~40 ms per event).
+    if handler.request.connection.stream is not None:  # type: ignore[attr-defined]
+        handler.request.connection.stream.set_nodelay(True)  # type: ignore[attr-defined]
     handler.set_header("Content-Type", "application/json")
     rv_arg = handler.arg("resourceVersion") or ""
     bookmarks = handler.flag("allowWatchBookmarks")

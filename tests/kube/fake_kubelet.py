@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -796,6 +797,7 @@ class FakeKubelet:
             asyncio.ensure_future(self._pump(c.process.stderr, c.log, "stderr")),
         ]
         returncode = await c.process.wait()
+        self.api.container_exits[rt.key] = time.time()
         # Orphans of PID 1 die with its namespace; without bwrap, end the group like a runtime would.
         if c.group_pid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -1080,7 +1082,23 @@ class FakeKubelet:
 async def _command_pid(reaper: int, timeout: float = 5.0) -> int | None:
     """The host PID of the command: the only child of bwrap's PID-1 reaper in the sandbox."""
     deadline = asyncio.get_running_loop().time() + timeout
+    children = Path(f"/proc/{reaper}/task/{reaper}/children")
     while asyncio.get_running_loop().time() < deadline:
+        # Fast path (kernels with CONFIG_PROC_CHILDREN): scanning all of /proc for every starting
+        # container stalls the server's loop when many pods start at once.
+        try:
+            found = children.read_text().split()
+        except FileNotFoundError:
+            found = None if children.parent.exists() else []
+        except OSError:
+            found = []
+        if found:
+            return int(found[0])
+        if found is not None:
+            if not os.path.exists(f"/proc/{reaper}"):
+                return None
+            await asyncio.sleep(0.01)
+            continue
         for entry in os.scandir("/proc"):
             if entry.name.isdigit():
                 try:

@@ -86,9 +86,12 @@ class Authorizer:
         self.tokens[token] = user
 
     def authenticate(self, authorization: str | None) -> User | None:
-        if not authorization or not authorization.startswith("Bearer "):
+        # The scheme is case-insensitive, as in the apiserver (the in-cluster loader of the Python
+        # client sends "bearer <token>").
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
             return None
-        return self.tokens.get(authorization[len("Bearer ") :].strip())
+        return self.tokens.get(token.strip())
 
     # -- authorization ----------------------------------------------------------------------
     def clear(self) -> None:

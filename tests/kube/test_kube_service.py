@@ -1,0 +1,159 @@
+"""The real service with ``executor_class = "kube"`` against the fake cluster, over HTTP.
+
+The service's data directory is the fake's PVC (as in the chart, where the PVC is mounted at the
+data directory), so grading pods see the job directories the scheduler stages. One service per
+module; the fake apiserver is the session's.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from grader_service.orm import GradingJob, Submission
+
+from ..conftest import DATA, World
+from ..grading_utils import submission, wait_graded
+from ..service import ServiceProcess
+from .conftest import KUBE_NAMESPACE, KUBE_PVC_CLAIM
+from .fake_apiserver import FakeKubeAPIServer
+from .jobs import make_task
+
+CONFIG = """
+c.GraderService.executor_class = "kube"
+c.Scheduler.concurrency = 2
+c.Scheduler.lease_seconds = 4
+c.KubeAutogradeExecutor.kubeconfig = {kubeconfig!r}
+c.KubeAutogradeExecutor.namespace = {namespace!r}
+c.KubeAutogradeExecutor.pvc_name = {claim!r}
+c.KubeAutogradeExecutor.data_mount_path = {data_dir!r}
+c.KubeAutogradeExecutor.image = "ghcr.io/grader-service/grading:test"
+c.KubeAutogradeExecutor.start_timeout = 60
+c.KubeAutogradeExecutor.orphan_min_age = 0
+"""
+
+
+@pytest.fixture(scope="module")
+def kube_service(
+    fake_kube_session: FakeKubeAPIServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    root = tmp_path_factory.mktemp("kube-service")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    kubeconfig = fake_kube_session.write_kubeconfig(root / "kubeconfig", namespace=KUBE_NAMESPACE)
+    fake_kube_session.set_pvc_dir(KUBE_PVC_CLAIM, data_dir)
+    config = CONFIG.format(
+        kubeconfig=str(kubeconfig),
+        namespace=KUBE_NAMESPACE,
+        claim=KUBE_PVC_CLAIM,
+        data_dir=str(data_dir.resolve()),
+    )
+    service = ServiceProcess(data_dir, f"sqlite:///{root / 'grader.sqlite'}", config=config)
+    service.start("--upgrade-db")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def kube_world(kube_service: ServiceProcess) -> World:
+    return World(kube_service)
+
+
+@pytest.fixture
+def cluster(fake_kube: FakeKubeAPIServer, kube_service: ServiceProcess) -> FakeKubeAPIServer:
+    """The fake, its PVC backed by the service's data directory again (each test's reset drops it)."""
+    fake_kube.set_pvc_dir(KUBE_PVC_CLAIM, kube_service.data_dir)
+    return fake_kube
+
+
+def slow_notebook(tmp_path: Path, seconds: float) -> Path:
+    nb = json.loads((DATA / "tiny_submission.ipynb").read_text())
+    nb["cells"][1]["source"] = f"import time\ntime.sleep({seconds})\ndef double(x):\n    return x + x"
+    path = tmp_path / "slow.ipynb"
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def test_a_submission_is_graded_in_a_pod(cluster: FakeKubeAPIServer, kube_world: World) -> None:
+    sub = kube_world.submit("student").json()
+    events = wait_graded(kube_world.client("student"), sub["id"], timeout=120)
+    assert events[-1]["auto_status"] == "graded" and events[-1]["score"] == 3.0, events
+    got = submission(kube_world.client("tutor"), "ml", "tiny", sub["id"])
+    assert got["auto_status"] == "graded" and got["score"] == 3.0
+    # the graded notebook came back through the PVC: feedback renders from it
+    feedback = kube_world.client("tutor").get(
+        f"lectures/ml/assignments/tiny/submissions/{sub['id']}/feedback"
+    )
+    assert feedback.status_code == 200, feedback.text
+    with kube_world.service.engine.connect() as conn:
+        runner, executor = conn.execute(
+            select(GradingJob.runner_name, GradingJob.executor).where(GradingJob.submission_id == sub["id"])
+        ).one()
+    assert executor == "kube" and runner.startswith(f"autograde-{sub['commit_hash'][:12]}-")
+    per_job = [
+        r for r in cluster.requests if not (r.method == "GET" and r.path.rstrip("/").endswith("/pods"))
+    ]
+    assert [r.method for r in per_job] == ["POST", "GET", "DELETE"]
+    assert all(runner in r.path for r in per_job[1:])
+    assert cluster.list_pods() == []
+    health = kube_world.client(None).get("health").json()
+    assert health["executor"] == "kube"
+
+
+def test_service_killed_mid_grading_adopts_the_pod_after_restart(
+    cluster: FakeKubeAPIServer, kube_world: World, tmp_path: Path
+) -> None:
+    service = kube_world.service
+    sub = kube_world.submit("other_student", notebook=slow_notebook(tmp_path, 3.0)).json()
+    deadline = time.monotonic() + 60
+    while not [p for p in cluster.list_pods() if p["status"].get("phase") == "Running"]:
+        assert time.monotonic() < deadline, "no grading pod started"
+        time.sleep(0.05)
+    service.stop(signal.SIGKILL)
+    with service.engine.connect() as conn:
+        state = conn.execute(
+            select(GradingJob.state).where(GradingJob.submission_id == sub["id"])
+        ).scalar_one()
+    assert state == "running"  # the crash really interrupted grading
+
+    service.start()
+    events = wait_graded(kube_world.client("other_student"), sub["id"], timeout=120)
+    assert events[-1]["auto_status"] == "graded" and events[-1]["score"] == 3.0, events
+    with service.engine.connect() as conn:
+        jobs = conn.execute(
+            select(GradingJob.state, GradingJob.attempts).where(GradingJob.submission_id == sub["id"])
+        ).all()
+        status = conn.execute(select(Submission.auto_status).where(Submission.id == sub["id"])).scalar_one()
+    assert [tuple(j) for j in jobs] == [("succeeded", 1)], jobs  # graded exactly once, by adoption
+    assert status == "graded"
+    assert len([r for r in cluster.requests if r.method == "POST"]) == 1  # one pod, ever
+    assert cluster.list_pods() == []
+
+
+def test_orphaned_pods_are_deleted_when_the_service_starts(
+    cluster: FakeKubeAPIServer, kube_world: World, kube_api: Any
+) -> None:
+    from grader_service.autograding.kube.executor import KubeAutogradeExecutor
+
+    service = kube_world.service
+    builder = KubeAutogradeExecutor(
+        namespace=KUBE_NAMESPACE,
+        pvc_name=KUBE_PVC_CLAIM,
+        data_mount_path=str(service.data_dir.resolve()),
+        extra_pod_config={"terminationGracePeriodSeconds": 1},
+    )
+    builder.grading_command = lambda task: ["python", "-c", "import time; time.sleep(60)"]  # type: ignore[method-assign]
+    orphan = builder.make_pod(make_task(builder, service.data_dir.resolve() / "jobs" / "9999", 9999))
+    kube_api.create_namespaced_pod(KUBE_NAMESPACE, orphan)
+    service.stop()
+    service.start()
+    cluster.wait_for_pod(KUBE_NAMESPACE, orphan.metadata.name, lambda pod: pod is None, timeout=30)

@@ -1,0 +1,668 @@
+"""`autograde`: run a submission against the instructor's source and score it.
+
+Per notebook of the source:
+
+1. read the submission (outputs dropped on read: they are never trusted) -- a missing or
+   unreadable notebook scores 0 on every test and is reported, the others are still graded;
+2. reconcile it with the source (`preprocessors.reconcile`): instructor's test and locked cells
+   restored, re-inserted, repaired; notes on everything that was tampered with;
+3. build the execution plan (`guard.build_plan`): the cells plus guard, mutation and canary steps;
+4. execute it in a fresh kernel (`kernel.GradingClient`) whose working directory is the
+   notebook's directory in the submission, with per-cell and total timeouts and capped outputs,
+   while inotify watches the source and output directories (`watch`);
+5. score the test cells (`scoring`), then apply the integrity verdicts: a failed canary, a test
+   that passes with wrong answers, or the kernel touching the instructor's files zeroes the
+   affected tests with a note;
+6. kill the kernel's process group and anything it left behind (`processes`).
+
+Only then, with no student process left, the executed notebooks and `gradebook.json` (schema in
+`gradebook`) are written to the output directory. The source is read into memory before any kernel
+starts and the output directory is written after the last one is gone, so student code never sees
+either being used.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient.exceptions import DeadKernelError
+from nbformat import NotebookNode
+
+from . import cells as nbcells
+from . import gradebook, processes
+from .errors import GradingError, SourceValidationError, UnreadableNotebookError
+from .guard import Plan, bound_names, build_plan
+from .kernel import CellRecord, GradingClient, KernelEnvironment, KernelUnresponsive, kill_kernel_tree
+from .notebooks import atomic_write_text, iter_other_files, notebook_name, read_notebook, write_notebook
+from .preprocessors.base import Context, run_pipeline
+from .preprocessors.reconcile import describe_source, reconcile_pipeline
+from .release import load_source
+from .scoring import canary_error_held, canary_value_held, mutant_passed, score_record
+from .watch import DirectoryWatch, FileEvent
+
+# Integrity steps (canaries, guard calls) get their own short budget: they run even when the
+# total time is used up, so that tests already run can still be verified.
+INTEGRITY_TIMEOUT = 10.0
+
+
+@dataclass
+class Settings:
+    """Everything that tunes one autograde run (the CLI flags)."""
+
+    cell_timeout: float = 30.0
+    timeout: float | None = None
+    output_limit: int = 1_000_000
+    mutation_runs: bool = True
+    guard: bool = True  # False only to demonstrate what the guard prevents (tests)
+    watch_files: bool = True
+    interrupt_grace: float = 5.0
+    max_message_size: int = 64 * 1024 * 1024
+    kernel_python: str | None = None
+    kernel_env: dict[str, str] | None = None  # extra environment for the kernel (HOME is private)
+    iopub_timeout: float = 10.0
+    startup_timeout: float = 60.0
+
+
+@dataclass
+class Execution:
+    """What happened when a plan ran."""
+
+    records: dict[int, CellRecord] = field(default_factory=dict)  # step index -> record
+    internal: dict[int, tuple[str, str | None]] = field(default_factory=dict)  # step index -> result
+    events: dict[int, list[FileEvent]] = field(default_factory=dict)  # step index -> file events
+    kernel: str = "ok"  # ok | died | killed | time-limit
+    stopped_at: int | None = None  # step index where the kernel died / was killed / time ran out
+    duration: float = 0.0
+    processes_killed: int = 0
+
+
+def autograde(
+    submission_dir: Path,
+    source_dir: Path,
+    output_dir: Path,
+    cell_timeout: float = 30,
+    timeout: float | None = None,
+    output_limit: int = 1_000_000,
+    **options: Any,
+) -> dict[str, Any]:
+    """Grade `submission_dir` against `source_dir`; write into `output_dir`; return the summary.
+
+    Raises GradingError when grading cannot be carried out (no valid source, kernel cannot start,
+    overlapping directories); a bad submission is graded (with zeros), never an error.
+    """
+    settings = Settings(cell_timeout=cell_timeout, timeout=timeout, output_limit=output_limit, **options)
+    return asyncio.run(_autograde(Path(submission_dir), Path(source_dir), Path(output_dir), settings))
+
+
+async def _autograde(
+    submission_dir: Path, source_dir: Path, output_dir: Path, settings: Settings
+) -> dict[str, Any]:
+    started = time.monotonic()
+    submission_dir, source_dir, output_dir = (p.resolve() for p in (submission_dir, source_dir, output_dir))
+    _check_directories(submission_dir, source_dir, output_dir)
+    try:
+        sources = load_source(source_dir)
+    except SourceValidationError as e:
+        raise GradingError(str(e)) from None
+    file_notes = _compare_files(source_dir, submission_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    processes.become_subreaper()
+    deadline = started + settings.timeout if settings.timeout else None
+
+    notebooks: dict[str, dict[str, Any]] = {}
+    executed: dict[Path, NotebookNode] = {}
+    for rel, source_nb in sources.items():
+        name = notebook_name(rel)
+        result, nb = await _grade_notebook(
+            rel, source_nb, submission_dir, source_dir, output_dir, settings, deadline
+        )
+        if file_notes:
+            result.setdefault("notes", []).extend(file_notes)
+        notebooks[name] = result
+        if nb is not None:
+            executed[rel] = nb
+
+    book = {
+        "schema": gradebook.SCHEMA,
+        "kind": "autograde",
+        "settings": {
+            "cell_timeout": settings.cell_timeout,
+            "timeout": settings.timeout,
+            "output_limit": settings.output_limit,
+        },
+        "notebooks": notebooks,
+    }
+    gradebook.totals(book)
+    book["duration_s"] = round(time.monotonic() - started, 3)
+    # Written only now: no kernel or student process is left (each was killed with its tree).
+    for rel, nb in executed.items():
+        write_notebook(nb, output_dir / rel)
+    gradebook_path = output_dir / "gradebook.json"
+    atomic_write_text(gradebook_path, json.dumps(book, indent=1, ensure_ascii=False) + "\n")
+    return {
+        "status": "graded",
+        "score": book["score"],
+        "max_score": book["max_score"],
+        "needs_manual_grading": book["needs_manual_grading"],
+        "tampering": book["tampering"],
+        "notebooks": {
+            name: {"status": nb["status"], "score": nb["score"], "max_score": nb["max_score"]}
+            for name, nb in notebooks.items()
+        },
+        "gradebook": str(gradebook_path),
+        "duration_s": book["duration_s"],
+    }
+
+
+def _check_directories(submission_dir: Path, source_dir: Path, output_dir: Path) -> None:
+    """The kernel sees the submission directory; the other two must not be inside it (or vice versa)."""
+    if not submission_dir.is_dir():
+        raise GradingError(f"submission directory {submission_dir} does not exist")
+    pairs = [("source", source_dir), ("output", output_dir)]
+    for label, other in pairs:
+        if (
+            other == submission_dir
+            or other.is_relative_to(submission_dir)
+            or submission_dir.is_relative_to(other)
+        ):
+            raise GradingError(
+                f"the {label} directory must not contain or be inside the submission directory"
+            )
+    if (
+        output_dir == source_dir
+        or output_dir.is_relative_to(source_dir)
+        or source_dir.is_relative_to(output_dir)
+    ):
+        raise GradingError("the output directory must not contain or be inside the source directory")
+
+
+def _compare_files(source_dir: Path, submission_dir: Path) -> list[dict[str, Any]]:
+    """Notes on instructor-provided files (data, helpers) that the submission changed."""
+    notes = []
+    for rel in iter_other_files(source_dir):
+        theirs = submission_dir / rel
+        if not theirs.is_file():
+            continue
+        if _sha256(source_dir / rel) != _sha256(theirs):
+            notes.append(
+                {
+                    "cell": None,
+                    "kind": "integrity",
+                    "message": f"the submitted copy of '{rel.as_posix()}' differs from the instructor's "
+                    "(the notebook ran with the submitted copy)",
+                }
+            )
+    return notes
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---- one notebook -------------------------------------------------------------------------------
+
+
+async def _grade_notebook(
+    rel: Path,
+    source_nb: NotebookNode,
+    submission_dir: Path,
+    source_dir: Path,
+    output_dir: Path,
+    settings: Settings,
+    deadline: float | None,
+) -> tuple[dict[str, Any], NotebookNode | None]:
+    name = notebook_name(rel)
+    base = gradebook.skeleton_notebook(source_nb, rel)
+    path = submission_dir / rel
+    if not path.exists():
+        return _ungraded(base, "missing", f"the submission has no {rel.as_posix()}"), None
+    try:
+        nb = read_notebook(path, keep_outputs=False)
+    except UnreadableNotebookError as e:
+        return _ungraded(base, "unreadable", f"{rel.as_posix()} is not a readable notebook: {e.reason}"), None
+
+    ctx = Context(name, data={"source": describe_source(source_nb)})
+    nb = run_pipeline(nb, ctx, reconcile_pipeline())
+    solution_names: set[str] = set()
+    for s in ctx.data["source"]:
+        if s.role in ("solution", "manual") and s.cell.cell_type == "code":
+            solution_names |= bound_names(nbcells.source_text(s.cell))
+    plan = build_plan(nb, solution_names, mutation_runs=settings.mutation_runs, guard=settings.guard)
+    execution = await execute_plan(nb, plan, path.parent, source_dir, output_dir, settings, deadline)
+    result = _score(base, nb, plan, execution, ctx, settings)
+    _annotate(nb, result)
+    return result, nb
+
+
+def _ungraded(base: dict[str, Any], status: str, message: str) -> dict[str, Any]:
+    result = dict(base, status=status, message=message, notes=[], execution={"kernel": "not-started"})
+    for cell in result["cells"].values():
+        cell.update(
+            points=0.0,
+            status="error",
+            partial=False,
+            error={
+                "name": "MissingNotebook" if status == "missing" else "UnreadableNotebook",
+                "message": message,
+            },
+            tampering=[],
+            duration_s=None,
+        )
+    return gradebook.totals(result)
+
+
+# ---- execution ----------------------------------------------------------------------------------
+
+
+async def execute_plan(
+    nb: NotebookNode,
+    plan: Plan,
+    cwd: Path,
+    source_dir: Path | None,
+    output_dir: Path | None,
+    settings: Settings,
+    deadline: float | None,
+) -> Execution:
+    """Run every step of `plan` in a new kernel; outputs land in `nb`'s cells."""
+    execution = Execution()
+    started = time.monotonic()
+    exec_cells: list[NotebookNode] = []
+    cell_of_step: dict[int, int] = {}
+    for i, step in enumerate(plan.steps):
+        if step.sent_as_cell:
+            if step.kind in ("cell", "test", "locked"):
+                cell = nb.cells[step.cell_index]
+                cell.outputs = []
+            else:
+                cell = nbformat.v4.new_code_cell(step.source)
+            cell_of_step[i] = len(exec_cells)
+            exec_cells.append(cell)
+    exec_nb = nbformat.v4.new_notebook(cells=exec_cells, metadata=nb.metadata)
+
+    before = processes.descendants()
+    env = KernelEnvironment.create(cwd, settings.kernel_python, settings.kernel_env)
+    client = GradingClient(
+        exec_nb,
+        km=env.kernel_manager(),
+        output_limit=settings.output_limit,
+        interrupt_grace=settings.interrupt_grace,
+        max_message_size=settings.max_message_size,
+        allow_errors=True,
+        iopub_timeout=settings.iopub_timeout,
+        startup_timeout=settings.startup_timeout,
+        shutdown_kernel="immediate",
+        record_timing=False,
+    )
+    watch = DirectoryWatch() if settings.watch_files else None
+    pgid = None
+    try:
+        try:
+            await client.async_start_new_kernel(cwd=str(cwd), env=env.env)
+            pgid = getattr(client.km.provisioner, "pgid", None)
+            await client.async_start_new_kernel_client()
+        except Exception as e:
+            raise GradingError(f"the kernel could not be started: {type(e).__name__}: {e}") from None
+        await _run_steps(
+            before,
+            client,
+            plan,
+            cell_of_step,
+            exec_cells,
+            execution,
+            settings,
+            deadline,
+            watch,
+            source_dir,
+            output_dir,
+        )
+    finally:
+        execution.processes_killed = len(kill_kernel_tree(pgid, before))
+        with contextlib.suppress(Exception):  # the kernel is dead either way
+            await client._async_cleanup_kernel()
+        execution.processes_killed += len(kill_kernel_tree(None, before))
+        if watch is not None:
+            tail = watch.drain()
+            if tail:
+                execution.events.setdefault(len(plan.steps), []).extend(tail)
+            watch.close()
+        env.remove()
+        execution.duration = time.monotonic() - started
+    return execution
+
+
+async def _run_steps(
+    preexisting: set[int],
+    client: GradingClient,
+    plan: Plan,
+    cell_of_step: dict[int, int],
+    exec_cells: list[NotebookNode],
+    execution: Execution,
+    settings: Settings,
+    deadline: float | None,
+    watch: DirectoryWatch | None,
+    source_dir: Path | None,
+    output_dir: Path | None,
+) -> None:
+    setup = plan.steps[0]
+    status, text = await client.run_internal(setup.call, settings.startup_timeout)
+    execution.internal[0] = (status, text)
+    if status != "ok" or not _token_ok(text, setup.expect):
+        raise GradingError(f"the grader's kernel support could not be installed: {text}")
+    if watch is not None:
+        for area, directory in (("source", source_dir), ("output", output_dir)):
+            if directory is not None:
+                watch.add_tree(area, directory)
+        watch.drain()
+
+    count = 0
+    time_up_group: int | None = None
+    for i, step in enumerate(plan.steps[1:], start=1):
+        if execution.kernel not in ("ok", "time-limit"):
+            break
+        # Once time is up, only the integrity checks of the group that was running still run.
+        finishing = step.kind in ("canary-error", "canary-value", "unstash") and step.group == time_up_group
+        if execution.kernel == "time-limit" and not finishing:
+            continue
+        try:
+            if step.internal:
+                execution.internal[i] = await client.run_internal(step.call, INTEGRITY_TIMEOUT)
+            else:
+                budget = settings.cell_timeout
+                if step.kind in ("canary-error", "canary-value", "mutant"):
+                    budget = min(budget, INTEGRITY_TIMEOUT)
+                elif deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        execution.kernel, execution.stopped_at, time_up_group = "time-limit", i, step.group
+                        continue
+                    budget = min(budget, remaining)
+                if step.kind in ("cell", "test", "locked"):
+                    count += 1
+                rec = await client.run_cell(exec_cells[cell_of_step[i]], cell_of_step[i], budget, count)
+                execution.records[i] = rec
+                if rec.status == "dead":
+                    execution.kernel, execution.stopped_at = "died", i
+                elif rec.status == "unresponsive":
+                    execution.kernel, execution.stopped_at = "killed", i
+                elif (
+                    rec.status == "timeout"
+                    and deadline is not None
+                    and time.monotonic() >= deadline
+                    and step.kind in ("cell", "test", "locked")
+                ):
+                    execution.kernel, execution.stopped_at, time_up_group = "time-limit", i, step.group
+        except KernelUnresponsive:
+            execution.kernel, execution.stopped_at = "killed", i
+        except DeadKernelError:
+            execution.kernel, execution.stopped_at = "died", i
+        if watch is not None:
+            events = watch.drain()
+            if events:
+                execution.events.setdefault(i, []).extend(events)
+        if execution.kernel == "killed":
+            kill_kernel_tree(getattr(client.km.provisioner, "pgid", None), preexisting)
+
+
+def _token_ok(text: str | None, nonce: str) -> bool:
+    try:
+        value = ast.literal_eval(text or "")
+    except (ValueError, SyntaxError):
+        return False
+    return isinstance(value, str) and (value == nonce or value.startswith(f"ok:{nonce}:"))
+
+
+def _restored_items(text: str | None) -> list[str]:
+    try:
+        value = ast.literal_eval(text or "")
+        return list(json.loads(value.split(":", 2)[2]).get("restored", []))
+    except (ValueError, SyntaxError, IndexError, AttributeError, TypeError):
+        return []
+
+
+# ---- scoring ------------------------------------------------------------------------------------
+
+
+def _step_label(plan: Plan, nb: NotebookNode, i: int) -> str:
+    if i >= len(plan.steps):
+        return "after the last cell"
+    step = plan.steps[i]
+    if step.cell_index is not None:
+        gid = nbcells.grade_id(nb.cells[step.cell_index])
+        where = f"cell #{step.cell_index + 1}"
+        return f"{where} ('{gid}')" if gid else where
+    return f"a grader check ({step.kind})"
+
+
+def _score(
+    base: dict[str, Any],
+    nb: NotebookNode,
+    plan: Plan,
+    execution: Execution,
+    ctx: Context,
+    settings: Settings,
+) -> dict[str, Any]:
+    result = dict(base, status="graded", message=None)
+    cells = result["cells"]
+    notes = [n.as_dict() for n in ctx.notes]
+    tamper: dict[str, list[str]] = {gid: [] for gid in cells}
+    for note in notes:
+        if note["cell"] in tamper and note["kind"] in ("tampering", "repair"):
+            tamper[note["cell"]].append(note["message"])
+
+    test_steps: dict[str, int] = {}
+    mutant_steps: dict[str, int] = {}
+    for i, step in enumerate(plan.steps):
+        if step.kind == "test" and step.grade_id:
+            test_steps.setdefault(step.grade_id, i)
+        elif step.kind == "mutant" and step.grade_id:
+            mutant_steps.setdefault(step.grade_id, i)
+
+    stop_reason = {
+        "died": ("error", "KernelDied", "the kernel died before this cell could run"),
+        "killed": (
+            "timeout",
+            "KernelUnresponsive",
+            "the kernel was killed earlier (it ignored an interrupt)",
+        ),
+        "time-limit": ("timeout", "TimeLimit", "the total time limit was reached before this cell ran"),
+    }
+    for gid, entry in cells.items():
+        if entry["kind"] != "test":
+            entry.update(points=None, status="needs-manual", partial=False, error=None, duration_s=None)
+            continue
+        i = test_steps.get(gid)
+        rec = execution.records.get(i) if i is not None else None
+        if rec is None:
+            status, ename, message = stop_reason.get(
+                execution.kernel, ("error", "NotRun", "the cell did not run")
+            )
+            entry.update(points=0.0, status=status, partial=False, error={"name": ename, "message": message})
+            entry["duration_s"] = None
+            continue
+        outcome = score_record(rec, entry["max_points"], settings.cell_timeout)
+        entry.update(
+            points=outcome.points,
+            status=outcome.status,
+            partial=outcome.partial,
+            error={"name": outcome.error[0], "message": outcome.error[1]} if outcome.error else None,
+            duration_s=round(rec.duration, 3),
+        )
+
+    def zero(gid: str, message: str, kind: str = "tampering") -> None:
+        entry = cells[gid]
+        if entry.get("points"):
+            entry["points"] = 0.0
+        entry["status"] = entry["status"] if entry["status"] != "passed" else "error"
+        if entry["error"] is None:
+            entry["error"] = {"name": "IntegrityCheck", "message": message}
+        tamper[gid].append(message)
+        notes.append({"cell": gid, "kind": kind, "message": message})
+
+    # Mutation runs: what a test awards with wrong answers substituted is not earned by the
+    # answers. A test passing outright that way is being executed dishonestly (scored 0); a test
+    # that gives some credit regardless (e.g. for a function merely existing) loses that part.
+    for gid, i in mutant_steps.items():
+        rec = execution.records.get(i)
+        if rec is None or gid not in cells or not mutant_passed(rec):
+            continue
+        free = score_record(rec, cells[gid]["max_points"]).points
+        entry = cells[gid]
+        if free >= entry["max_points"] or not entry.get("points"):
+            zero(
+                gid,
+                f"'{gid}' passed even with wrong answers substituted: its execution was tampered with; scored 0",
+            )
+        else:
+            entry["points"] = max(0.0, round(entry["points"] - free, 6))
+            message = (
+                f"'{gid}' awards {free:g} points even with wrong answers substituted; those were deducted"
+            )
+            tamper[gid].append(message)
+            notes.append({"cell": gid, "kind": "integrity", "message": message})
+
+    # Guard and canaries, per protected group.
+    restored: list[str] = []
+    for group, gids in plan.groups.items():
+        problems = []
+        ran_all = True
+        for i, step in enumerate(plan.steps):
+            if step.group != group:
+                continue
+            if step.internal:
+                res = execution.internal.get(i)
+                if res is None:
+                    ran_all = False
+                elif step.kind != "checkpoint" and (res[0] != "ok" or not _token_ok(res[1], step.expect)):
+                    problems.append(
+                        f"grader guard step '{step.kind}' did not run as sent ({(res[1] or '')[:200]})"
+                    )
+                elif step.kind == "pre":
+                    restored.extend(_restored_items(res[1]))
+            elif step.kind.startswith("canary"):
+                rec = execution.records.get(i)
+                if rec is None or rec.status in ("dead", "unresponsive", "not-run"):
+                    ran_all = False
+                elif step.kind == "canary-error" and not canary_error_held(rec, step.expect):
+                    problems.append("a canary cell that must fail with a known error did not")
+                elif step.kind == "canary-value" and not canary_value_held(rec, step.expect):
+                    problems.append(
+                        f"a canary cell displayed {rec.results!r} instead of [{step.expect!r}] (partial credit is untrustworthy)"
+                    )
+        if problems:
+            for gid in gids:
+                if gid in cells:
+                    zero(gid, f"integrity checks around '{gid}' failed: {'; '.join(problems)}; scored 0")
+        elif not ran_all and any(execution.records.get(test_steps.get(gid, -1)) for gid in gids):
+            notes.append(
+                {
+                    "cell": None,
+                    "kind": "integrity",
+                    "message": f"the canary checks after {', '.join(gids)} could not run ({execution.kernel}); "
+                    "scores of earlier cells stand",
+                }
+            )
+    if restored:
+        unique = sorted(set(restored))
+        notes.append(
+            {
+                "cell": None,
+                "kind": "integrity",
+                "message": "kernel state changed by the notebook was set aside while protected cells ran: "
+                + ", ".join(unique[:40]),
+            }
+        )
+
+    # Files: reading the instructor's source (or writing into the output directory). Opening a
+    # file there zeroes every test from that point on; listing a directory only reveals names,
+    # and is what an unrelated process on a shared machine might do, so it is only noted.
+    first_source_access: int | None = None
+    for i in sorted(execution.events):
+        for event in execution.events[i]:
+            where = _step_label(plan, nb, i)
+            if event.area == "output":
+                notes.append(
+                    {
+                        "cell": None,
+                        "kind": "tampering",
+                        "message": f"the kernel touched the output directory during {where}: "
+                        f"{event.describe()} (the grader's files were written afterwards)",
+                    }
+                )
+            elif event.is_dir:
+                notes.append(
+                    {
+                        "cell": None,
+                        "kind": "integrity",
+                        "message": f"source directory listed during {where}: {event.describe()}",
+                    }
+                )
+            elif first_source_access is None:
+                first_source_access = i
+                notes.append(
+                    {
+                        "cell": None,
+                        "kind": "tampering",
+                        "message": f"the kernel accessed the instructor's files during {where}: {event.describe()}",
+                    }
+                )
+    if first_source_access is not None:
+        for gid, i in test_steps.items():
+            if i >= first_source_access and gid in cells:
+                zero(gid, f"'{gid}' ran after the kernel read the instructor's files; scored 0")
+
+    for gid, entry in cells.items():
+        entry["tampering"] = tamper.get(gid, [])
+    result["notes"] = _dedupe(notes)
+    result["execution"] = {
+        "kernel": {"time-limit": "ok"}.get(execution.kernel, execution.kernel),
+        "time_limit_reached": execution.kernel == "time-limit",
+        "duration_s": round(execution.duration, 3),
+        "cells_run": sum(
+            1
+            for i, s in enumerate(plan.steps)
+            if s.kind in ("cell", "test", "locked") and i in execution.records
+        ),
+        "processes_killed": execution.processes_killed,
+    }
+    return gradebook.totals(result)
+
+
+def _dedupe(notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen = set()
+    out = []
+    for note in notes:
+        key = (note["cell"], note["kind"], note["message"])
+        if key not in seen:
+            seen.add(key)
+            out.append(note)
+    return out
+
+
+def _annotate(nb: NotebookNode, result: dict[str, Any]) -> None:
+    """Put each graded cell's result into its metadata (for feedback) and drop transient keys."""
+    for cell in nb.cells:
+        grader = cell.metadata.get("grader")
+        if not isinstance(grader, dict):
+            continue
+        for key in ("source_index", "matched_by", "duplicate_of", "foreign"):
+            grader.pop(key, None)
+        gid = grader.get("grade_id")
+        entry = result["cells"].get(gid) if gid else None
+        if entry is not None:
+            grader["result"] = {
+                key: entry.get(key)
+                for key in ("points", "max_points", "status", "partial", "error", "hidden_tests", "tampering")
+            }

@@ -1,0 +1,174 @@
+"""`grader-convert`: the notebook engine's command line (release, autograde, feedback, validate).
+
+The service runs `grader-convert autograde` as a subprocess (locally in a sandbox, or as the
+command of a Kubernetes pod) and reads exactly one JSON line from stdout; logs go to stderr.
+Exit codes: 0 done (for autograde: graded, whatever the score), 1 validate found failing tests,
+2 could not do it (invalid source, kernel could not start, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import cells as nbcells
+from .errors import GradingError, SourceValidationError
+
+EXIT_OK = 0
+EXIT_FAILING_TESTS = 1
+EXIT_COULD_NOT = 2
+
+
+def _emit(summary: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(summary, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grader-convert", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="WARNING", help="logging level for stderr (default WARNING)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rel = sub.add_parser("release", help="write the student version of an assignment")
+    rel.add_argument("-i", "--input", required=True, type=Path, help="source assignment directory")
+    rel.add_argument("-o", "--output", required=True, type=Path, help="release directory to write")
+    rel.add_argument("--gradebook", type=Path, help="also write the gradebook skeleton to this file")
+    rel.add_argument("--code-stub", default=nbcells.DEFAULT_CODE_STUB, help="replaces code solutions")
+    rel.add_argument("--text-stub", default=nbcells.DEFAULT_TEXT_STUB, help="replaces written solutions")
+
+    auto = sub.add_parser("autograde", help="grade a submission against the source")
+    auto.add_argument("-i", "--input", required=True, type=Path, help="submission directory")
+    auto.add_argument("-s", "--source", required=True, type=Path, help="source assignment directory")
+    auto.add_argument("-o", "--output", required=True, type=Path, help="output directory")
+    auto.add_argument("--cell-timeout", type=_positive, default=30.0, help="seconds per cell (default 30)")
+    auto.add_argument("--timeout", type=_positive, default=None, help="seconds for the whole submission")
+    auto.add_argument("--output-limit", type=int, default=1_000_000, help="bytes of output kept per cell")
+    auto.add_argument("--kernel-python", default=None, help="python executable for the kernel")
+    auto.add_argument(
+        "--no-mutation-runs",
+        action="store_true",
+        help="skip re-running tests with wrong answers (tamper detection for tests that reference answers)",
+    )
+    auto.add_argument(
+        "--no-file-watch",
+        action="store_true",
+        help="do not flag kernel access to the source/output directories (use when the source is shared)",
+    )
+
+    fb = sub.add_parser("feedback", help="render HTML feedback from an autograde output directory")
+    fb.add_argument("-i", "--input", required=True, type=Path, help="autograde output directory")
+    fb.add_argument("-o", "--output", required=True, type=Path, help="feedback directory")
+
+    val = sub.add_parser("validate", help="run a notebook and report which visible tests pass")
+    val.add_argument("notebook", type=Path)
+    val.add_argument("--cell-timeout", type=_positive, default=30.0)
+    val.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # jsonschema (imported by nbformat) loads an optional IRI format checker whose grammar takes
+    # about a second to compile; nothing here validates IRIs, and autograde start-up is paid per
+    # submission. Only in this process, which is ours alone.
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(message)s")
+    if argv is None and args.command == "autograde":
+        from . import processes
+
+        # Keep "grader-convert autograde" visible; hide the paths from the student's kernel.
+        processes.harden_grader_process(keep_through="autograde")
+    handler = {"release": _release, "autograde": _autograde, "feedback": _feedback, "validate": _validate}
+    return handler[args.command](args)
+
+
+def _release(args: argparse.Namespace) -> int:
+    from .release import release_assignment
+
+    try:
+        skeleton = release_assignment(
+            args.input, args.output, code_stub=args.code_stub, text_stub=args.text_stub
+        )
+    except SourceValidationError as e:
+        print(str(e), file=sys.stderr)
+        _emit({"status": "invalid", "problems": e.problems})
+        return EXIT_COULD_NOT
+    if args.gradebook:
+        from .notebooks import atomic_write_text
+
+        atomic_write_text(args.gradebook, json.dumps(skeleton, indent=1) + "\n")
+    _emit(
+        {
+            "status": "released",
+            "max_score": skeleton["max_score"],
+            "notebooks": {name: nb["max_score"] for name, nb in skeleton["notebooks"].items()},
+        }
+    )
+    return EXIT_OK
+
+
+def _autograde(args: argparse.Namespace) -> int:
+    from .autograde import autograde
+
+    try:
+        summary = autograde(
+            args.input,
+            args.source,
+            args.output,
+            cell_timeout=args.cell_timeout,
+            timeout=args.timeout,
+            output_limit=args.output_limit,
+            kernel_python=args.kernel_python,
+            mutation_runs=not args.no_mutation_runs,
+            watch_files=not args.no_file_watch,
+        )
+    except GradingError as e:
+        print(f"could not grade: {e}", file=sys.stderr)
+        _emit({"status": "error", "error": str(e)})
+        return EXIT_COULD_NOT
+    _emit(summary)
+    return EXIT_OK
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    from .feedback import generate_feedback
+
+    try:
+        pages = generate_feedback(args.input, args.output)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"no feedback: {e}", file=sys.stderr)
+        _emit({"status": "error", "error": str(e)})
+        return EXIT_COULD_NOT
+    _emit({"status": "done", "pages": [str(p) for p in pages]})
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .validate import format_report, validate_notebook
+
+    try:
+        report = validate_notebook(args.notebook, cell_timeout=args.cell_timeout)
+    except GradingError as e:
+        print(f"could not validate: {e}", file=sys.stderr)
+        return EXIT_COULD_NOT
+    if args.json:
+        _emit(report)
+    else:
+        print(format_report(report))
+    return EXIT_OK if report["status"] == "passed" else EXIT_FAILING_TESTS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""The execution plan: the notebook's cells interleaved with the grader's integrity steps.
+
+Scores must not be forgeable by student code, yet student code shares the kernel process with
+the tests. Three layers, cheapest first:
+
+1. **Prevention** (`kernel_support.py`): before every protected group (consecutive test and
+   locked code cells) a silent *pre* step restores the kernel machinery captured at start-up
+   (transformers, traceback and display hooks, formatters, event callbacks, builtins, the modules
+   instructor cells import, names instructor cells define); *unstash* gives the student's versions
+   back afterwards so the student's own cells run as written.
+2. **Generic canaries**, after each protected group, sent exactly like test cells: one must fail
+   with `AssertionError(<nonce>)`, one must display a known number. Any tampering that survived
+   step 1 and makes failures pass (or changes displayed numbers, i.e. partial credit) shows up
+   here; every test of the group then scores 0 with a note.
+3. **Mutation runs**: before a test runs for real, the same test source runs once with every name
+   the answers define replaced by a wrong-answer object. A test that references answers and still
+   passes is not being executed honestly (an AST/input transformer rewriting it, a no-op helper,
+   a patched builtin...); the real run then scores 0 with a note. The random-number state is saved
+   and restored around it so tests drawing random inputs see the same numbers.
+
+The nonces come from `secrets`, so no earlier submission or stale output can predict them.
+Internal steps run with `silent=True` (no history, no `pre_run_cell` events) through
+`user_expressions`; canaries and mutation runs are sent like ordinary cells so student hooks
+cannot tell them from tests by how they arrive.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from nbformat import NotebookNode
+
+from . import cells as nbcells
+
+# Never substituted by wrong answers even if an answer cell rebinds them.
+_NEVER_SUBSTITUTE = frozenset({"get_ipython", "print", "display", "__builtins__"})
+
+# Packages whose module-level functions and classes the guard also restores.
+PROTECTED_PACKAGES = ("IPython", "ipykernel", "traitlets", "jupyter_client", "zmq", "comm")
+
+
+@lru_cache(maxsize=1)
+def support_source() -> str:
+    return (Path(__file__).with_name("kernel_support.py")).read_text(encoding="utf-8")
+
+
+# ---- static analysis of cell sources -------------------------------------------------------------
+
+
+def parse_cell(source: str) -> ast.Module | None:
+    """Parse a code cell as Python; IPython syntax (magics, `!cmd`) is translated first."""
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        pass
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return ast.parse(TransformerManager().transform_cell(source))
+    except Exception:  # unparsable code is simply not analysed
+        return None
+
+
+def _target_names(target: ast.AST) -> set[str]:
+    return {node.id for node in ast.walk(target) if isinstance(node, ast.Name)}
+
+
+def bound_names(source: str) -> set[str]:
+    """Names a cell binds at module level (defs, classes, imports, assignments, loop targets)."""
+    tree = parse_cell(source)
+    if tree is None:
+        return set()
+    names: set[str] = set()
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    if alias.name != "*":
+                        names.add(alias.asname or alias.name.split(".")[0])
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    names.update(_target_names(target))
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+                names.update(_target_names(node.target))
+            elif isinstance(node, (ast.For, ast.AsyncFor)):
+                names.update(_target_names(node.target))
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                for item in node.items:
+                    if item.optional_vars is not None:
+                        names.update(_target_names(item.optional_vars))
+                visit(node.body)
+            elif isinstance(node, (ast.If, ast.While)):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+        for node in ast.walk(ast.Module(body=statements, type_ignores=[])):
+            if isinstance(node, ast.NamedExpr):
+                names.add(node.target.id)
+
+    visit(tree.body)
+    return names
+
+
+def loaded_names(source: str) -> set[str]:
+    tree = parse_cell(source)
+    if tree is None:
+        return set()
+    return {
+        node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    }
+
+
+def imported_modules(sources: list[str]) -> list[str]:
+    """Modules instructor code uses: imports plus dotted attribute chains on imported aliases.
+
+    `import numpy as np` + `np.testing.assert_allclose(...)` yields numpy and numpy.testing (a
+    lazily loaded submodule), so both are imported and baselined before any student code runs.
+    """
+    aliases: dict[str, str] = {}
+    modules: set[str] = set()
+    trees = [tree for tree in (parse_cell(src) for src in sources) if tree is not None]
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    modules.add(alias.name)
+                    if alias.asname:  # import numpy.testing as npt: npt is numpy.testing
+                        aliases[alias.asname] = alias.name
+                    else:  # import os.path: the name bound is os
+                        top = alias.name.split(".")[0]
+                        aliases[top] = top
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                modules.add(node.module)
+                for alias in node.names:
+                    modules.add(f"{node.module}.{alias.name}")
+    for tree in trees:
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute):
+                continue
+            chain: list[str] = []
+            current: ast.AST = node
+            while isinstance(current, ast.Attribute):
+                chain.append(current.attr)
+                current = current.value
+            if isinstance(current, ast.Name) and current.id in aliases:
+                parts = [aliases[current.id], *reversed(chain)]
+                for end in range(2, len(parts)):
+                    modules.add(".".join(parts[:end]))
+    return sorted(modules)
+
+
+# ---- the plan ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """One request to the kernel.
+
+    kind: "cell" (an ordinary notebook cell), "test", "locked" (protected, instructor's code),
+    "mutant" (a test run with wrong answers), "canary-error", "canary-value" (sent like cells);
+    "setup", "pre", "post", "unstash", "checkpoint" (silent internal calls).
+    """
+
+    kind: str
+    source: str = ""
+    cell_index: int | None = None
+    grade_id: str | None = None
+    group: int | None = None
+    expect: str = ""
+    call: str = ""
+
+    @property
+    def internal(self) -> bool:
+        return self.kind in ("setup", "pre", "post", "unstash", "checkpoint")
+
+    @property
+    def sent_as_cell(self) -> bool:
+        return not self.internal
+
+
+@dataclass
+class Plan:
+    steps: list[Step] = field(default_factory=list)
+    registry: str = ""
+    groups: dict[int, list[str]] = field(default_factory=dict)  # group -> grade ids of its tests
+
+
+def _support_call(registry: str, method: str, *args: object) -> str:
+    rendered = ", ".join(json.dumps(arg) for arg in args)
+    return f"__import__('sys').modules[{registry!r}].{method}({rendered})"
+
+
+def setup_expression(registry: str, preimports: list[str], nonce: str) -> str:
+    """A single expression that loads kernel_support as a private module and installs it."""
+    install = f"m._install({registry!r}, {json.dumps(preimports)}, {json.dumps(list(PROTECTED_PACKAGES))}, {nonce!r})"
+    return (
+        f"(lambda m: (exec(compile({support_source()!r}, '<grader-support>', 'exec'), m.__dict__), "
+        f"{install})[1])(__import__('types').ModuleType('_grader_support'))"
+    )
+
+
+def build_plan(
+    nb: NotebookNode, solution_names: set[str], *, mutation_runs: bool = True, guard: bool = True
+) -> Plan:
+    """Interleave the notebook's code cells with guard, mutation and canary steps.
+
+    `nb` is the reconciled notebook (roles in `metadata.grader.role`); `solution_names` are the
+    names the instructor's answer cells bind (what a wrong answer replaces in mutation runs).
+    `guard=False` gives the bare notebook (plus setup): `validate` uses it, where the student
+    only checks their own work, and the tests use it to show each cheat works without the guard.
+    """
+    registry = "_grader_" + secrets.token_hex(8)
+    plan = Plan(registry=registry)
+    instructor_sources = [
+        nbcells.source_text(c) for c in nb.cells if c.cell_type == "code" and _role(c) in ("test", "locked")
+    ]
+    nonce = secrets.token_hex(8)
+    plan.steps.append(
+        Step(
+            "setup",
+            call=setup_expression(registry, imported_modules(instructor_sources), nonce),
+            expect=nonce,
+        )
+    )
+
+    group = -1
+    in_group = False
+    substitutable = sorted(solution_names - _NEVER_SUBSTITUTE)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or not nbcells.source_text(cell).strip():
+            continue
+        role = _role(cell)
+        protected = role in ("test", "locked") and guard
+        if in_group and not protected:
+            _close_group(plan, registry, group)
+            in_group = False
+        if not protected:
+            kind = "test" if role == "test" else "cell"
+            plan.steps.append(
+                Step(kind, nbcells.source_text(cell), cell_index=index, grade_id=nbcells.grade_id(cell))
+            )
+            continue
+        if not in_group:
+            group += 1
+            in_group = True
+            plan.groups[group] = []
+        source = nbcells.source_text(cell)
+        gid = _grade_id(cell)
+        substitute = []
+        if role == "test" and mutation_runs:
+            substitute = sorted(loaded_names(source) & set(substitutable))
+        pre_nonce = secrets.token_hex(8)
+        plan.steps.append(
+            Step(
+                "pre",
+                call=_support_call(registry, "pre", pre_nonce, substitute),
+                expect=pre_nonce,
+                group=group,
+                grade_id=gid,
+            )
+        )
+        if substitute:
+            post_nonce = secrets.token_hex(8)
+            plan.steps.append(Step("mutant", source, cell_index=index, grade_id=gid, group=group))
+            plan.steps.append(
+                Step("post", call=_support_call(registry, "post", post_nonce), expect=post_nonce, group=group)
+            )
+        if role == "test":
+            plan.groups[group].append(gid or f"#{index}")
+            plan.steps.append(Step("test", source, cell_index=index, grade_id=gid, group=group))
+        else:
+            plan.steps.append(Step("locked", source, cell_index=index, grade_id=gid, group=group))
+            names = sorted(bound_names(source))
+            if names:
+                plan.steps.append(
+                    Step(
+                        "checkpoint",
+                        call=_support_call(registry, "checkpoint", names),
+                        expect="ok",
+                        group=group,
+                    )
+                )
+    if in_group:
+        _close_group(plan, registry, group)
+    return plan
+
+
+def _close_group(plan: Plan, registry: str, group: int) -> None:
+    a, b = secrets.randbelow(9000) + 1000, secrets.randbelow(9000) + 1000
+    if a == b:
+        b += 1
+    error_nonce = secrets.token_hex(12)
+    canaries = [
+        Step("canary-error", f'assert {a} == {b}, "{error_nonce}"', expect=error_nonce, group=group),
+        Step("canary-value", f"({a} + {b}) * 0.5", expect=repr((a + b) * 0.5), group=group),
+    ]
+    if secrets.randbelow(2):
+        canaries.reverse()
+    plan.steps.extend(canaries)
+    unstash_nonce = secrets.token_hex(8)
+    plan.steps.append(
+        Step(
+            "unstash",
+            call=_support_call(registry, "unstash", unstash_nonce),
+            expect=unstash_nonce,
+            group=group,
+        )
+    )
+
+
+def _role(cell: NotebookNode) -> str:
+    return ((cell.get("metadata") or {}).get("grader") or {}).get("role", "student")
+
+
+def _grade_id(cell: NotebookNode) -> str | None:
+    return ((cell.get("metadata") or {}).get("grader") or {}).get("grade_id") or nbcells.grade_id(cell)

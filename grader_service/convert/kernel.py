@@ -1,0 +1,431 @@
+"""Running a plan in a fresh, contained kernel with nbclient.
+
+`GradingClient` is an nbclient `NotebookClient` with four changes, each for a grading reason:
+
+- **Output cap.** nbclient appends every output message to the cell; a cell printing gigabytes
+  would exhaust the grader's memory and then the disk. Here each message is looked at as it
+  arrives and dropped once the cell's budget (default 1 MB) is spent; a visible notice says so.
+  Scoring facts (errors, displayed values) are recorded separately and survive truncation. The
+  zmq sockets also get a maximum message size, so even a single gigantic message cannot blow up
+  the grader: the channel drops it and is reconnected.
+- **Timeouts.** A cell exceeding its timeout is interrupted (SIGINT to the kernel's process
+  group); if the kernel answers within a grace period execution continues with the next cell,
+  otherwise `KernelUnresponsive` is raised and the caller kills the kernel.
+- **No widget state** is kept (unbounded, and useless for grading).
+- **Kernel launch**: the kernel runs `python -I -m ipykernel_launcher` (isolated mode: no
+  PYTHON* variables, no user site, and no working directory on sys.path at start-up, so a file
+  like `ipykernel_launcher.py` or `zmq.py` in a submission cannot replace the kernel), with a
+  minimal environment, IPC sockets, and HOME/IPYTHONDIR/TMPDIR/... pointing into a private
+  temporary directory that is deleted afterwards. Its working directory is the notebook's
+  directory in the submission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+import zmq
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from nbclient.util import ensure_async
+from nbformat import NotebookNode
+from nbformat.v4 import output_from_msg
+
+from . import processes
+
+KERNEL_NAME = "grader-python"
+
+# Environment variables passed through to the kernel; everything else (tokens, service config,
+# paths that would point the student at the instructor's files) is dropped.
+KERNEL_ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class KernelUnresponsive(Exception):
+    """The kernel ignored an interrupt after a timeout; it must be killed."""
+
+
+@dataclass
+class CellRecord:
+    """What the grader observed for one cell, independent of the (capped) outputs kept."""
+
+    status: str = "not-run"  # ok | error | timeout | dead | unresponsive | not-run
+    reply_error: tuple[str, str] | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    results: list[str] = field(default_factory=list)
+    output_bytes: int = 0
+    truncated: bool = False
+    iopub_incomplete: bool = False
+    duration: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status != "ok" or self.reply_error is not None or bool(self.errors)
+
+    @property
+    def error(self) -> tuple[str, str] | None:
+        if self.errors:
+            return self.errors[-1]
+        return self.reply_error
+
+
+def _payload_size(content: dict[str, Any]) -> int:
+    size = len(content.get("text", "") or "")
+    for value in (content.get("data") or {}).values():
+        size += len(value) if isinstance(value, str) else len(json.dumps(value))
+    for line in content.get("traceback") or []:
+        size += len(line)
+    return size + len(content.get("evalue", "") or "")
+
+
+def _text_plain(content: dict[str, Any]) -> str:
+    value = (content.get("data") or {}).get("text/plain", "")
+    if isinstance(value, list):
+        value = "".join(value)
+    return value if isinstance(value, str) else ""
+
+
+class GradingClient(NotebookClient):
+    """nbclient with bounded outputs, interrupt-then-kill timeouts and scoring records."""
+
+    def __init__(
+        self,
+        nb: NotebookNode,
+        *,
+        output_limit: int = 1_000_000,
+        interrupt_grace: float = 5.0,
+        max_message_size: int = 64 * 1024 * 1024,
+        **kwargs: Any,
+    ):
+        super().__init__(nb, **kwargs)
+        self.output_limit = output_limit
+        self.interrupt_grace = interrupt_grace
+        self.max_message_size = max_message_size
+        self.records: dict[int, CellRecord] = {}
+        self.current_timeout: float = 30.0
+        self.current_index: int = -1
+        self.timeout_func = lambda cell: self.current_timeout
+
+    # ---- kernel client ---------------------------------------------------------------------
+
+    async def async_start_new_kernel_client(self) -> Any:
+        """As nbclient's, with a maximum zmq message size set before the sockets exist."""
+        assert self.km is not None
+        try:
+            self.kc = self.km.client()
+            self.kc.context.setsockopt(zmq.MAXMSGSIZE, self.max_message_size)
+            await ensure_async(self.kc.start_channels())
+            await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
+        except Exception:
+            await self._async_cleanup_kernel()
+            raise
+        self.kc.allow_stdin = False
+        return self.kc
+
+    async def reconnect_iopub(self, timeout: float = 5.0) -> bool:
+        """Replace the IOPub socket (after an oversized message dropped it) and check it works."""
+        assert self.kc is not None
+        old = self.kc._iopub_channel
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.close()
+        self.kc._iopub_channel = None
+        channel = self.kc.iopub_channel
+        with contextlib.suppress(Exception):
+            channel.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg_id = self.kc.kernel_info()
+            until = min(deadline, time.monotonic() + 0.5)
+            while time.monotonic() < until:
+                try:
+                    msg = await ensure_async(channel.get_msg(timeout=max(0.01, until - time.monotonic())))
+                except Empty:
+                    break
+                if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status":
+                    return True
+        return False
+
+    # ---- outputs -----------------------------------------------------------------------------
+
+    def record(self, cell_index: int) -> CellRecord:
+        rec = self.records.get(cell_index)
+        if rec is None:
+            rec = self.records[cell_index] = CellRecord()
+        return rec
+
+    def output(
+        self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int
+    ) -> NotebookNode | None:
+        msg_type = msg["msg_type"]
+        content = msg.get("content") or {}
+        rec = self.record(cell_index)
+        if msg_type == "execute_result":
+            rec.results.append(_text_plain(content)[:1000])
+        elif msg_type == "error":
+            rec.errors.append((str(content.get("ename", ""))[:200], str(content.get("evalue", ""))[:2000]))
+
+        size = _payload_size(content)
+        remaining = self.output_limit - rec.output_bytes
+        rec.output_bytes += size
+        if self.clear_before_next_output:
+            outs[:] = []
+            self.clear_display_id_mapping(cell_index)
+            self.clear_before_next_output = False
+        if size > remaining:
+            was_truncated = rec.truncated
+            rec.truncated = True
+            if msg_type == "stream" and remaining > 0 and not was_truncated:
+                content = dict(content, text=content.get("text", "")[:remaining])
+            elif msg_type == "error":
+                # Keep the error itself visible; its traceback may be what overflowed.
+                content = dict(content, evalue=str(content.get("evalue", ""))[:2000], traceback=[])
+            else:
+                return None
+            msg = dict(msg, content=content)
+        if msg_type == "stream" and outs and outs[-1].get("output_type") == "stream":
+            last = outs[-1]
+            if last.get("name") == content.get("name"):
+                last["text"] = last.get("text", "") + content.get("text", "")
+                return last
+        try:
+            out = output_from_msg(msg)
+        except ValueError:
+            return None
+        if display_id:
+            self._display_id_map.setdefault(display_id, {}).setdefault(cell_index, []).append(len(outs))
+        outs.append(out)
+        return out
+
+    def _update_display_id(self, display_id: str, msg: dict[str, Any]) -> None:
+        if _payload_size(msg.get("content") or {}) <= self.output_limit:
+            super()._update_display_id(display_id, msg)
+
+    def handle_comm_msg(self, outs: list[NotebookNode], msg: dict[str, Any], cell_index: int) -> None:
+        """Widgets are irrelevant to grading and their state is unbounded: ignore comms."""
+
+    # ---- timeouts ----------------------------------------------------------------------------
+
+    async def _async_poll_for_reply(
+        self,
+        msg_id: str,
+        cell: NotebookNode,
+        timeout: int | None,
+        task_poll_output_msg: asyncio.Future[Any],
+        task_poll_kernel_alive: asyncio.Future[Any],
+    ) -> dict[str, Any]:
+        assert self.kc is not None and self.km is not None
+        rec = self.record(self.current_index)
+        deadline = time.monotonic() + (timeout or self.current_timeout)
+        interrupted = False
+        while True:
+            try:
+                msg = await ensure_async(
+                    self.kc.shell_channel.get_msg(timeout=max(0.0, deadline - time.monotonic()))
+                )
+            except Empty:
+                if interrupted:
+                    task_poll_kernel_alive.cancel()
+                    task_poll_output_msg.cancel()
+                    raise KernelUnresponsive() from None
+                await self._async_check_alive()
+                rec.status = "timeout"
+                await ensure_async(self.km.interrupt_kernel())
+                interrupted = True
+                deadline = time.monotonic() + self.interrupt_grace
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            try:
+                await asyncio.wait_for(task_poll_output_msg, self.iopub_timeout)
+            except (TimeoutError, Empty):
+                rec.iopub_incomplete = True
+                task_poll_output_msg.cancel()
+            task_poll_kernel_alive.cancel()
+            return msg
+
+    # ---- running steps -----------------------------------------------------------------------
+
+    async def run_cell(
+        self, cell: NotebookNode, index: int, timeout: float, execution_count: int
+    ) -> CellRecord:
+        """Execute one code cell; never raises for anything the cell itself does."""
+        self.current_index = index
+        self.current_timeout = max(0.1, timeout)
+        rec = self.record(index)
+        rec.status = "ok"
+        self._last_reply_error = None
+        started = time.monotonic()
+        try:
+            await self.async_execute_cell(cell, index, execution_count=execution_count)
+        except DeadKernelError:
+            rec.status = "dead"
+        except KernelUnresponsive:
+            rec.status = "unresponsive"
+        finally:
+            rec.duration = time.monotonic() - started
+        if rec.status in ("ok", "timeout"):
+            rec.reply_error = self._last_reply_error
+        if rec.truncated:
+            cell.outputs.append(
+                output_from_msg(
+                    {
+                        "msg_type": "stream",
+                        "content": {
+                            "name": "stderr",
+                            "text": f"\n[output truncated by the grader: this cell produced {rec.output_bytes:,} "
+                            f"bytes of output, more than the limit of {self.output_limit:,}]\n",
+                        },
+                        "header": {"msg_type": "stream"},
+                    }
+                )
+            )
+        if rec.iopub_incomplete and rec.status in ("ok", "timeout"):
+            await self.reconnect_iopub()
+        return rec
+
+    _last_reply_error: tuple[str, str] | None = None
+
+    async def _check_raise_for_error(
+        self, cell: NotebookNode, cell_index: int, exec_reply: dict[str, Any] | None
+    ) -> None:
+        content = (exec_reply or {}).get("content") or {}
+        if content.get("status", "ok") != "ok":
+            self._last_reply_error = (
+                str(content.get("ename", "Error"))[:200],
+                str(content.get("evalue", content.get("status", "")))[:2000],
+            )
+        else:
+            self._last_reply_error = None
+
+    async def run_internal(self, expression: str, timeout: float) -> tuple[str, str | None]:
+        """Evaluate `expression` silently (no history, no cell events); return (status, text/plain).
+
+        Raises DeadKernelError / KernelUnresponsive like a cell.
+        """
+        assert self.kc is not None and self.km is not None
+        msg_id = self.kc.execute("", silent=True, store_history=False, user_expressions={"r": expression})
+        deadline = time.monotonic() + timeout
+        interrupted = False
+        while True:
+            try:
+                msg = await ensure_async(
+                    self.kc.shell_channel.get_msg(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+                )
+            except Empty:
+                await self._async_check_alive()
+                if time.monotonic() < deadline:
+                    continue
+                if interrupted:
+                    raise KernelUnresponsive() from None
+                await ensure_async(self.km.interrupt_kernel())
+                interrupted = True
+                deadline = time.monotonic() + self.interrupt_grace
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            content = msg.get("content") or {}
+            if content.get("status") != "ok":
+                return "error", f"{content.get('ename')}: {content.get('evalue')}"
+            result = (content.get("user_expressions") or {}).get("r") or {}
+            if result.get("status") != "ok":
+                return "error", f"{result.get('ename')}: {result.get('evalue')}"
+            return "ok", _text_plain(result)
+
+
+@dataclass
+class KernelEnvironment:
+    """The private directory and launch settings of one kernel."""
+
+    root: Path
+    cwd: Path
+    python: str
+    env: dict[str, str]
+
+    @classmethod
+    def create(
+        cls, cwd: Path, python: str | None = None, extra_env: dict[str, str] | None = None
+    ) -> KernelEnvironment:
+        root = Path(tempfile.mkdtemp(prefix="grader-kernel-"))
+        os.chmod(root, 0o700)
+        for sub in ("home", "ipython", "runtime", "tmp", "kernels/" + KERNEL_NAME, "config", "data", "cache"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        python = python or sys.executable
+        spec = {
+            "argv": [
+                python,
+                "-I",
+                "-m",
+                "ipykernel_launcher",
+                "-f",
+                "{connection_file}",
+                "--HistoryManager.enabled=False",
+                "--IPKernelApp.log_level=ERROR",
+            ],
+            "display_name": "grader (python)",
+            "language": "python",
+            "interrupt_mode": "signal",
+            "metadata": {"debugger": False},
+        }
+        (root / "kernels" / KERNEL_NAME / "kernel.json").write_text(json.dumps(spec))
+        env = {key: os.environ[key] for key in KERNEL_ENV_PASSTHROUGH if key in os.environ}
+        env.setdefault("PATH", os.defpath)
+        env.update(
+            {
+                "HOME": str(root / "home"),
+                "IPYTHONDIR": str(root / "ipython"),
+                "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+                "JUPYTER_CONFIG_DIR": str(root / "config"),
+                "JUPYTER_DATA_DIR": str(root / "data"),
+                "JUPYTER_PLATFORM_DIRS": "1",
+                "XDG_CACHE_HOME": str(root / "cache"),
+                "MPLCONFIGDIR": str(root / "cache"),
+                "MPLBACKEND": "agg",
+                "TMPDIR": str(root / "tmp"),
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            }
+        )
+        env.update(extra_env or {})
+        return cls(root=root, cwd=cwd, python=python, env=env)
+
+    def kernel_manager(self) -> AsyncKernelManager:
+        km = AsyncKernelManager(
+            kernel_name=KERNEL_NAME,
+            kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(self.root / "kernels")]),
+            transport="ipc",
+            ip=str(self.root / "runtime" / "k"),
+        )
+        km.connection_file = str(self.root / "runtime" / "kernel.json")
+        return km
+
+    def remove(self) -> None:
+        """Delete the private directory, including anything the student made unwritable in it."""
+
+        def retry_writable(func: Any, path: str, *exc: Any) -> None:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.dirname(path), 0o700)
+                os.chmod(path, 0o700)
+                func(path)
+
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(self.root, onexc=retry_writable)
+        else:
+            shutil.rmtree(self.root, onerror=retry_writable)
+
+
+def kill_kernel_tree(pgid: int | None, exclude: set[int]) -> list[int]:
+    """Kill the kernel's process group and every other process it left behind."""
+    processes.kill_process_group(pgid)
+    return processes.kill_descendants(exclude)

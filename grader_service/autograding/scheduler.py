@@ -142,14 +142,32 @@ class Scheduler(LoggingConfigurable):
     # --- claiming ---------------------------------------------------------------------------------
 
     def _candidates(self, session: Session, limit: int = 16) -> list[int]:
+        """The best queued jobs, in claim order.
+
+        A job's turn is its place among its user's queued jobs for the assignment plus the jobs of
+        that user already running: a student whose burst is being graded waits behind everyone
+        else's first submission, however early the burst arrived.
+        """
+        running = (
+            select(Submission.assignment_id, Submission.user_id, func.count().label("n"))
+            .join(GradingJob, GradingJob.submission_id == Submission.id)
+            .where(GradingJob.state == "running")
+            .group_by(Submission.assignment_id, Submission.user_id)
+            .subquery()
+        )
         turn = (
             func.row_number()
             .over(partition_by=(Submission.assignment_id, Submission.user_id), order_by=GradingJob.id)
             .label("turn")
         )
         ranked = (
-            select(GradingJob.id, GradingJob.priority, turn)
+            select(GradingJob.id, GradingJob.priority, (turn + func.coalesce(running.c.n, 0)).label("turn"))
             .join(Submission, Submission.id == GradingJob.submission_id)
+            .outerjoin(
+                running,
+                (running.c.assignment_id == Submission.assignment_id)
+                & (running.c.user_id == Submission.user_id),
+            )
             .where(GradingJob.state == "queued")
             .subquery()
         )

@@ -113,14 +113,16 @@ class Bubblewrap:
                 binds.append(d)
         binds += [f for f in SYSTEM_FILES + SYSTEM_ETC_DIRS if os.path.exists(f)]
         binds += python_paths()
+        # Private /tmp first: the Python may itself live under /tmp (a CI checkout), bound on top below.
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        args += ["--perms", "1777", "--tmpfs", "/var/tmp"]
         # bwrap creates the parents of mount points with the host directory's mode (/root is 0700):
         # make them traversable by the job's uid instead. They hold nothing but the mount points.
         for parent in _parents(binds):
-            args += ["--perms", "0755", "--dir", parent]
+            if parent not in ("/tmp", "/var/tmp"):  # those stay world-writable and sticky
+                args += ["--perms", "0755", "--dir", parent]
         for path in binds:
             args += ["--ro-bind", path, path]
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
-        args += ["--perms", "1777", "--tmpfs", "/var/tmp"]
         args += ["--bind", str(job_dir), JOB_ROOT, "--chdir", f"{JOB_ROOT}/submission"]
         # The root bwrap builds is a tmpfs: make it read-only once everything is mounted on it.
         args += ["--remount-ro", "/"]

@@ -618,6 +618,16 @@ class FakeKubeAPIServer:
                 dirs.add(top[0])
         return dirs - {"proc", "dev", "sys", "tmp", "run"}
 
+    def python_dirs(self) -> list[str]:
+        """Interpreter and project directories under a top-level directory the image leaves out."""
+        import grader_service
+
+        excluded = {"proc", "dev", "sys", "tmp", "run"}
+        candidates = {sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent.parent),
+                      str(Path(grader_service.__file__).resolve().parent.parent)}  # fmt: skip
+        found = sorted(p for p in candidates if Path(p).resolve().parts[1:2] and Path(p).parts[1] in excluded)
+        return [p for p in found if not any(p != q and p.startswith(q + "/") for q in found)]
+
     def hidden_paths(self) -> list[Path]:
         """Host directories that must not show through the image: volumes are only seen mounted."""
         return [self.state_dir, *self.pvc_dirs.values()]

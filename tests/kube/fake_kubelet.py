@@ -949,6 +949,8 @@ class FakeKubelet:
     def _host_path(self, path: str, mounts: list[tuple[str, Path, bool]]) -> Path | None:
         """Where a path inside the container lives on the host (None: only in the container's tmpfs)."""
         path = os.path.normpath(path)
+        if any(path == d or path.startswith(d + "/") for d in self.api.python_dirs()):
+            return Path(path)
         for mount_path, host, _ in sorted(mounts, key=lambda m: -len(m[0])):
             if path == mount_path or path.startswith(mount_path.rstrip("/") + "/"):
                 return host / os.path.relpath(path, mount_path)
@@ -1013,6 +1015,10 @@ class FakeKubelet:
                 args += ["--tmpfs", str(hidden)]
         for mount_path, host, read_only in mounts:
             args += ["--ro-bind" if read_only else "--bind", str(host), self._through_symlinks(mount_path)]
+        # The Python (and the project) may live under a directory the image leaves out, e.g. a CI clone in
+        # /tmp: bind exactly those directories, last, so an emptyDir at /tmp does not hide the interpreter.
+        for path in self.api.python_dirs():
+            args += ["--ro-bind", path, path]
         message_path = container.get("terminationMessagePath") or "/dev/termination-log"
         args += ["--bind", str(termination_log), message_path]
         if workdir != "/" and self._host_path(workdir, mounts) is None:

@@ -364,12 +364,7 @@ class KubeAutogradeExecutor(AutogradeExecutor):
                     False, reason=f"The grading pod could not be created: {exc.message}", retryable=True
                 )
             self._active[name] = state.uid
-            try:
-                outcome = await self._follow(task, state, started=time.time())
-            except KubeError as exc:
-                self._log_api_error(exc)
-                outcome = GradingOutcome(False, reason=exc.message, retryable=True)
-            await self._dispose(state, outcome)
+            outcome = await self._follow_and_dispose(task, state, started=time.time())
             interrupted = False
             return outcome
         finally:
@@ -377,6 +372,16 @@ class KubeAutogradeExecutor(AutogradeExecutor):
             if not interrupted:
                 self._active.pop(name, None)
             self.reflector.untrack(name)
+
+    async def _follow_and_dispose(self, task: GradingTask, state: PodState, started: float) -> GradingOutcome:
+        """Wait for the pod's outcome, then delete it (or keep it, if failed and so configured)."""
+        try:
+            outcome = await self._follow(task, state, started=started)
+        except KubeError as exc:
+            self._log_api_error(exc)
+            outcome = GradingOutcome(False, reason=exc.message, retryable=True)
+        await self._dispose(state, outcome)
+        return outcome
 
     async def _create_or_adopt(self, task: GradingTask, name: str, attempt: str, pod: V1Pod) -> PodState:
         """Create the pod; on 409 adopt our own, replace a stale one, refuse a stranger's."""
@@ -618,12 +623,7 @@ class KubeAutogradeExecutor(AutogradeExecutor):
         interrupted = True
         try:
             created = _parse_time((pod.get("metadata") or {}).get("creationTimestamp")) or time.time()
-            try:
-                outcome = await self._follow(task, state, started=created)
-            except KubeError as exc:
-                self._log_api_error(exc)
-                outcome = GradingOutcome(False, reason=exc.message, retryable=True)
-            await self._dispose(state, outcome)
+            outcome = await self._follow_and_dispose(task, state, started=created)
             interrupted = False
             return outcome
         finally:

@@ -1,13 +1,16 @@
 """Grading throughput and latency of the running service, end to end over HTTP.
 
 Starts the real service (SQLite, local sandboxed executor) in a temp dir, releases a tiny 5-cell
-assignment, submits K notebooks at once, follows the assignment's event stream, and prints:
-- gradings per minute (first submit to last graded);
-- submit->graded latency p50/p95;
-- service overhead per submission: job time minus the grading subprocess's own time;
-- `GET health` latency p50/p99 while the workers grade.
+assignment, follows the assignment's event stream, and measures in two phases:
 
-    python benchmarks/throughput.py --submissions 40 --concurrency 2
+1. latency: submits M notebooks one after another, each once the previous is graded (what one
+   student sees on a quiet service): submit->graded p50/p95;
+2. throughput: submits K notebooks at once: gradings per minute (first submit to last graded),
+   submit->graded p50/p95 within the burst (mostly queueing), the grading process's own time,
+   the service's overhead per submission (job time minus grading process time), and `GET health`
+   latency p50/p99 while the workers grade.
+
+    python benchmarks/throughput.py --sequential 20 --submissions 60 --concurrency 2
 """
 
 from __future__ import annotations
@@ -72,7 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--submissions", type=int, default=40)
+    parser.add_argument("--sequential", type=int, default=20, help="submissions one at a time (latency)")
+    parser.add_argument("--submissions", type=int, default=40, help="submissions at once (throughput)")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--config", default="", help="extra config lines for the service")
     args = parser.parse_args()
@@ -83,12 +87,12 @@ def main() -> None:
         svc = ServiceProcess(tmp_path / "data", f"sqlite:///{tmp_path / 'bench.sqlite'}", config=config)
         svc.start()
         try:
-            run(svc, tmp_path, args.submissions)
+            run(svc, tmp_path, args.sequential, args.submissions)
         finally:
             svc.stop()
 
 
-def run(svc: ServiceProcess, tmp_path: Path, k: int) -> None:
+def run(svc: ServiceProcess, tmp_path: Path, m: int, k: int) -> None:
     admin = svc.client(svc.token("bench-admin", admin=True))
     source, answer = tiny_assignment(tmp_path)
     admin.post("lectures", json={"code": "bench", "name": "Bench"})
@@ -100,7 +104,7 @@ def run(svc: ServiceProcess, tmp_path: Path, k: int) -> None:
     )
     admin.patch("lectures/bench/assignments/tiny", json={"status": "released"})
     tokens = []
-    for i in range(k):
+    for i in range(max(k, m)):
         admin.put(f"lectures/bench/roles/u{i}", json={"role": "student"})
         tokens.append(svc.token(f"u{i}"))
 
@@ -118,7 +122,7 @@ def run(svc: ServiceProcess, tmp_path: Path, k: int) -> None:
                     event = json.loads(line[6:])
                     if event["auto_status"] in ("graded", "failed"):
                         graded_at[event["submission"]] = time.perf_counter()
-                if stop.is_set() or len(graded_at) >= k:
+                if stop.is_set() or len(graded_at) >= k + m:
                     return
 
     health_latency: list[float] = []
@@ -134,12 +138,10 @@ def run(svc: ServiceProcess, tmp_path: Path, k: int) -> None:
     follower = threading.Thread(target=follow, daemon=True)
     follower.start()
     stream_ready.wait(10)
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
 
     submitted_at: dict[int, float] = {}
 
-    def submit(token: str) -> None:
+    def submit(token: str) -> int:
         t = time.perf_counter()
         r = svc.client(token).post(
             "lectures/bench/assignments/tiny/submissions",
@@ -149,29 +151,50 @@ def run(svc: ServiceProcess, tmp_path: Path, k: int) -> None:
         )
         r.raise_for_status()
         submitted_at[r.json()["id"]] = t
+        return r.json()["id"]
 
+    # Phase 1: one at a time.
+    sequential = []
+    for token in tokens[:m]:
+        sid = submit(token)
+        deadline = time.perf_counter() + 120
+        while sid not in graded_at and time.perf_counter() < deadline:
+            time.sleep(0.002)
+        if sid in graded_at:
+            sequential.append(graded_at[sid] - submitted_at[sid])
+    print(f"one at a time            {len(sequential)}/{m} graded")
+    if sequential:
+        print(
+            f"submit->graded latency   p50 {1000 * statistics.median(sequential):.0f} ms, "
+            f"p95 {1000 * percentile(sequential, 0.95):.0f} ms"
+        )
+
+    # Phase 2: all at once.
+    burst_ids: set[int] = set()
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
     start = time.perf_counter()
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(submit, tokens))
+        burst_ids.update(pool.map(submit, tokens[:k]))
     follower.join(600)
     stop.set()
-    end = max(graded_at.values()) if graded_at else time.perf_counter()
-    latencies = [graded_at[i] - submitted_at[i] for i in submitted_at if i in graded_at]
+    end = max(graded_at[i] for i in burst_ids if i in graded_at) if graded_at else time.perf_counter()
+    latencies = [graded_at[i] - submitted_at[i] for i in burst_ids if i in graded_at]
 
     with svc.engine.connect() as conn:
         jobs = conn.execute(
             select(GradingJob.started_at, GradingJob.finished_at, GradingJob.runner_seconds).where(
-                GradingJob.state == "succeeded"
+                GradingJob.state == "succeeded", GradingJob.submission_id.in_(burst_ids)
             )
         ).all()
     overhead = [(j.finished_at - j.started_at).total_seconds() - (j.runner_seconds or 0) for j in jobs]
     runner = [j.runner_seconds or 0 for j in jobs]
 
-    print(f"submissions graded       {len(latencies)}/{k}")
+    print(f"all at once              {len(latencies)}/{k} graded")
     print(f"throughput               {60 * len(latencies) / (end - start):.1f} gradings/min")
     print(
         f"submit->graded latency   p50 {1000 * statistics.median(latencies):.0f} ms, "
-        f"p95 {1000 * percentile(latencies, 0.95):.0f} ms"
+        f"p95 {1000 * percentile(latencies, 0.95):.0f} ms (queueing behind the burst)"
     )
     print(f"grading process time     p50 {1000 * statistics.median(runner):.0f} ms")
     print(

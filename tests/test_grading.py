@@ -6,12 +6,18 @@ import csv
 import io
 import json
 import os
+import time
 from pathlib import Path
+
+import pytest
 
 from .conftest import DATA, World, zip_dir
 from .grading_utils import submission, submit_files, wait_graded
+from .service import ServiceProcess
 
 A = "lectures/ml/assignments"
+# The uids jobs run as when the service runs as root (LocalAutogradeExecutor.sandbox_uid_base).
+SANDBOX_UIDS = range(61000, 61256)
 
 
 def wrong_submission(tmp_path: Path) -> Path:
@@ -118,6 +124,28 @@ def test_health_reports_queue(world: World) -> None:
 
 
 def test_sandbox_holds(world: World, tmp_path: Path) -> None:
+    """The default sandbox (the fork server's namespaces) holds against the escape notebook."""
+    assert "Local executor sandbox: fork server" in world.service.read_log()
+    check_escape_notebook(world, tmp_path)
+
+
+def test_per_job_bubblewrap_sandbox_holds(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """Without the fork server each job is a new bubblewrap process: it holds just the same."""
+    data_dir = tmp_path_factory.mktemp("bwrap-service") / "data"
+    service = ServiceProcess(
+        data_dir,
+        f"sqlite:///{data_dir.parent / 'grader.sqlite'}",
+        config="c.LocalAutogradeExecutor.fork_server = False\n",
+    )
+    service.start("--upgrade-db")
+    try:
+        assert "Local executor sandbox: bubblewrap" in service.read_log()
+        check_escape_notebook(World(service), tmp_path)
+    finally:
+        service.stop()
+
+
+def check_escape_notebook(world: World, tmp_path: Path) -> None:
     """Every escape attempt in the escape notebook fails; a 10000 s sleep only costs its own cell."""
     ins = world.client("instructor")
     assert ins.post(A, json={"name": "escape", "settings": {"cell_timeout": 3}}).status_code == 201
@@ -164,14 +192,34 @@ def test_sandbox_holds(world: World, tmp_path: Path) -> None:
     assert events[-1]["score"] == 8.0, json.dumps(gradebook, indent=1)[:4000]
     assert not (data_dir / "pwned").exists()
     assert world.client(None).get("health").json()["status"] == "ok"
-    # Nothing the job started survives it.
+    # Nothing a job started survives it: once no job runs, no process runs as a sandbox uid.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        queue = world.client(None).get("health").json()["queue"]
+        if queue["queued"] == 0 and queue["running"] == 0:
+            break
+        time.sleep(0.2)
     leftovers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _is_grading_process(int(pid))]
-    assert not leftovers
+    assert not leftovers, [_describe(int(pid)) for pid in leftovers]
+
+
+def _describe(pid: int) -> str:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"{pid} (gone)"
+    wanted = ("Name", "State", "PPid", "Uid", "NSpid")
+    return f"{pid} {cmdline[:200]!r} " + " ".join(line for line in status if line.split(":")[0] in wanted)
 
 
 def _is_grading_process(pid: int) -> bool:
+    """A process of a job: it runs as one of the sandbox uids, or names the job's files."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
+    except (OSError, IndexError):
         return False
+    if os.geteuid() == 0 and any(SANDBOX_UIDS.start <= int(uid) < SANDBOX_UIDS.stop for uid in uids):
+        return True
     return b"escape.ipynb" in cmdline or (b"ipykernel" in cmdline and b"/job/" in cmdline)

@@ -40,6 +40,7 @@ from nbformat import NotebookNode
 from . import cells as nbcells
 from . import gradebook, processes
 from .errors import GradingError, SourceValidationError, UnreadableNotebookError
+from .forked_kernel import KernelLauncher
 from .guard import Plan, bound_names, build_plan
 from .kernel import CellRecord, GradingClient, KernelEnvironment, KernelUnresponsive, kill_kernel_tree
 from .notebooks import atomic_write_text, iter_other_files, notebook_name, read_notebook, write_notebook
@@ -70,6 +71,8 @@ class Settings:
     kernel_env: dict[str, str] | None = None  # extra environment for the kernel (HOME is private)
     iopub_timeout: float = 10.0
     startup_timeout: float = 60.0
+    # Set by the fork server: kernels are forked from it instead of started as new processes.
+    kernel_launcher: KernelLauncher | None = None
 
 
 @dataclass
@@ -296,7 +299,7 @@ async def execute_plan(
     env = KernelEnvironment.create(cwd, settings.kernel_python, settings.kernel_env)
     client = GradingClient(
         exec_nb,
-        km=env.kernel_manager(),
+        km=env.kernel_manager(settings.kernel_launcher),
         output_limit=settings.output_limit,
         interrupt_grace=settings.interrupt_grace,
         max_message_size=settings.max_message_size,

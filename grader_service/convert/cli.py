@@ -13,10 +13,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import cells as nbcells
 from .errors import GradingError, SourceValidationError
+
+if TYPE_CHECKING:
+    from .forked_kernel import KernelLauncher
 
 EXIT_OK = 0
 EXIT_FAILING_TESTS = 1
@@ -77,11 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    # jsonschema (imported by nbformat) loads an optional IRI format checker whose grammar takes
-    # about a second to compile; nothing here validates IRIs, and autograde start-up is paid per
-    # submission. Only in this process, which is ours alone.
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+def main(argv: list[str] | None = None, kernel_launcher: KernelLauncher | None = None) -> int:
+    """Run one command; `kernel_launcher` (the fork server's) makes autograde fork its kernels."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(message)s")
@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # Keep "grader-convert autograde" visible; hide the paths from the student's kernel.
         processes.harden_grader_process(keep_through="autograde")
-    handler = {"release": _release, "autograde": _autograde, "feedback": _feedback, "validate": _validate}
+    if args.command == "autograde":
+        return _autograde(args, kernel_launcher)
+    handler = {"release": _release, "feedback": _feedback, "validate": _validate}
     return handler[args.command](args)
 
 
@@ -119,7 +121,7 @@ def _release(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _autograde(args: argparse.Namespace) -> int:
+def _autograde(args: argparse.Namespace, kernel_launcher: KernelLauncher | None) -> int:
     from .autograde import autograde
 
     try:
@@ -133,6 +135,7 @@ def _autograde(args: argparse.Namespace) -> int:
             kernel_python=args.kernel_python,
             mutation_runs=not args.no_mutation_runs,
             watch_files=not args.no_file_watch,
+            kernel_launcher=kernel_launcher,
         )
     except GradingError as e:
         print(f"could not grade: {e}", file=sys.stderr)

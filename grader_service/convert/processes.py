@@ -41,13 +41,22 @@ def become_subreaper() -> bool:
     return _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
+def make_non_dumpable() -> bool:
+    """Same-uid processes can no longer ptrace this one or read its memory and fds under /proc."""
+    return _prctl(PR_SET_DUMPABLE, 0)
+
+
+def make_dumpable() -> bool:
+    return _prctl(PR_SET_DUMPABLE, 1)
+
+
 def harden_grader_process(keep_through: str) -> None:
     """Non-dumpable process, and command line cut after the argument `keep_through` (the subcommand).
 
     Only for the CLI process: a library caller (a test runner, the service) should not have its
     own process altered.
     """
-    _prctl(PR_SET_DUMPABLE, 0)
+    make_non_dumpable()
     _blank_cmdline(keep_through.encode())
 
 

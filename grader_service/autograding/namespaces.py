@@ -142,12 +142,12 @@ def enter_job_namespaces(layout: RootLayout, job_dir: Path, mountpoint: str) -> 
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m")
     for target, link in layout.symlinks:
         os.symlink(target, root + link)
+    # Private /tmp first: the Python may itself live under /tmp (a CI checkout), bound on top below.
+    for scratch in ("/tmp", "/var/tmp"):
+        os.makedirs(root + scratch, exist_ok=True)
+        mount("tmpfs", root + scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={TMP_SIZE}")
     for path in layout.read_only:
         _bind(path, root + path, read_only=True)
-    for scratch in ("/tmp", "/var/tmp", "/dev/shm"):
-        os.makedirs(root + scratch, exist_ok=True)
-    for scratch in ("/tmp", "/var/tmp"):
-        mount("tmpfs", root + scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={TMP_SIZE}")
     _make_dev(root)
     os.makedirs(root + "/proc", mode=0o755, exist_ok=True)
     _bind(str(job_dir), root + JOB_ROOT, read_only=False)

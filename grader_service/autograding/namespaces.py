@@ -22,12 +22,11 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-import resource
 import select
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sandbox import JOB_ROOT, SYSTEM_DIRS, SYSTEM_ETC_DIRS, SYSTEM_FILES, Limits, python_paths
+from .sandbox import JOB_ROOT, SYSTEM_DIRS, SYSTEM_ETC_DIRS, SYSTEM_FILES, Limits, apply_limits, python_paths
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -197,16 +196,7 @@ def become_job(uid: int, limits: Limits, parent_alive_fd: int) -> None:
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     sethostname("grader")
-    pairs = (
-        (resource.RLIMIT_CPU, limits.cpu_seconds),
-        (resource.RLIMIT_AS, limits.memory_bytes),
-        (resource.RLIMIT_NPROC, limits.max_processes),
-        (resource.RLIMIT_FSIZE, limits.max_file_bytes),
-        (resource.RLIMIT_NOFILE, limits.max_open_files),
-        (resource.RLIMIT_CORE, 0),
-    )
-    for which, value in pairs:
-        resource.setrlimit(which, (value, value))
+    apply_limits(limits)  # while still root: hard limits may be set to any value
     last_cap = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     for cap in range(last_cap + 1):
         prctl(PR_CAPBSET_DROP, cap)

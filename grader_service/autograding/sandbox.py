@@ -41,22 +41,23 @@ class Limits:
     max_open_files: int = 1024
 
 
+def apply_limits(limits: Limits) -> None:
+    """Set the limits (soft = hard) on this process; everything it starts inherits them."""
+    pairs = (
+        (resource.RLIMIT_CPU, limits.cpu_seconds),
+        (resource.RLIMIT_AS, limits.memory_bytes),
+        (resource.RLIMIT_NPROC, limits.max_processes),
+        (resource.RLIMIT_FSIZE, limits.max_file_bytes),
+        (resource.RLIMIT_NOFILE, limits.max_open_files),
+        (resource.RLIMIT_CORE, 0),
+    )
+    for which, value in pairs:
+        resource.setrlimit(which, (value, value))
+
+
 def rlimit_preexec(limits: Limits) -> Callable[[], None]:
-    """A preexec_fn applying the limits in the child, inherited by everything it starts."""
-
-    def apply() -> None:
-        pairs = (
-            (resource.RLIMIT_CPU, limits.cpu_seconds),
-            (resource.RLIMIT_AS, limits.memory_bytes),
-            (resource.RLIMIT_NPROC, limits.max_processes),
-            (resource.RLIMIT_FSIZE, limits.max_file_bytes),
-            (resource.RLIMIT_NOFILE, limits.max_open_files),
-            (resource.RLIMIT_CORE, 0),
-        )
-        for which, value in pairs:
-            resource.setrlimit(which, (value, value))
-
-    return apply
+    """A preexec_fn applying the limits in the child."""
+    return lambda: apply_limits(limits)
 
 
 def python_paths() -> list[str]:

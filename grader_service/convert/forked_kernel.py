@@ -140,18 +140,18 @@ class ForkedProcess:
         self.pid = pid
         self.returncode: int | None = None
         try:
-            self.pidfd: int | None = os.pidfd_open(pid)
+            self._pidfd: int | None = os.pidfd_open(pid)
         except ProcessLookupError:  # already gone (and reaped)
-            self.pidfd, self.returncode = None, -signal.SIGKILL
+            self._pidfd, self.returncode = None, -signal.SIGKILL
 
     def poll(self) -> int | None:
-        if self.returncode is None and self.pidfd is not None and select.select([self.pidfd], [], [], 0)[0]:
+        if self.returncode is None and self._pidfd is not None and select.select([self._pidfd], [], [], 0)[0]:
             self._ended()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None and self.pidfd is not None:
-            if not select.select([self.pidfd], [], [], timeout)[0]:
+        if self.returncode is None and self._pidfd is not None:
+            if not select.select([self._pidfd], [], [], timeout)[0]:
                 raise TimeoutError(f"kernel {self.pid} still running")
             self._ended()
         assert self.returncode is not None
@@ -160,9 +160,9 @@ class ForkedProcess:
     def _ended(self) -> None:
         # The exit status belongs to the launcher; "killed" is the only one that matters here.
         self.returncode = -signal.SIGKILL
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:

@@ -58,15 +58,21 @@ def with_executor(body: Callable[[LocalAutogradeExecutor], Awaitable[Any]]) -> A
 
 
 def job_processes() -> list[int]:
-    """Processes running as a sandbox uid (the executor's pool starts at 61000)."""
+    """Live processes running as a sandbox uid (the executor's pool starts at 61000).
+
+    Zombies run nothing; they are left when a job's parent is itself SIGKILLed and the orphan is
+    re-parented to this test process (a child subreaper once an in-process autograde ran here).
+    """
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                uid = int(Path(f"/proc/{entry}/status").read_text().split("Uid:")[1].split()[0])
+                status = Path(f"/proc/{entry}/status").read_text()
+                uid = int(status.split("Uid:")[1].split()[0])
+                state = status.split("State:")[1].split()[0]
             except (OSError, IndexError):
                 continue
-            if 61000 <= uid < 61256:
+            if 61000 <= uid < 61256 and state != "Z":
                 found.append(int(entry))
     return found
 

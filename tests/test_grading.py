@@ -217,7 +217,10 @@ def _is_grading_process(pid: int) -> bool:
     """A process of a job: it runs as one of the sandbox uids, or names the job's files."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
+        status = Path(f"/proc/{pid}/status").read_text()
+        uids = status.split("Uid:")[1].split()[:4]
+        if status.split("State:")[1].split()[0] == "Z":  # a zombie runs nothing
+            return False
     except (OSError, IndexError):
         return False
     if os.geteuid() == 0 and any(SANDBOX_UIDS.start <= int(uid) < SANDBOX_UIDS.stop for uid in uids):

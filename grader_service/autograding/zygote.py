@@ -33,6 +33,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -125,10 +126,25 @@ class Zygote:
                             os.read(self.wake_r, 4096)
                 self.reap()
         finally:
-            for pid in self.jobs:
-                _kill_group(pid)
+            self.end_jobs()
             with contextlib.suppress(OSError):
                 os.rmdir(self.mountpoint)
+
+    def end_jobs(self, grace: float = 5.0) -> None:
+        """Kill every job through its waiter, which reaps the job's pid 1; SIGKILL what lingers."""
+        for pid in self.jobs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while self.jobs and time.monotonic() < deadline:
+            for pid in list(self.jobs):
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                        continue
+                del self.jobs[pid]
+            time.sleep(0.01)
+        for pid in self.jobs:
+            _kill_group(pid)
 
     def handle_request(self) -> bool:
         data, fds, _, _ = socket.recv_fds(self.sock, _MAX_MESSAGE, 4)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
+import psutil
 import requests
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from sqlalchemy import select
@@ -64,6 +66,18 @@ def tiny_assignment(folder: Path) -> tuple[Path, bytes]:
     answer = nbformat.from_dict(json.loads(json.dumps(nb)))
     answer.cells[1].source = "def square(x):\n    return x * x"
     return source, nbformat.writes(answer).encode()
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def _machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine (user, nice, system, irq, softirq), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -173,11 +187,14 @@ def run(svc: ServiceProcess, tmp_path: Path, m: int, k: int) -> None:
     burst_ids: set[int] = set()
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
+    service = psutil.Process(svc.proc.pid)
+    service_cpu, machine_cpu = _cpu_seconds(service), _machine_cpu_seconds()
     start = time.perf_counter()
     with ThreadPoolExecutor(8) as pool:
         burst_ids.update(pool.map(submit, tokens[:k]))
     follower.join(600)
     stop.set()
+    service_cpu, machine_cpu = _cpu_seconds(service) - service_cpu, _machine_cpu_seconds() - machine_cpu
     end = max(graded_at[i] for i in burst_ids if i in graded_at) if graded_at else time.perf_counter()
     latencies = [graded_at[i] - submitted_at[i] for i in burst_ids if i in graded_at]
 
@@ -196,6 +213,11 @@ def run(svc: ServiceProcess, tmp_path: Path, m: int, k: int) -> None:
         f"submit->graded latency   p50 {1000 * statistics.median(latencies):.0f} ms, "
         f"p95 {1000 * percentile(latencies, 0.95):.0f} ms (queueing behind the burst)"
     )
+    if latencies:
+        print(
+            f"CPU per grading          {1000 * machine_cpu / len(latencies):.0f} ms (whole machine), "
+            f"{1000 * service_cpu / len(latencies):.0f} ms of it in the service process"
+        )
     print(f"grading process time     p50 {1000 * statistics.median(runner):.0f} ms")
     print(
         f"service overhead / job   p50 {1000 * statistics.median(overhead):.0f} ms, "

@@ -420,6 +420,13 @@ class KernelEnvironment:
                 "{connection_file}",
                 "--HistoryManager.enabled=False",
                 "--IPKernelApp.log_level=ERROR",
+                # Python's own traceback layout: the failing line of each frame, no context
+                # lines. IPython's default ("Context") costs ~20 ms of kernel CPU per error, and
+                # grading raises errors by design (mutation runs, canaries) in every notebook.
+                "--InteractiveShell.xmode=Plain",
+                # ipykernel sleeps 0.5 ms before every execute_reply, for clients that stop
+                # reading IOPub at the reply; nbclient reads on until the kernel reports idle.
+                "--Kernel._execute_sleep=0",
             ],
             "display_name": "grader (python)",
             "language": "python",

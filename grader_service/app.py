@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -338,6 +339,10 @@ class GraderService(Application):
             await self.scheduler.start()
         server = HTTPServer(self.make_web_app(), max_body_size=self.max_request_size, xheaders=True)
         server.listen(self.port, self.ip)
+        # Everything loaded so far lives as long as the process: keep the collector's full passes
+        # (~0.1 s over ~200k start-up objects, each a pause of every request) off it.
+        gc.collect()
+        gc.freeze()
         self.log.info(
             "grader-service %s listening on http://%s:%d%s", __version__, self.ip, self.port, self.base_url
         )

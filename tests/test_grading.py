@@ -189,7 +189,7 @@ def check_escape_notebook(world: World, tmp_path: Path) -> None:
     events = wait_graded(world.client("tutor"), r.json()["id"], timeout=300)
     gradebook = world.client("tutor").get(f"{A}/escape/submissions/{r.json()['id']}/gradebook").json()
     assert events[-1]["auto_status"] == "graded", gradebook
-    assert events[-1]["score"] == 8.0, json.dumps(gradebook, indent=1)[:4000]
+    assert events[-1]["score"] == 9.0, json.dumps(gradebook, indent=1)[:4000]
     assert not (data_dir / "pwned").exists()
     assert world.client(None).get("health").json()["status"] == "ok"
     # Nothing a job started survives it: once no job runs, no process runs as a sandbox uid.

@@ -133,3 +133,26 @@ def test_expired_lease_is_requeued_then_fails_after_max_attempts(db_url: str, tm
     with service.session_factory() as session:
         job = session.get(GradingJob, job_id)
         assert "Gave up after 2 attempts" in job.error and job.submission.auto_status == "failed"
+
+
+def test_source_cache_keeps_only_current_sources(tmp_path: Path) -> None:
+    """Jobs copy the source from a per-commit cache; on start, entries no assignment uses are dropped."""
+    service = make_service(f"sqlite:///{tmp_path / 'cache.sqlite'}", tmp_path)
+    submit(service, "ann")
+    with service.session_factory() as session:
+        assignment = session.query(Assignment).one()
+        assignment.source_commit = "a" * 40
+        session.commit()
+        assignment_id = assignment.id
+    layout = service.layout
+    current, stale = (
+        layout.source_cache(assignment_id, "a" * 40),
+        layout.source_cache(assignment_id, "b" * 40),
+    )
+    for entry in (current, stale, layout.source_cache(assignment_id + 1, "a" * 40)):
+        entry.mkdir(parents=True)
+        (entry / "notebook.ipynb").write_text("{}")
+
+    scheduler(service)._prune_source_cache()
+
+    assert [p.name for p in layout.source_cache_dir().iterdir()] == [current.name]

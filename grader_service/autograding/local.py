@@ -69,6 +69,14 @@ class LocalAutogradeExecutor(AutogradeExecutor):
         config=True
     )
 
+    niceness = Integer(
+        10,
+        min=0,
+        max=19,
+        help="CPU priority of grading jobs relative to the service (a nice value, 0-19): jobs get the "
+        "cores the service does not need, so the API stays responsive while every core grades.",
+    ).tag(config=True)
+
     fork_server = Bool(
         True,
         help="Fork each job's grader and kernels from one pre-imported process, sandboxed with namespaces "
@@ -157,6 +165,7 @@ class LocalAutogradeExecutor(AutogradeExecutor):
             memory_bytes=max(memory, 512 * 2**20) * 2,
             max_processes=self.max_processes,
             max_file_bytes=self.max_file_size,
+            niceness=self.niceness,
         )
 
     def _env(self) -> dict[str, str]:

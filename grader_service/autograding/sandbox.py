@@ -39,10 +39,15 @@ class Limits:
     max_processes: int = 128
     max_file_bytes: int = 256 * 1024 * 1024
     max_open_files: int = 1024
+    niceness: int = 10
 
 
 def apply_limits(limits: Limits) -> None:
-    """Set the limits (soft = hard) on this process; everything it starts inherits them."""
+    """Set the limits (soft = hard) on this process; everything it starts inherits them.
+
+    The job also runs at a lower CPU priority than the service (`niceness`), which it cannot undo
+    (RLIMIT_NICE 0): when grading keeps every core busy, the API still answers at once.
+    """
     pairs = (
         (resource.RLIMIT_CPU, limits.cpu_seconds),
         (resource.RLIMIT_AS, limits.memory_bytes),
@@ -50,9 +55,13 @@ def apply_limits(limits: Limits) -> None:
         (resource.RLIMIT_FSIZE, limits.max_file_bytes),
         (resource.RLIMIT_NOFILE, limits.max_open_files),
         (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NICE, 0),
     )
     for which, value in pairs:
         resource.setrlimit(which, (value, value))
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if limits.niceness > current:
+        os.setpriority(os.PRIO_PROCESS, 0, limits.niceness)
 
 
 def rlimit_preexec(limits: Limits) -> Callable[[], None]:

@@ -21,6 +21,7 @@ import shutil
 import socket
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
@@ -111,6 +112,7 @@ class Scheduler(LoggingConfigurable):
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await asyncio.to_thread(self._prune_source_cache)
         adoptions = await self.reconcile()
         self._tasks = [
             asyncio.create_task(self._worker(i), name=f"grader-worker-{i}") for i in range(self.workers)
@@ -304,22 +306,48 @@ class Scheduler(LoggingConfigurable):
     async def _stage(self, task: GradingTask) -> None:
         """`<job>/submission` from the submission's commit and `<job>/source` from the assignment's."""
         layout = self.service.layout
-        await asyncio.to_thread(shutil.rmtree, task.job_dir, True)
-        for part in ("submission", "source", "output"):
-            (task.job_dir / part).mkdir(parents=True)
+        assignment_id = task.settings["assignment_id"]
+        source = await self._cached_source(assignment_id, task.settings["source_commit"])
+        await asyncio.to_thread(_prepare_job_dir, task.job_dir, source)
         await git.export(
-            layout.submission_repo(task.settings["assignment_id"], task.settings["user_id"]),
+            layout.submission_repo(assignment_id, task.settings["user_id"]),
             task.commit_hash,
             task.job_dir / "submission",
         )
-        await git.export(
-            layout.source_repo(task.settings["assignment_id"]),
-            task.settings["source_commit"],
-            task.job_dir / "source",
-        )
-        # Readable and writable by the sandbox's unprivileged uid, nobody else's business.
-        for path in (task.job_dir, *task.job_dir.rglob("*")):
-            path.chmod(0o777 if path.is_dir() else 0o666)
+        await asyncio.to_thread(_open_to_sandbox, task.job_dir)
+
+    def _prune_source_cache(self) -> None:
+        """Drop cached sources that are no longer any assignment's current source."""
+        cache_dir = self.service.layout.source_cache_dir()
+        if not cache_dir.is_dir():
+            return
+        with self.service.session_factory() as session:
+            current = {
+                self.service.layout.source_cache(assignment_id, commit).name
+                for assignment_id, commit in session.execute(
+                    select(Assignment.id, Assignment.source_commit).where(
+                        Assignment.source_commit.is_not(None)
+                    )
+                )
+            }
+        for entry in cache_dir.iterdir():
+            if entry.name not in current:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    async def _cached_source(self, assignment_id: int, commit: str) -> Path:
+        """The source files at `commit`, exported from git once (every job of an assignment needs them)."""
+        cache = self.service.layout.source_cache(assignment_id, commit)
+        if cache.is_dir():
+            return cache
+        staging = cache.with_name(f"{cache.name}.{uuid.uuid4().hex[:8]}")
+        staging.mkdir(parents=True)
+        try:
+            await git.export(self.service.layout.source_repo(assignment_id), commit, staging)
+            with contextlib.suppress(OSError):  # another worker was quicker: its copy is the same
+                staging.rename(cache)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+        return cache
 
     async def _keep_output(self, task: GradingTask, outcome: GradingOutcome) -> GradingOutcome:
         """Keep the graded notebooks for feedback, which is rendered when first asked for.
@@ -513,6 +541,19 @@ class Scheduler(LoggingConfigurable):
         self._record(task, outcome)
         if not self.keep_job_dirs:
             await asyncio.to_thread(shutil.rmtree, task.job_dir, True)
+
+
+def _prepare_job_dir(job_dir: Path, source: Path) -> None:
+    shutil.rmtree(job_dir, ignore_errors=True)
+    shutil.copytree(source, job_dir / "source")
+    (job_dir / "submission").mkdir()
+    (job_dir / "output").mkdir()
+
+
+def _open_to_sandbox(job_dir: Path) -> None:
+    """Readable and writable by the sandbox's unprivileged uid, nobody else's business."""
+    for path in (job_dir, *job_dir.rglob("*")):
+        path.chmod(0o777 if path.is_dir() else 0o666)
 
 
 __all__ = ["FINAL_STATES", "REGRADE_PRIORITY", "Scheduler", "enqueue", "queue_stats"]

@@ -15,10 +15,3 @@ Layout:
   keeping their code from forging scores (see guard.py for the layers);
 - scoring: points from observations; feedback: the HTML pages; validate: the student's check.
 """
-
-import sys
-
-# jsonschema (imported by nbformat) loads `rfc3987_syntax` when it is installed, only to check the
-# "iri" string formats, which no notebook schema uses; building its Lark grammar costs ~2.5 CPU-s
-# at import, in every grading process. Recording it as absent makes jsonschema skip that checker.
-sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]

@@ -29,5 +29,12 @@ class DataLayout:
         """The latest grading's output (`output/`) and its rendered feedback (`feedback/`)."""
         return self.root / "results" / str(submission_id)
 
+    def source_cache_dir(self) -> Path:
+        return self.root / "cache" / "sources"
+
+    def source_cache(self, assignment_id: int, commit: str) -> Path:
+        """An assignment's source files at one commit, exported once and copied into every job."""
+        return self.source_cache_dir() / f"{assignment_id}-{commit}"
+
     def tmp_dir(self) -> Path:
         return self.root / "tmp"

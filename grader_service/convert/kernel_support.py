@@ -429,7 +429,12 @@ class GraderSupport:
         are left alone: a package gains submodule attributes as they are imported).
         """
         undo = []
-        keys = set(base) | set(current) if new_keys else set(base)
+        # Most entries never change: find the few that did at C speed (by identity), then look
+        # closer only at those. This runs over every protected module before every test.
+        get = current.get
+        keys = [key for key, value in base.items() if get(key, _MISSING) is not value]
+        if new_keys:
+            keys.extend(current.keys() - base.keys())
         for key in keys:
             if key in _VOLATILE_BUILTINS:
                 continue

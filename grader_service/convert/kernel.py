@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -381,12 +382,39 @@ class GradingClient(NotebookClient):
             return "ok", _text_plain(result)
 
 
-class GradingKernelManager(AsyncKernelManager):
-    """jupyter_client's manager, checking every 5 ms (not 100) whether a killed kernel is gone.
+def _settled_at_once(method: Any) -> Any:
+    """jupyter_client's `in_pending_state` decorator without its closing 10 ms sleep.
 
-    Every grading kills its kernel at the end, and a SIGKILLed kernel is gone within a few ms:
-    the default interval made each grading wait ~0.1 s for nothing.
+    The decorator marks the manager pending while `method` runs, then sleeps "so tests can
+    capture the state" before marking it ready: 20 ms of every grading (a start and a shutdown).
     """
+
+    @functools.wraps(method)
+    async def wrapper(self: AsyncKernelManager, *args: Any, **kwargs: Any) -> Any:
+        if self._attempted_start or not self._ready:
+            self._ready = asyncio.get_running_loop().create_future()
+        try:
+            out = await method(self, *args, **kwargs)
+        except Exception as e:
+            self._ready.set_exception(e)
+            raise
+        if self.owns_kernel:
+            self._ready.set_result(None)
+        return out
+
+    return wrapper
+
+
+class GradingKernelManager(AsyncKernelManager):
+    """jupyter_client's manager without its fixed waits.
+
+    Every grading starts one kernel and kills it at the end. A SIGKILLed kernel is gone within a
+    few ms, so whether it is gone is checked every 5 ms (not 100); and starting and shutting down
+    do not end with jupyter_client's 10 ms sleeps.
+    """
+
+    start_kernel = _settled_at_once(AsyncKernelManager.start_kernel.__wrapped__)
+    shutdown_kernel = _settled_at_once(AsyncKernelManager.shutdown_kernel.__wrapped__)
 
     async def _async_wait(self, pollinterval: float = 0.005) -> None:
         await super()._async_wait(pollinterval=pollinterval)

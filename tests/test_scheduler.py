@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import threading
@@ -14,6 +15,7 @@ from grader_service.autograding.events import EventBus
 from grader_service.autograding.local import LocalAutogradeExecutor
 from grader_service.autograding.scheduler import REGRADE_PRIORITY, Scheduler, enqueue, queue_stats
 from grader_service.orm import Assignment, GradingJob, Lecture, Submission, User
+from grader_service.storage import git
 
 from .postgres import create_database
 
@@ -156,3 +158,22 @@ def test_source_cache_keeps_only_current_sources(tmp_path: Path) -> None:
     scheduler(service)._prune_source_cache()
 
     assert [p.name for p in layout.source_cache_dir().iterdir()] == [current.name]
+
+
+def test_source_cache_filled_once_by_racing_workers(tmp_path: Path) -> None:
+    """Workers that export the same source at once all get the one cached copy; no staging is left."""
+    service = make_service(f"sqlite:///{tmp_path / 'cache.sqlite'}", tmp_path)
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.ipynb").write_text("{}")
+    repo = service.layout.source_repo(7)
+
+    async def main() -> list[Path]:
+        commit = await git.commit_directory(repo, files, "source", None)
+        await git.update_branch(repo, commit, None)
+        return await asyncio.gather(*(scheduler(service)._cached_source(7, commit) for _ in range(4)))
+
+    caches = asyncio.run(main())
+
+    assert len(set(caches)) == 1 and (caches[0] / "a.ipynb").read_text() == "{}"
+    assert list(service.layout.source_cache_dir().iterdir()) == [caches[0]]

@@ -343,8 +343,12 @@ class Scheduler(LoggingConfigurable):
         staging.mkdir(parents=True)
         try:
             await git.export(self.service.layout.source_repo(assignment_id), commit, staging)
-            with contextlib.suppress(OSError):  # another worker was quicker: its copy is the same
+            try:
                 staging.rename(cache)
+            except OSError:
+                if not cache.is_dir():
+                    raise
+                # Another worker was quicker: its copy is the same.
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
         return cache

@@ -47,34 +47,23 @@ class GitError(RuntimeError):
     pass
 
 
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def _env() -> dict[str, str]:
+    """The service's environment, without anything pointing git elsewhere or at user config."""
     env = {k: v for k, v in os.environ.items() if k not in _EMPTY_ENV_KEYS}
-    env.update(
-        {
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": os.devnull,
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_AUTHOR_NAME": "grader-service",
-            "GIT_AUTHOR_EMAIL": "grader-service@localhost",
-            "GIT_COMMITTER_NAME": "grader-service",
-            "GIT_COMMITTER_EMAIL": "grader-service@localhost",
-        }
-    )
-    if extra:
-        env.update(extra)
+    env.update({"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"})
     return env
 
 
-async def git(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> bytes:
+async def git(*args: str) -> bytes:
     proc = await asyncio.create_subprocess_exec(
         "git",
         *args,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=_env(env),
+        env=_env(),
     )
-    out, err = await proc.communicate(stdin)
+    out, err = await proc.communicate()
     if proc.returncode != 0:
         raise GitError(f"git {args[0]} failed ({proc.returncode}): {err.decode(errors='replace').strip()}")
     return out
@@ -309,10 +298,7 @@ async def export(repo: Path, commit: str, dest: Path) -> None:
 def _extract(tar: bytes, dest: Path, commit: str) -> None:
     try:
         with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as archive:
-            if hasattr(tarfile, "data_filter"):
-                archive.extractall(dest, filter="data")
-            else:  # Python < 3.11.4 has no filters; modes then stay as archived (0664/0775)
-                archive.extractall(dest)
+            archive.extractall(dest, filter="data")
     except tarfile.TarError as e:
         raise GitError(f"extracting {commit[:12]} failed: {e}") from e
 

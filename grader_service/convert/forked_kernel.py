@@ -27,6 +27,7 @@ from typing import Any
 from jupyter_client.provisioning import LocalProvisioner
 
 from . import processes
+from .kernel_streams import GradingOutStream
 
 # Messages between grader and launcher are one small JSON object each.
 _MAX_MESSAGE = 1 << 20
@@ -120,8 +121,12 @@ def _become_kernel(argv: list[str], cwd: str, env: dict[str, str]) -> None:
     os.environ.update(env)
     os.environ["JPY_PARENT_PID"] = str(os.getppid())  # as jupyter_client's launcher sets it
     tempfile.tempdir = None  # TMPDIR is the kernel's own now
-    # Read from the environment when ipykernel was imported (in the fork server): pass it as an option.
-    argv = [*argv, f"--IPKernelApp.parent_handle={os.getppid()}"]
+    argv = [
+        *argv,
+        # Read from the environment when ipykernel was imported (in the fork server): pass it as an option.
+        f"--IPKernelApp.parent_handle={os.getppid()}",
+        f"--IPKernelApp.outstream_class={GradingOutStream.__module__}.{GradingOutStream.__qualname__}",
+    ]
     sys.argv = ["ipykernel_launcher", *argv]
     from ipykernel.kernelapp import IPKernelApp
 

@@ -80,20 +80,28 @@ def preimport() -> None:
     _warm_up_tracebacks()
     _warm_up_notebook_validation()
     _warm_up_kernel_provisioning()
+    _warm_up_grader_support()
     # Imported objects never become garbage: keep the collector off them, so forks do not copy
     # every page just to scan (and write to) their object headers.
     gc.freeze()
 
 
 def _warm_up_tracebacks() -> None:
-    """Format one traceback as a kernel does: pygments compiles its lexer's regexes on first use."""
-    from IPython.core import ultratb
+    """Format one traceback as a kernel does, in the layout and colour theme kernels use.
 
+    pygments compiles its lexer's regexes on first use, and IPython builds each theme's terminal
+    formatter on first use (~6 ms); both are cached, so done here they are done once for all kernels.
+    """
+    from IPython.core import ultratb
+    from IPython.core.interactiveshell import InteractiveShell
+
+    theme = InteractiveShell.colors.default_value
     try:
         raise AssertionError("warm-up")
     except AssertionError:
         with contextlib.suppress(Exception):  # best effort: only a speed-up
-            ultratb.AutoFormattedTB(mode="Context").text(*sys.exc_info())
+            for mode in ("Context", "Plain"):
+                ultratb.AutoFormattedTB(mode=mode, theme_name=theme).text(*sys.exc_info())
 
 
 def _warm_up_notebook_validation() -> None:
@@ -114,6 +122,13 @@ def _warm_up_kernel_provisioning() -> None:
     from jupyter_client.provisioning.factory import KernelProvisionerFactory
 
     KernelProvisionerFactory.instance()
+
+
+def _warm_up_grader_support() -> None:
+    """Compile the code the grader installs in every kernel: forked kernels inherit it compiled."""
+    from ..convert import guard
+
+    guard.support_code()
 
 
 class Zygote:

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nbformat
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
@@ -243,7 +242,13 @@ async def _grade_notebook(
     for s in ctx.data["source"]:
         if s.role in ("solution", "manual") and s.cell.cell_type == "code":
             solution_names |= bound_names(nbcells.source_text(s.cell))
-    plan = build_plan(nb, solution_names, mutation_runs=settings.mutation_runs, guard=settings.guard)
+    plan = build_plan(
+        nb,
+        solution_names,
+        mutation_runs=settings.mutation_runs,
+        guard=settings.guard,
+        forked_kernel=settings.kernel_launcher is not None,
+    )
     execution = await execute_plan(nb, plan, path.parent, source_dir, output_dir, settings, deadline)
     result = _score(base, nb, plan, execution, ctx, settings)
     _annotate(nb, result)
@@ -290,10 +295,12 @@ async def execute_plan(
                 cell = nb.cells[step.cell_index]
                 cell.outputs = []
             else:
-                cell = nbformat.v4.new_code_cell(step.source)
+                cell = _grader_cell(step.source)
             cell_of_step[i] = len(exec_cells)
             exec_cells.append(cell)
-    exec_nb = nbformat.v4.new_notebook(cells=exec_cells, metadata=nb.metadata)
+    # Not nbformat.v4.new_notebook: it validates the whole notebook against the JSON schema, and
+    # these cells were validated when read (or are the grader's own).
+    exec_nb = NotebookNode(nbformat=4, nbformat_minor=5, metadata=nb.metadata, cells=exec_cells)
 
     before = processes.descendants()
     env = KernelEnvironment.create(cwd, settings.kernel_python, settings.kernel_env)
@@ -375,6 +382,8 @@ async def _run_steps(
     for i, step in enumerate(plan.steps[1:], start=1):
         if execution.kernel not in ("ok", "time-limit"):
             break
+        if i in execution.internal:  # carried by the cell before it
+            continue
         # Once time is up, only the integrity checks of the group that was running still run.
         finishing = step.kind in ("canary-error", "canary-value", "unstash") and step.group == time_up_group
         if execution.kernel == "time-limit" and not finishing:
@@ -394,8 +403,14 @@ async def _run_steps(
                     budget = min(budget, remaining)
                 if step.kind in ("cell", "test", "locked"):
                     count += 1
-                rec = await client.run_cell(exec_cells[cell_of_step[i]], cell_of_step[i], budget, count)
+                following = plan.steps[i + 1] if i + 1 < len(plan.steps) else None
+                carry = following.call if following is not None and following.internal else None
+                rec = await client.run_cell(
+                    exec_cells[cell_of_step[i]], cell_of_step[i], budget, count, carry=carry
+                )
                 execution.records[i] = rec
+                if rec.carried is not None:
+                    execution.internal[i + 1] = rec.carried
                 if rec.status == "dead":
                     execution.kernel, execution.stopped_at = "died", i
                 elif rec.status == "unresponsive":
@@ -417,6 +432,13 @@ async def _run_steps(
                 execution.events.setdefault(i, []).extend(events)
         if execution.kernel == "killed":
             kill_kernel_tree(getattr(client.km.provisioner, "pgid", None), preexisting)
+
+
+def _grader_cell(source: str) -> NotebookNode:
+    """A code cell for a mutation run or a canary, built without nbformat's schema validation."""
+    return NotebookNode(
+        cell_type="code", execution_count=None, metadata=NotebookNode(), source=source, outputs=[]
+    )
 
 
 def _token_ok(text: str | None, nonce: str) -> bool:

@@ -19,9 +19,11 @@ the tests. Three layers, cheapest first:
    and restored around it so tests drawing random inputs see the same numbers.
 
 The nonces come from `secrets`, so no earlier submission or stale output can predict them.
-Internal steps run with `silent=True` (no history, no `pre_run_cell` events) through
-`user_expressions`; canaries and mutation runs are sent like ordinary cells so student hooks
-cannot tell them from tests by how they arrive.
+Internal steps are `user_expressions`: carried by the request of the cell just before them when
+that cell succeeds (the kernel evaluates them right after the cell's code and its events, the
+same point a request of their own would reach, one round trip sooner), otherwise sent alone
+with `silent=True` (no history, no `pre_run_cell` events). Canaries and mutation runs are sent
+like ordinary cells so student hooks cannot tell them from tests by how they arrive.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from types import CodeType
 
 from nbformat import NotebookNode
 
 from . import cells as nbcells
+
+SUPPORT_FILENAME = "<grader-support>"
 
 # Never substituted by wrong answers even if an answer cell rebinds them.
 _NEVER_SUBSTITUTE = frozenset({"get_ipython", "print", "display", "__builtins__"})
@@ -47,6 +52,12 @@ PROTECTED_PACKAGES = ("IPython", "ipykernel", "traitlets", "jupyter_client", "zm
 @lru_cache(maxsize=1)
 def support_source() -> str:
     return (Path(__file__).with_name("kernel_support.py")).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def support_code() -> CodeType:
+    """kernel_support compiled (~8 ms): the fork server does it once for every kernel it forks."""
+    return compile(support_source(), SUPPORT_FILENAME, "exec")
 
 
 # ---- static analysis of cell sources -------------------------------------------------------------
@@ -205,17 +216,27 @@ def _support_call(registry: str, method: str, *args: object) -> str:
     return f"__import__('sys').modules[{registry!r}].{method}({rendered})"
 
 
-def setup_expression(registry: str, preimports: list[str], nonce: str) -> str:
-    """A single expression that loads kernel_support as a private module and installs it."""
+def setup_expression(registry: str, preimports: list[str], nonce: str, *, forked_kernel: bool = False) -> str:
+    """A single expression that loads kernel_support as a private module and installs it.
+
+    A kernel forked from the fork server already holds this module and the compiled support code
+    (no student code has run in it yet); any other kernel gets the source.
+    """
     install = f"m._install({registry!r}, {json.dumps(preimports)}, {json.dumps(list(PROTECTED_PACKAGES))}, {nonce!r})"
-    return (
-        f"(lambda m: (exec(compile({support_source()!r}, '<grader-support>', 'exec'), m.__dict__), "
-        f"{install})[1])(__import__('types').ModuleType('_grader_support'))"
-    )
+    if forked_kernel:
+        code = f"__import__('sys').modules[{__name__!r}].support_code()"
+    else:
+        code = f"compile({support_source()!r}, {SUPPORT_FILENAME!r}, 'exec')"
+    return f"(lambda m: (exec({code}, m.__dict__), {install})[1])(__import__('types').ModuleType('_grader_support'))"
 
 
 def build_plan(
-    nb: NotebookNode, solution_names: set[str], *, mutation_runs: bool = True, guard: bool = True
+    nb: NotebookNode,
+    solution_names: set[str],
+    *,
+    mutation_runs: bool = True,
+    guard: bool = True,
+    forked_kernel: bool = False,
 ) -> Plan:
     """Interleave the notebook's code cells with guard, mutation and canary steps.
 
@@ -233,7 +254,9 @@ def build_plan(
     plan.steps.append(
         Step(
             "setup",
-            call=setup_expression(registry, imported_modules(instructor_sources), nonce),
+            call=setup_expression(
+                registry, imported_modules(instructor_sources), nonce, forked_kernel=forked_kernel
+            ),
             expect=nonce,
         )
     )

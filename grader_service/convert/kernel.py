@@ -38,6 +38,7 @@ from queue import Empty
 from typing import Any
 
 import zmq
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
@@ -45,11 +46,15 @@ from nbclient.exceptions import DeadKernelError
 from nbclient.util import ensure_async
 from nbformat import NotebookNode
 from nbformat.v4 import output_from_msg
+from traitlets import DottedObjectName, Type
 
 from . import processes
 from .forked_kernel import ForkProvisioner, KernelLauncher
 
 KERNEL_NAME = "grader-python"
+
+# The user expression a cell's request carries a grader check under (see `GradingClient.run_cell`).
+CARRIED_EXPRESSION = "grader"
 
 # Environment variables passed through to the kernel; everything else (tokens, service config,
 # paths that would point the student at the instructor's files) is dropped.
@@ -72,6 +77,9 @@ class CellRecord:
     truncated: bool = False
     iopub_incomplete: bool = False
     duration: float = 0.0
+    # The result of the grader check carried by this cell's request (see `run_cell`); None when
+    # nothing was carried or the kernel did not evaluate it (it skips them after an error).
+    carried: tuple[str, str | None] | None = None
 
     @property
     def failed(self) -> bool:
@@ -91,6 +99,13 @@ def _payload_size(content: dict[str, Any]) -> int:
     for line in content.get("traceback") or []:
         size += len(line)
     return size + len(content.get("evalue", "") or "")
+
+
+def _expression_result(result: dict[str, Any]) -> tuple[str, str | None]:
+    """(status, text/plain) of one evaluated user expression."""
+    if result.get("status") != "ok":
+        return "error", f"{result.get('ename')}: {result.get('evalue')}"
+    return "ok", _text_plain(result)
 
 
 def _text_plain(content: dict[str, Any]) -> str:
@@ -296,14 +311,29 @@ class GradingClient(NotebookClient):
     # ---- running steps -----------------------------------------------------------------------
 
     async def run_cell(
-        self, cell: NotebookNode, index: int, timeout: float, execution_count: int
+        self,
+        cell: NotebookNode,
+        index: int,
+        timeout: float,
+        execution_count: int,
+        carry: str | None = None,
     ) -> CellRecord:
-        """Execute one code cell; never raises for anything the cell itself does."""
+        """Execute one code cell; never raises for anything the cell itself does.
+
+        `carry` is a grader check (an expression, as for `run_internal`) sent as a user expression
+        of this cell's request: the kernel evaluates it right after the cell's code, exactly where
+        a separate request would have, and saves a round trip. Its result is `rec.carried`, or
+        None if the cell failed (the kernel then skips user expressions) and it must be sent alone.
+        """
         self.current_index = index
         self.current_timeout = max(0.1, timeout)
         rec = self.record(index)
         rec.status = "ok"
+        rec.carried = None
         self._last_reply_error = None
+        self._last_carried = None
+        assert isinstance(self.kc, GradingKernelClient)
+        self.kc.carry = carry
         started = time.monotonic()
         try:
             await self.async_execute_cell(cell, index, execution_count=execution_count)
@@ -313,8 +343,11 @@ class GradingClient(NotebookClient):
             rec.status = "unresponsive"
         finally:
             rec.duration = time.monotonic() - started
+            self.kc.carry = None
         if rec.status in ("ok", "timeout"):
             rec.reply_error = self._last_reply_error
+        if rec.status == "ok" and rec.reply_error is None:
+            rec.carried = self._last_carried
         if rec.truncated:
             cell.outputs.append(
                 output_from_msg(
@@ -334,6 +367,7 @@ class GradingClient(NotebookClient):
         return rec
 
     _last_reply_error: tuple[str, str] | None = None
+    _last_carried: tuple[str, str | None] | None = None
 
     async def _check_raise_for_error(
         self, cell: NotebookNode, cell_index: int, exec_reply: dict[str, Any] | None
@@ -346,6 +380,9 @@ class GradingClient(NotebookClient):
             )
         else:
             self._last_reply_error = None
+            carried = (content.get("user_expressions") or {}).get(CARRIED_EXPRESSION)
+            if isinstance(carried, dict):
+                self._last_carried = _expression_result(carried)
 
     async def run_internal(self, expression: str, timeout: float) -> tuple[str, str | None]:
         """Evaluate `expression` silently (no history, no cell events); return (status, text/plain).
@@ -376,10 +413,7 @@ class GradingClient(NotebookClient):
             content = msg.get("content") or {}
             if content.get("status") != "ok":
                 return "error", f"{content.get('ename')}: {content.get('evalue')}"
-            result = (content.get("user_expressions") or {}).get("r") or {}
-            if result.get("status") != "ok":
-                return "error", f"{result.get('ename')}: {result.get('evalue')}"
-            return "ok", _text_plain(result)
+            return _expression_result((content.get("user_expressions") or {}).get("r") or {})
 
 
 def _settled_at_once(method: Any) -> Any:
@@ -405,6 +439,29 @@ def _settled_at_once(method: Any) -> Any:
     return wrapper
 
 
+class GradingKernelClient(AsyncKernelClient):
+    """jupyter_client's client, able to carry one grader check on the next cell it sends."""
+
+    carry: str | None = None
+
+    def execute(
+        self,
+        code: str,
+        silent: bool = False,
+        store_history: bool = True,
+        user_expressions: dict[str, Any] | None = None,
+        allow_stdin: bool | None = None,
+        stop_on_error: bool = True,
+        **kwargs: Any,
+    ) -> str:
+        if self.carry is not None and not silent:
+            user_expressions = {**(user_expressions or {}), CARRIED_EXPRESSION: self.carry}
+            self.carry = None
+        return super().execute(
+            code, silent, store_history, user_expressions, allow_stdin, stop_on_error, **kwargs
+        )
+
+
 class GradingKernelManager(AsyncKernelManager):
     """jupyter_client's manager without its fixed waits.
 
@@ -412,6 +469,9 @@ class GradingKernelManager(AsyncKernelManager):
     few ms, so whether it is gone is checked every 5 ms (not 100); and starting and shutting down
     do not end with jupyter_client's 10 ms sleeps.
     """
+
+    client_class = DottedObjectName(f"{__name__}.GradingKernelClient")
+    client_factory = Type(GradingKernelClient, klass=AsyncKernelClient)
 
     start_kernel = _settled_at_once(AsyncKernelManager.start_kernel.__wrapped__)
     shutdown_kernel = _settled_at_once(AsyncKernelManager.shutdown_kernel.__wrapped__)

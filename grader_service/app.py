@@ -270,7 +270,10 @@ class GraderService(Application):
 
     def record_identity(self, session: Session, identity: Identity) -> User:
         """The User row for an authenticated caller, created on first sight and kept current."""
-        user = session.scalars(select(User).where(User.name == identity.name)).one_or_none()
+        if identity.user_id is not None:
+            user = session.get(User, identity.user_id)  # in the session already: no query
+        else:
+            user = session.scalars(select(User).where(User.name == identity.name)).one_or_none()
         if user is None:
             user = User(name=identity.name, display_name=identity.display_name, admin=identity.admin)
             session.add(user)

@@ -72,12 +72,15 @@ def test_fair_order_round_robin_and_regrades_last(db_url: str, tmp_path: Path) -
         stats = queue_stats(session)
     assert stats["queued"] == 5 and stats["running"] == 0 and stats["oldest_queued_seconds"] >= 0
     s = scheduler(service)
-    order = [s.claim() for _ in range(6)]
+    order = [task.job_id if (task := s.claim()) else None for _ in range(6)]
     assert order == [a1, b1, a2, a3, regrade, None]
     with service.session_factory() as session:
         jobs = session.query(GradingJob).all()
         assert {j.state for j in jobs} == {"running"} and {j.attempts for j in jobs} == {1}
         assert {j.worker for j in jobs} == {s.worker_id}
+        # The claim's transaction also marks the submission running and names the job's runner.
+        assert {j.submission.auto_status for j in jobs} == {"running"}
+        assert all(j.runner_name for j in jobs)
 
 
 def test_enqueue_reuses_a_waiting_job(db_url: str, tmp_path: Path) -> None:
@@ -101,8 +104,8 @@ def test_concurrent_claims_never_share_a_job(db_url: str, tmp_path: Path) -> Non
         other = make_service(db_url, tmp_path)
         s = scheduler(other)
         barrier.wait()
-        while (job := s.claim()) is not None:
-            claimed[k].append(job)
+        while (task := s.claim()) is not None:
+            claimed[k].append(task.job_id)
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
     for t in threads:
@@ -123,7 +126,7 @@ def test_expired_lease_is_requeued_then_fails_after_max_attempts(db_url: str, tm
     s = scheduler(service)
     s.max_attempts = 2
     for attempt in (1, 2):
-        assert s.claim() == job_id
+        assert s.claim().job_id == job_id
         with service.session_factory() as session:
             session.get(GradingJob, job_id).lease_expires_at = utcnow() - timedelta(seconds=1)
             session.commit()

@@ -40,4 +40,6 @@ class TokenAuthenticator(Authenticator):
         if row.last_used_at is None or now - row.last_used_at > timedelta(seconds=self.last_used_resolution):
             session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
             session.commit()
-        return Identity(name=row.user.name, admin=row.admin, display_name=row.user.display_name)
+        return Identity(
+            name=row.user.name, admin=row.admin, display_name=row.user.display_name, user_id=row.user.id
+        )

@@ -183,70 +183,91 @@ class Scheduler(LoggingConfigurable):
         ).all()
         return [row[0] for row in rows]
 
-    def claim(self) -> int | None:
-        """Mark the best queued job as ours; return its id."""
+    def claim(self) -> GradingTask | None:
+        """Take the best queued job: mark it and its submission running, as ours; its task.
+
+        One transaction, one commit: the claim, everything the worker needs to know about the job,
+        and the submission's new status.
+        """
         with self.service.session_factory() as session:
-            candidates = self._candidates(session)
-            if not candidates:
+            job_id = self._claim_in(session)
+            if job_id is None:
+                session.rollback()
                 return None
-            lease = utcnow() + timedelta(seconds=self.lease_seconds)
-            values = dict(
-                state="running",
-                worker=self.worker_id,
-                lease_expires_at=lease,
-                started_at=utcnow(),
-                attempts=GradingJob.attempts + 1,
-                executor=self.executor.name,
+            task = self._task_of(session, job_id)
+            assert task is not None  # just claimed, in this transaction
+            session.execute(
+                update(Submission).where(Submission.id == task.submission_id).values(auto_status="running")
             )
-            if self.is_postgres:
-                locked = session.scalars(
-                    select(GradingJob.id)
-                    .where(GradingJob.id.in_(candidates), GradingJob.state == "queued")
-                    .with_for_update(skip_locked=True)
-                ).all()
-                if not locked:
-                    session.rollback()
-                    return None
-                job_id = min(locked, key=candidates.index)
-                session.execute(update(GradingJob).where(GradingJob.id == job_id).values(**values))
-                session.commit()
-                return job_id
-            for job_id in candidates:
-                result = session.execute(
-                    update(GradingJob)
-                    .where(GradingJob.id == job_id, GradingJob.state == "queued")
-                    .values(**values)
-                )
-                if result.rowcount == 1:
-                    session.commit()
-                    return job_id
-            session.rollback()
+            session.execute(
+                update(GradingJob)
+                .where(GradingJob.id == job_id)
+                .values(runner_name=self.executor.runner_name(task))
+            )
+            session.commit()
+        self.events.publish(
+            task.submission_id,
+            task.settings["assignment_id"],
+            {"submission": task.submission_id, "auto_status": "running", "job": task.job_id},
+        )
+        return task
+
+    def _claim_in(self, session: Session) -> int | None:
+        """Mark the best queued job as ours, uncommitted; its id."""
+        candidates = self._candidates(session)
+        if not candidates:
             return None
+        lease = utcnow() + timedelta(seconds=self.lease_seconds)
+        values = dict(
+            state="running",
+            worker=self.worker_id,
+            lease_expires_at=lease,
+            started_at=utcnow(),
+            attempts=GradingJob.attempts + 1,
+            executor=self.executor.name,
+        )
+        if self.is_postgres:
+            locked = session.scalars(
+                select(GradingJob.id)
+                .where(GradingJob.id.in_(candidates), GradingJob.state == "queued")
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not locked:
+                return None
+            job_id = min(locked, key=candidates.index)
+            session.execute(update(GradingJob).where(GradingJob.id == job_id).values(**values))
+            return job_id
+        for job_id in candidates:
+            result = session.execute(
+                update(GradingJob)
+                .where(GradingJob.id == job_id, GradingJob.state == "queued")
+                .values(**values)
+            )
+            if result.rowcount == 1:
+                return job_id
+        return None
 
     # --- workers ----------------------------------------------------------------------------------
 
     async def _worker(self, index: int) -> None:
         while not self._stopping:
             try:
-                job_id = self.claim()
+                task = self.claim()
             except Exception:
                 self.log.exception("Claiming a grading job failed")
-                job_id = None
-            if job_id is None:
+                task = None
+            if task is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
                 continue
             self._wake.set()  # there may be more: let an idle sibling look too
-            await self._process(job_id)
+            await self._process(task)
 
-    async def _process(self, job_id: int) -> None:
-        task = self._load_task(job_id)
-        if task is None:
-            return
+    async def _process(self, task: GradingTask) -> None:
+        job_id = task.job_id
         heartbeat = asyncio.create_task(self._heartbeat(job_id))
         try:
-            self._set_running(task)
             await self._stage(task)
             outcome = await self.executor.run(task)
             if outcome.graded:
@@ -264,48 +285,34 @@ class Scheduler(LoggingConfigurable):
 
     def _load_task(self, job_id: int) -> GradingTask | None:
         with self.service.session_factory() as session:
-            row = session.execute(
-                select(GradingJob, Submission, Assignment, Lecture, User)
-                .join(Submission, Submission.id == GradingJob.submission_id)
-                .join(Assignment, Assignment.id == Submission.assignment_id)
-                .join(Lecture, Lecture.id == Assignment.lecture_id)
-                .join(User, User.id == Submission.user_id)
-                .where(GradingJob.id == job_id)
-            ).one_or_none()
-            if row is None:
-                return None
-            job, submission, assignment, lecture, user = row
-            return GradingTask(
-                job_id=job.id,
-                submission_id=submission.id,
-                commit_hash=submission.commit_hash,
-                lecture=lecture.code,
-                assignment=assignment.name,
-                user=user.name,
-                job_dir=self.service.layout.job_dir(job.id),
-                settings={
-                    **self.executor.effective_settings(assignment.settings),
-                    "assignment_id": assignment.id,
-                    "user_id": user.id,
-                    "source_commit": assignment.source_commit,
-                },
-            )
+            return self._task_of(session, job_id)
 
-    def _set_running(self, task: GradingTask) -> None:
-        with self.service.session_factory() as session:
-            session.execute(
-                update(Submission).where(Submission.id == task.submission_id).values(auto_status="running")
-            )
-            session.execute(
-                update(GradingJob)
-                .where(GradingJob.id == task.job_id)
-                .values(runner_name=self.executor.runner_name(task))
-            )
-            session.commit()
-        self.events.publish(
-            task.submission_id,
-            task.settings["assignment_id"],
-            {"submission": task.submission_id, "auto_status": "running", "job": task.job_id},
+    def _task_of(self, session: Session, job_id: int) -> GradingTask | None:
+        row = session.execute(
+            select(GradingJob, Submission, Assignment, Lecture, User)
+            .join(Submission, Submission.id == GradingJob.submission_id)
+            .join(Assignment, Assignment.id == Submission.assignment_id)
+            .join(Lecture, Lecture.id == Assignment.lecture_id)
+            .join(User, User.id == Submission.user_id)
+            .where(GradingJob.id == job_id)
+        ).one_or_none()
+        if row is None:
+            return None
+        job, submission, assignment, lecture, user = row
+        return GradingTask(
+            job_id=job.id,
+            submission_id=submission.id,
+            commit_hash=submission.commit_hash,
+            lecture=lecture.code,
+            assignment=assignment.name,
+            user=user.name,
+            job_dir=self.service.layout.job_dir(job.id),
+            settings={
+                **self.executor.effective_settings(assignment.settings),
+                "assignment_id": assignment.id,
+                "user_id": user.id,
+                "source_commit": assignment.source_commit,
+            },
         )
 
     async def _stage(self, task: GradingTask) -> None:

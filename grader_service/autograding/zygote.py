@@ -125,10 +125,11 @@ def _warm_up_kernel_provisioning() -> None:
 
 
 def _warm_up_grader_support() -> None:
-    """Compile the code the grader installs in every kernel: forked kernels inherit it compiled."""
-    from ..convert import guard
+    """Compile the code the grader installs in every kernel, and build the grader's CLI parser."""
+    from ..convert import cli, guard
 
     guard.support_code()
+    cli.build_parser()
 
 
 class Zygote:

@@ -9,6 +9,7 @@ Exit codes: 0 done (for autograde: graded, whatever the score), 1 validate found
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -38,7 +39,9 @@ def _positive(value: str) -> float:
     return number
 
 
+@functools.lru_cache(maxsize=1)
 def build_parser() -> argparse.ArgumentParser:
+    """The CLI's parser; built once (the fork server builds it for every grader it forks)."""
     parser = argparse.ArgumentParser(prog="grader-convert", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="WARNING", help="logging level for stderr (default WARNING)")
     sub = parser.add_subparsers(dest="command", required=True)

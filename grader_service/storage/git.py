@@ -1,17 +1,24 @@
 """Git repositories holding uploaded sources, released versions and submissions.
 
-A submission is on the service's hot path, and every git process costs a fork/exec on the event
-loop's watch, so the hot paths spawn as few as possible:
+A submission is on the service's hot path, and every git process costs a fork/exec of the whole
+service process plus git's own start-up, so the hot paths spawn none; what they do is done in
+Python, by git's own rules and file formats, so git reads and writes the same repositories:
 
-- Commits are written in Python, as loose objects straight into `objects/xx/...` (blobs, trees,
-  then the commit), built by the same rules as `git add --all --force .` + `write-tree` +
-  `commit-tree -m`, so the hashes are the ones git itself would produce. No working tree, index,
-  user config or hooks are involved, and the branch is not moved.
-- `head` reads the branch's ref file (or `packed-refs`) in Python, and a new repository costs one
-  `git init`, its settings appended to the config file in Python.
-- Git stays the reader (archive, ls-tree) and the only ref-mover: a branch moves with an explicit
-  compare-and-swap `update-ref` once the caller has decided the commit is to be kept, and git's
-  lock files make that safe against anything else touching the repository.
+- Commits are written as loose objects straight into `objects/xx/...` (blobs, trees, then the
+  commit), built by the same rules as `git add --all --force .` + `write-tree` + `commit-tree -m`,
+  so the hashes are the ones git itself would produce. No working tree, index, user config or hooks
+  are involved, and the branch is not moved.
+- A new repository is the few files and directories `git init --bare --template=` writes, plus our
+  settings, built under a temporary name and renamed into place.
+- `head` reads the branch's ref file (or `packed-refs`), and `update_branch` moves it with git's
+  lock-file protocol: a compare-and-swap under `refs/heads/main.lock`, which git itself honours and
+  creates, so it stays safe against anything else touching the repository.
+- `export` reads loose objects (checked against their names) and writes the files as `git archive`
+  + tarfile's "data" filter would. A packed repository (after `git gc`), `.gitattributes` (which
+  git archive obeys) or anything else unexpected is handed to git for the whole export.
+
+Git stays for the rare paths (zip download, file listing, deleting the branch): there it costs
+little and saves reimplementing pack files.
 
 Blocking file work runs in a thread (`asyncio.to_thread`) and git runs as an asyncio subprocess,
 so the event loop never waits on disk.
@@ -41,6 +48,9 @@ _SHA = re.compile(r"[0-9a-f]{40}")
 # Appended to a new repository's config (git config files may repeat a section): no hooks ever run,
 # and no automatic gc, which would otherwise start inside a request.
 _SETTINGS = f"[core]\n\thooksPath = {os.devnull}\n[gc]\n\tauto = 0\n"
+# What `git init --bare` writes on a file system with modes, symbolic links and case-sensitive
+# names (which the service needs anyway; git would add `symlinks = false` or `ignorecase = true`).
+_GIT_INIT_CONFIG = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
 
 
 class GitError(RuntimeError):
@@ -70,34 +80,36 @@ async def git(*args: str) -> bytes:
 
 
 async def ensure_repo(repo: Path) -> None:
-    """Create a bare repository if it does not exist yet.
-
-    One `git init`, then the settings appended to its config in Python. The repository is built
-    under a temporary name and renamed into place, so it either does not exist or is complete
-    (never without its settings after a crash, never with them appended twice by a race).
-    """
+    """Create a bare repository if it does not exist yet (see `_init_repo`)."""
     if (repo / "HEAD").exists():
         return
+    await asyncio.to_thread(_init_repo, repo)
+
+
+def _init_repo(repo: Path) -> None:
+    """Write what `git init --quiet --bare --template= --initial-branch=main` writes (no template:
+    git's sample hooks and description would be copied only to never run), with `_SETTINGS`
+    appended to the config, as the service did when it ran that command.
+
+    The repository is built under a temporary name and renamed into place, so it either does not
+    exist or is complete (never without its settings after a crash, never half-made for a racing
+    creator, whose rename then fails and who finds ours).
+    """
     repo.parent.mkdir(parents=True, exist_ok=True)
     tmp = repo.with_name(f".{repo.name}.init-{secrets.token_hex(6)}")
     try:
-        # No template: git's sample hooks and description would be copied only to never run.
-        await git("init", "--quiet", "--bare", "--template=", "--initial-branch=main", str(tmp))
-        await asyncio.to_thread(_configure_and_publish, tmp, repo)
-    except BaseException:
-        await asyncio.to_thread(shutil.rmtree, tmp, True)
-        raise
-
-
-def _configure_and_publish(tmp: Path, repo: Path) -> None:
-    with open(tmp / "config", "a", encoding="utf-8") as f:
-        f.write(_SETTINGS)
-    try:
-        os.rename(tmp, repo)
-    except OSError:
-        if not (repo / "HEAD").exists():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # someone else created it meanwhile
+        for directory in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
+            (tmp / directory).mkdir(parents=True)
+        (tmp / "HEAD").write_bytes(b"ref: %s\n" % BRANCH.encode())
+        (tmp / "config").write_text(_GIT_INIT_CONFIG + _SETTINGS, encoding="utf-8")
+        try:
+            os.rename(tmp, repo)
+        except OSError:
+            if not (repo / "HEAD").exists():
+                raise
+            # Someone else created it meanwhile: theirs is as good.
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def head(repo: Path) -> str | None:
@@ -275,8 +287,83 @@ def _write_object(objects: Path, kind: bytes, body: bytes) -> bytes:
 
 
 async def update_branch(repo: Path, new: str, old: str | None) -> None:
-    """Move the branch to `new` only if it still points at `old` (None: must not exist)."""
-    await git("--git-dir", str(repo), "update-ref", BRANCH, new, old or "0" * 40)
+    """Move the branch to `new` only if it still points at `old` (None: must not exist).
+
+    As `git update-ref refs/heads/main new old` does it, in Python (see `_compare_and_swap`), for
+    a commit stored loose, as `commit_directory` leaves it; anything else (a packed commit, a name
+    other than a full commit id) is left to git, which also reads packs and resolves names.
+    """
+    ids = _SHA.fullmatch(new) and (old is None or _SHA.fullmatch(old))
+    if not (ids and await asyncio.to_thread(_compare_and_swap, repo, new, old)):
+        await git("--git-dir", str(repo), "update-ref", BRANCH, new, old or "0" * 40)
+
+
+# git's core.filesRefLockTimeout default: a locked ref is retried for this long before giving up.
+_REF_LOCK_TIMEOUT = 0.1
+
+
+def _compare_and_swap(repo: Path, new: str, old: str | None) -> bool:
+    """Git's protocol for moving a loose ref, so git and this interleave safely: whoever creates
+    `<ref>.lock` (O_EXCL) owns the ref until the lock is renamed over it or removed; the owner reads
+    the current value (loose ref, else packed-refs, as `git pack-refs` also takes the ref's lock
+    before deleting a loose ref), compares, writes the new value into the lock and renames it into
+    place. No reflog: bare repositories keep none (core.logAllRefUpdates is false for them).
+
+    False, with nothing done, if `new` is not a loose commit (git then decides) or the branch has a
+    reflog after all (someone enabled it; git then writes it).
+    """
+    found = _read_loose(repo / "objects", new)
+    if found is None or (repo / "logs" / BRANCH).exists():
+        return False
+    if found[0] != b"commit":
+        raise GitError(f"{new} is a {found[0].decode(errors='replace')}, not a commit")
+    ref = repo / BRANCH
+    lock = ref.with_name(ref.name + ".lock")
+    fd = _create_lock(lock)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            current = _read_branch(repo)
+            if current != old:
+                raise GitError(f"cannot lock ref {BRANCH!r}: is at {current} but expected {old}")
+            f.write(new.encode() + b"\n")
+        os.rename(lock, ref)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)  # still ours: nobody else can create it while it exists
+        raise
+    return True
+
+
+def _create_lock(lock: Path) -> int:
+    """Create `lock` exclusively, retrying a held one for `_REF_LOCK_TIMEOUT` with git's growing
+    back-off, as git does, so a short-lived holder (git or us) does not fail the update."""
+    deadline = time.monotonic() + _REF_LOCK_TIMEOUT
+    attempt = 0
+    while True:
+        try:
+            return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileNotFoundError:
+            lock.parent.mkdir(exist_ok=True)  # refs/heads removed: git recreates it too
+            continue
+        except FileExistsError:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise GitError(
+                    f"Unable to create '{lock}': File exists. Another git process seems to be running"
+                ) from None
+            time.sleep(min(attempt * attempt / 1000, remaining))
+
+
+async def revert_branch(repo: Path, new: str, old: str | None) -> None:
+    """Undo `update_branch(repo, new, old)` when the database refused to record the commit.
+
+    Deleting the branch is left to git, which must also remove it from packed-refs.
+    """
+    if old is None:
+        await git("--git-dir", str(repo), "update-ref", "-d", BRANCH, new)
+    else:
+        await update_branch(repo, old, new)
 
 
 async def archive_zip(repo: Path, commit: str) -> bytes:
@@ -284,10 +371,23 @@ async def archive_zip(repo: Path, commit: str) -> bytes:
     return await git("--git-dir", str(repo), "archive", "--format=zip", commit)
 
 
-async def export(repo: Path, commit: str, dest: Path) -> None:
-    """Write the commit's files into `dest` (which must exist).
+async def list_files(repo: Path, commit: str) -> list[str]:
+    out = await git("--git-dir", str(repo), "ls-tree", "-r", "-z", "--name-only", commit)
+    return [name for name in out.decode().split("\0") if name]
 
-    git writes the tar archive and a thread unpacks it, rather than a `tar` process. The "data"
+
+async def export(repo: Path, commit: str, dest: Path) -> None:
+    """Write the commit's files into `dest` (which must exist), as `_export_with_git` does.
+
+    Read in Python from the loose objects when all are loose, by a thread which reads the whole
+    tree before writing anything; otherwise by git, for the whole export, never mixing the two.
+    """
+    if not await asyncio.to_thread(_export_loose, repo, commit, dest):
+        await _export_with_git(repo, commit, dest)
+
+
+async def _export_with_git(repo: Path, commit: str, dest: Path) -> None:
+    """git writes the tar archive and a thread unpacks it, rather than a `tar` process. The "data"
     filter refuses members or links that would land outside `dest` and special files, and keeps
     no owner: files are 0644, or 0755 when executable, as `tar -x` gives with a 022 umask.
     """
@@ -303,17 +403,136 @@ def _extract(tar: bytes, dest: Path, commit: str) -> None:
         raise GitError(f"extracting {commit[:12]} failed: {e}") from e
 
 
-async def list_files(repo: Path, commit: str) -> list[str]:
-    out = await git("--git-dir", str(repo), "ls-tree", "-r", "-z", "--name-only", commit)
-    return [name for name in out.decode().split("\0") if name]
+class _NotLoose(Exception):
+    """An export git must do: an object is not stored loose, or the tree needs git's rules."""
 
 
-async def revert_branch(repo: Path, new: str, old: str | None) -> None:
-    """Undo `update_branch(repo, new, old)` when the database refused to record the commit."""
-    if old is None:
-        await git("--git-dir", str(repo), "update-ref", "-d", BRANCH, new)
-    else:
-        await git("--git-dir", str(repo), "update-ref", BRANCH, old, new)
+_MODE = re.compile(rb"[0-7]{1,6}")
+_DIR, _FILE, _EXECUTABLE, _LINK = 0o40000, 0o100644, 0o100755, 0o120000
+_COMMIT_TREE = re.compile(rb"tree ([0-9a-f]{40})\n")
+_COMMIT_TIME = re.compile(rb"^committer [^\n]*> (\d+) [+-]\d{4}$", re.MULTILINE)
+
+
+def _export_loose(repo: Path, commit: str, dest: Path) -> bool:
+    """Export from loose objects; False, with nothing written, if git must do it (`_NotLoose`)."""
+    if not _SHA.fullmatch(commit) or (repo / "info" / "attributes").exists():
+        return False
+    objects = repo / "objects"
+    try:
+        found = _read_loose(objects, commit)
+        if found is None or found[0] != b"commit":
+            raise _NotLoose  # not there, or a tree or tag, which git archive accepts too
+        headers = found[1].partition(b"\n\n")[0]
+        tree, when = _COMMIT_TREE.match(headers), _COMMIT_TIME.search(headers)
+        if tree is None or when is None:
+            raise _NotLoose  # git's own reading of a malformed commit decides
+        entries: list[tuple[bytes, int, bytes]] = []
+        _read_tree(objects, tree.group(1).decode(), b"", entries)
+    except _NotLoose:
+        return False
+    _write_entries(os.fsencode(dest), entries, int(when.group(1)))
+    return True
+
+
+def _read_loose(objects: Path, sha: str) -> tuple[bytes, bytes] | None:
+    """A loose object's kind and body, or None if it is not stored loose. Its content is checked
+    against its name: a damaged object is an error, never data."""
+    try:
+        with open(objects / sha[:2] / sha[2:], "rb") as f:
+            stored = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        raw = zlib.decompress(stored)
+    except zlib.error as e:
+        raise GitError(f"object {sha} is corrupt: {e}") from None
+    if hashlib.sha1(raw).hexdigest() != sha:
+        raise GitError(f"object {sha} is corrupt: its content has another hash")
+    header, _, body = raw.partition(b"\0")
+    kind, _, size = header.partition(b" ")
+    if size != b"%d" % len(body):
+        raise GitError(f"object {sha} is corrupt: bad header {header[:40]!r}")
+    return kind, body
+
+
+def _read_tree(objects: Path, sha: str, prefix: bytes, entries: list[tuple[bytes, int, bytes]]) -> None:
+    """Append the tree's entries to `entries` as `(path, mode, content)` in git archive's order
+    (a directory, then what it holds). A submodule link is an empty directory, as git archive
+    writes it; names the writer would refuse, or that would not stay in their directory, are
+    errors."""
+    found = _read_loose(objects, sha)
+    if found is None:
+        raise _NotLoose
+    if found[0] != b"tree":
+        raise GitError(f"{sha} is a {found[0].decode(errors='replace')}, not a tree")
+    body, pos, names = found[1], 0, set()
+    while pos < len(body):
+        space = body.find(b" ", pos)
+        nul = body.find(b"\0", space + 1)
+        if space < 0 or nul < 0 or nul + 21 > len(body) or not _MODE.fullmatch(body[pos:space]):
+            raise GitError(f"tree {sha} is malformed")
+        mode, name, child = int(body[pos:space], 8), body[space + 1 : nul], body[nul + 1 : nul + 21].hex()
+        pos = nul + 21
+        path = prefix + name
+        if name in (b"", b".", b"..") or b"/" in name or name in names:
+            raise GitError(f"tree {sha} has an invalid or repeated name {path[:200]!r}")
+        names.add(name)
+        if name == b".gitattributes":
+            raise _NotLoose  # git archive obeys its export-ignore and export-subst
+        if stat.S_ISDIR(mode) or mode == 0o160000:
+            _check_name(path, symlink=False)
+            entries.append((path, _DIR, b""))
+            if stat.S_ISDIR(mode):
+                _read_tree(objects, child, path + b"/", entries)
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            raise _NotLoose
+        _check_name(path, symlink=stat.S_ISLNK(mode))
+        blob = _read_loose(objects, child)
+        if blob is None:
+            raise _NotLoose
+        if blob[0] != b"blob":
+            raise GitError(f"{child} ({path[:200]!r}) is a {blob[0].decode(errors='replace')}, not a blob")
+        kind = _LINK if stat.S_ISLNK(mode) else _EXECUTABLE if mode & stat.S_IXUSR else _FILE
+        entries.append((path, kind, blob[1]))
+
+
+def _write_entries(dest: bytes, entries: list[tuple[bytes, int, bytes]], mtime: int) -> None:
+    """What `tarfile.extractall(dest, filter="data")` makes of git archive's tar, in the same
+    order: directories with the default mode, files 0644 or 0755, every file and directory dated
+    at the commit time, links as they are, but a link is refused (at its turn, against what is on
+    disk by then, as the filter checks it) if its target is absolute or resolves outside `dest`.
+    Nothing is followed through a link already in `dest`.
+    """
+    root = os.path.realpath(dest)
+    directories: list[bytes] = []
+    for path, kind, content in entries:
+        target = os.path.join(dest, path)
+        if kind == _DIR:
+            try:
+                os.mkdir(target)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(target).st_mode):
+                    raise GitError(f"{target!r} is in the way of a directory") from None
+            directories.append(target)
+        elif kind == _LINK:
+            if os.path.isabs(content) or not content or b"\0" in content:
+                raise GitError(f"link {path!r} points to {content[:200]!r}, which is refused")
+            resolved = os.path.realpath(os.path.join(root, os.path.dirname(path), content))
+            if os.path.commonpath([resolved, root]) != root:
+                raise GitError(f"link {path!r} points to {content!r}, outside the destination, refused")
+            if os.path.lexists(target):
+                os.unlink(target)
+            os.symlink(content, target)
+        else:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+                os.fchmod(fd, 0o755 if kind == _EXECUTABLE else 0o644)
+            os.utime(target, (mtime, mtime), follow_symlinks=False)
+    # Last, deepest first, as extractall does: writing into a directory changes its time.
+    for directory in sorted(directories, reverse=True):
+        os.utime(directory, (mtime, mtime))
 
 
 class RepoLocks:

@@ -1,0 +1,510 @@
+"""ensure_repo, update_branch and export done in Python, checked against real git.
+
+A new repository must be what `git init --bare --template=` makes, the branch must move by git's
+lock-file protocol (so git and the service interleave safely), and an export must give exactly
+the files that `git archive` + tarfile's "data" filter give, falling back to that for packed
+objects and refusing damaged ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import stat
+import subprocess
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from grader_service.storage import git as store
+
+from .test_git_objects import GIT_ENV, NOW, fixed_clock, run_git, write  # noqa: F401 (autouse fixture)
+
+
+def commit_files(repo: Path, files: Path, message: str = "m", parent: str | None = None) -> str:
+    return asyncio.run(store.commit_directory(repo, files, message, parent))
+
+
+def commit_chain(repo: Path, tmp_path: Path, count: int) -> list[str]:
+    """`count` commits, each the parent of the next, none on the branch."""
+    files = tmp_path / "chain-files"
+    commits: list[str] = []
+    for i in range(count):
+        write(files / "n.txt", f"{i}\n")
+        commits.append(commit_files(repo, files, f"c{i}", commits[-1] if commits else None))
+    return commits
+
+
+def update(repo: Path, new: str, old: str | None) -> None:
+    asyncio.run(store.update_branch(repo, new, old))
+
+
+def branch(repo: Path) -> str:
+    return run_git("--git-dir", repo, "rev-parse", "--verify", "--quiet", store.BRANCH, check=False)
+
+
+def snapshot(root: Path) -> dict[bytes, tuple[str, int, bytes, int]]:
+    """Every path under `root` (not followed through links): kind, mode, content and mtime."""
+    found: dict[bytes, tuple[str, int, bytes, int]] = {}
+    top = os.fsencode(root)
+    for directory, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            st = os.lstat(path)
+            rel = os.path.relpath(path, top)
+            if stat.S_ISLNK(st.st_mode):
+                found[rel] = ("link", 0, os.readlink(path), 0)
+            elif stat.S_ISDIR(st.st_mode):
+                found[rel] = ("dir", stat.S_IMODE(st.st_mode), b"", int(st.st_mtime))
+            else:
+                with open(path, "rb") as f:
+                    found[rel] = ("file", stat.S_IMODE(st.st_mode), f.read(), int(st.st_mtime))
+    return found
+
+
+def export_both(repo: Path, commit: str, tmp_path: Path) -> tuple[Path, Path]:
+    """`commit` exported by the Python reader (git archive forbidden) and by git archive + tarfile."""
+    new, old = tmp_path / "export-new", tmp_path / "export-old"
+    new.mkdir(parents=True)
+    old.mkdir(parents=True)
+    assert store._export_loose(repo, commit, new), "not exported from the loose objects"
+    asyncio.run(store._export_with_git(repo, commit, old))
+    return new, old
+
+
+def loose_objects(repo: Path) -> list[Path]:
+    return [p for p in (repo / "objects").glob("??/*") if len(p.parent.name) == 2]
+
+
+def no_lock_left(repo: Path) -> bool:
+    return not (repo / f"{store.BRANCH}.lock").exists()
+
+
+# ensure_repo
+
+
+def test_ensure_repo_writes_what_git_init_writes(tmp_path: Path) -> None:
+    ours, gits = tmp_path / "ours.git", tmp_path / "gits.git"
+    asyncio.run(store.ensure_repo(ours))
+    run_git("init", "--quiet", "--bare", "--template=", "--initial-branch=main", gits)
+
+    def layout(repo: Path) -> dict[str, tuple[bool, int]]:
+        return {
+            str(p.relative_to(repo)): (p.is_dir(), stat.S_IMODE(p.stat().st_mode)) for p in repo.rglob("*")
+        }
+
+    assert layout(ours) == layout(gits)
+    assert stat.S_IMODE(ours.stat().st_mode) == stat.S_IMODE(gits.stat().st_mode)
+    assert (ours / "HEAD").read_bytes() == (gits / "HEAD").read_bytes() == b"ref: refs/heads/main\n"
+    # The bytes the service wrote when it ran `git init` and appended its settings.
+    assert (ours / "config").read_text() == (gits / "config").read_text() + store._SETTINGS
+    listed = run_git("--git-dir", ours, "config", "--list").splitlines()
+    assert listed == run_git("--git-dir", gits, "config", "--list").splitlines() + [
+        f"core.hookspath={os.devnull}",
+        "gc.auto=0",
+    ]
+    assert "core.bare=true" in listed
+    assert run_git("--git-dir", ours, "symbolic-ref", "HEAD") == store.BRANCH
+    assert run_git("--git-dir", ours, "rev-parse", "--is-bare-repository") == "true"
+    run_git("--git-dir", ours, "fsck", "--strict")
+
+
+def test_ensure_repo_then_commit_is_seen_by_git(tmp_path: Path) -> None:
+    repo, files = tmp_path / "a" / "b" / "1.git", tmp_path / "files"
+    write(files / "nb.ipynb", "{}\n")
+
+    async def scenario() -> str:
+        # Racing creators, each in its own thread: one rename wins, the others find its repository.
+        await asyncio.gather(*(store.ensure_repo(repo) for _ in range(8)))
+        commit = await store.commit_directory(repo, files, "first", None)
+        await store.update_branch(repo, commit, None)
+        return commit
+
+    commit = asyncio.run(scenario())
+    assert os.listdir(repo.parent) == ["1.git"]
+    assert run_git("--git-dir", repo, "rev-parse", store.BRANCH) == commit
+    assert run_git("--git-dir", repo, "log", "--format=%H %s") == f"{commit} first"
+    run_git("--git-dir", repo, "fsck", "--strict", "--no-dangling")
+
+
+# update_branch
+
+
+def test_update_branch_is_a_compare_and_swap(tmp_path: Path) -> None:
+    repo = tmp_path / "r.git"
+    c1, c2, c3 = commit_chain(repo, tmp_path, 3)
+
+    update(repo, c1, None)
+    assert branch(repo) == c1 and (repo / store.BRANCH).read_text() == f"{c1}\n"
+    for new, old in ((c2, None), (c2, c3), (c2, c2)):
+        with pytest.raises(store.GitError):
+            update(repo, new, old)
+        assert branch(repo) == c1 and no_lock_left(repo)
+    update(repo, c2, c1)
+    assert branch(repo) == c2 and no_lock_left(repo)
+    asyncio.run(store.revert_branch(repo, c2, c1))
+    assert branch(repo) == c1
+    asyncio.run(store.revert_branch(repo, c1, None))  # deletion: git
+    assert branch(repo) == "" and no_lock_left(repo)
+    with pytest.raises(store.GitError):
+        update(repo, c2, c1)  # the branch is gone: c1 is no longer there to swap
+    assert branch(repo) == "" and no_lock_left(repo)
+    # What git itself would refuse: a non-commit on a branch.
+    tree = run_git("--git-dir", repo, "rev-parse", f"{c1}^{{tree}}")
+    with pytest.raises(store.GitError):
+        update(repo, tree, None)
+    assert run_git("--git-dir", repo, "update-ref", store.BRANCH, tree, "0" * 40, check=False) == ""
+    assert branch(repo) == "" and no_lock_left(repo)
+    run_git("--git-dir", repo, "fsck", "--strict", "--no-dangling")
+
+
+def test_update_branch_respects_a_held_lock_and_git_respects_ours(tmp_path: Path) -> None:
+    repo = tmp_path / "r.git"
+    c1, c2 = commit_chain(repo, tmp_path, 2)
+    update(repo, c1, None)
+    lock = repo / f"{store.BRANCH}.lock"
+    lock.write_text("held by someone else\n")
+    before = lock.stat()
+    with pytest.raises(store.GitError, match="File exists"):
+        update(repo, c2, c1)
+    assert lock.read_text() == "held by someone else\n" and lock.stat().st_ino == before.st_ino
+    assert branch(repo) == c1
+    # The same lock stops git: it is the one git takes.
+    proc = subprocess.run(
+        ["git", "--git-dir", repo, "update-ref", store.BRANCH, c2, c1],
+        env={**os.environ, **GIT_ENV},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "main.lock" in proc.stderr
+    lock.unlink()
+    # A lock released within git's retry time (100 ms) is waited for, as git waits.
+    lock.write_text("")
+    threading.Timer(0.03, lock.unlink).start()
+    update(repo, c2, c1)
+    assert branch(repo) == c2 and no_lock_left(repo)
+    # git moves the branch and we swap against what git wrote.
+    run_git("--git-dir", repo, "update-ref", store.BRANCH, c1, c2)
+    update(repo, c2, c1)
+    assert branch(repo) == c2 and no_lock_left(repo)
+
+
+def test_update_branch_against_packed_refs(tmp_path: Path) -> None:
+    repo = tmp_path / "r.git"
+    c1, c2, c3 = commit_chain(repo, tmp_path, 3)
+    update(repo, c1, None)
+    run_git("--git-dir", repo, "pack-refs", "--all")
+    assert not (repo / store.BRANCH).exists() and c1 in (repo / "packed-refs").read_text()
+    for new, old in ((c2, None), (c2, c3)):
+        with pytest.raises(store.GitError):
+            update(repo, new, old)
+        assert branch(repo) == c1 and no_lock_left(repo)
+    update(repo, c2, c1)  # the loose ref now hides the packed one, as git leaves it
+    assert (repo / store.BRANCH).read_text() == f"{c2}\n" and branch(repo) == c2
+    asyncio.run(store.revert_branch(repo, c2, c1))
+    assert branch(repo) == c1
+    run_git("--git-dir", repo, "pack-refs", "--all")
+    asyncio.run(store.revert_branch(repo, c1, None))
+    assert branch(repo) == "" and store.BRANCH not in (repo / "packed-refs").read_text()
+    # After `git gc` the commits are packed, not loose: git moves the branch then.
+    run_git("--git-dir", repo, "update-ref", store.BRANCH, c3, "0" * 40)
+    run_git("--git-dir", repo, "gc", "--quiet", "--prune=now")
+    assert not loose_objects(repo) and not (repo / store.BRANCH).exists()
+    update(repo, c1, c3)
+    assert branch(repo) == c1
+    with pytest.raises(store.GitError):
+        update(repo, c2, c3)
+    assert branch(repo) == c1 and no_lock_left(repo)
+    run_git("--git-dir", repo, "fsck", "--strict", "--no-dangling")
+
+
+def test_concurrent_updates_from_the_same_old_one_wins(tmp_path: Path) -> None:
+    repo = tmp_path / "r.git"
+    files = tmp_path / "files"
+    base = commit_chain(repo, tmp_path, 1)[0]
+    candidates = []
+    for i in range(8):
+        write(files / "f", f"{i}\n")
+        candidates.append(commit_files(repo, files, f"candidate {i}", base))
+
+    async def racing_tasks(old: str | None) -> list[BaseException | None]:
+        return await asyncio.gather(
+            *(store.update_branch(repo, c, old) for c in candidates), return_exceptions=True
+        )
+
+    results = asyncio.run(racing_tasks(None))
+    winners = [c for c, r in zip(candidates, results, strict=True) if r is None]
+    assert len(winners) == 1 and branch(repo) == winners[0] and no_lock_left(repo)
+    assert all(isinstance(r, store.GitError) for r in results if r is not None)
+
+    # Plain threads, all released at once, swapping from the same old value (to another value:
+    # swapping the value for itself succeeds, as in git, whenever it comes first).
+    current = winners[0]
+    others = [c for c in candidates if c != current]
+    barrier = threading.Barrier(len(others))
+
+    def attempt(new: str) -> bool:
+        barrier.wait()
+        try:
+            return store._compare_and_swap(repo, new, current)
+        except store.GitError:
+            return False
+
+    with ThreadPoolExecutor(len(others)) as pool:
+        won = list(pool.map(attempt, others))
+    assert won.count(True) == 1 and branch(repo) == others[won.index(True)] and no_lock_left(repo)
+
+
+def test_update_branch_interleaves_with_git_update_ref(tmp_path: Path) -> None:
+    """Python threads and git processes race to advance the branch one commit at a time, each
+    swapping from the value it read: every step must be taken exactly once, whoever takes it."""
+    repo = tmp_path / "r.git"
+    chain = commit_chain(repo, tmp_path, 30)
+    update(repo, chain[0], None)
+    successes: list[str] = []
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")}, **GIT_ENV}
+
+    def worker(use_git: bool) -> None:
+        while (current := store._read_branch(repo)) != chain[-1]:
+            new = chain[chain.index(current) + 1]
+            if use_git:
+                args = ["git", "--git-dir", str(repo), "update-ref", store.BRANCH, new, current]
+                ok = subprocess.run(args, env=env, capture_output=True).returncode == 0
+            else:
+                try:
+                    asyncio.run(store.update_branch(repo, new, current))
+                    ok = True
+                except store.GitError:
+                    ok = False
+            if ok:
+                successes.append(new)
+
+    threads = [threading.Thread(target=worker, args=(i % 2 == 0,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(successes, key=chain.index) == chain[1:]  # each step once, none twice
+    assert branch(repo) == chain[-1] and no_lock_left(repo)
+
+
+# export
+
+
+def exportable_tree(root: Path) -> None:
+    write(root / "nb.ipynb", '{"cells": []}\n')
+    write(root / "run.sh", "#!/bin/sh\necho hi\n", 0o755)
+    write(root / "owner-exec", "x\n", 0o700)
+    write(root / "empty.txt", b"")
+    write(root / "deep" / "er" / "est" / "data.bin", os.urandom(50_000))
+    write(root / "deep" / "sibling.txt", "s\n")
+    write(root / "ünïcødé" / "日本語.txt", "ü\n", 0o600)
+    write(root / "with space" / "a file.txt", " \n")
+    write(root / "back\\slash", "\\\n")
+    os.symlink("deep/er/est/data.bin", root / "link")
+    os.symlink("../nb.ipynb", root / "deep" / "up-link")
+    os.symlink("er", root / "deep" / "dir-link")
+    os.symlink("nowhere", root / "dangling")
+    os.symlink("deep/../deep/er/../..", root / "self")  # resolves to the destination itself
+    fd = os.open(os.fsencode(root) + b"/\xff\xfe-not-utf8", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"bytes\n")
+    os.close(fd)
+
+
+def test_export_matches_git_archive(tmp_path: Path) -> None:
+    repo, files = tmp_path / "r.git", tmp_path / "files"
+    exportable_tree(files)
+    commit = commit_files(repo, files)
+    new, old = export_both(repo, commit, tmp_path)
+    exported = snapshot(new)
+    assert exported == snapshot(old)
+    assert exported[b"run.sh"][:2] == ("file", 0o755) and exported[b"owner-exec"][:2] == ("file", 0o755)
+    assert exported[b"empty.txt"] == ("file", 0o644, b"", NOW)
+    assert exported[b"link"] == ("link", 0, b"deep/er/est/data.bin", 0)
+    assert exported["ünïcødé/日本語.txt".encode()] == ("file", 0o644, "ü\n".encode(), NOW)
+    assert exported[b"deep/er"][0] == "dir" and exported[b"deep/er"][3] == NOW
+    # The public entry point takes the same path.
+    third = tmp_path / "export-public"
+    third.mkdir()
+    asyncio.run(store.export(repo, commit, third))
+    assert snapshot(third) == exported
+
+
+def test_export_of_trees_git_wrote(tmp_path: Path) -> None:
+    """Trees from git itself: a submodule link (an empty directory in git archive's tar), an
+    executable in a subtree, and the empty tree."""
+    repo = tmp_path / "r.git"
+    asyncio.run(store.ensure_repo(repo))
+
+    def git_in(*args: str, stdin: str = "") -> str:
+        return subprocess.run(
+            ["git", "--git-dir", str(repo), *args],
+            input=stdin,
+            env={**os.environ, **GIT_ENV},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    blob = git_in("hash-object", "-w", "--stdin", stdin="hello\n")
+    inner = git_in("mktree", stdin=f"100755 blob {blob}\trun\n")
+    tree = git_in(
+        "mktree",
+        "--missing",
+        stdin=f"160000 commit {'1' * 40}\tsub\n100644 blob {blob}\tf\n040000 tree {inner}\td\n",
+    )
+    commit = git_in("commit-tree", "-m", "x", tree)
+    new, old = export_both(repo, commit, tmp_path)
+    assert snapshot(new) == snapshot(old)
+    assert snapshot(new)[b"sub"] == ("dir", 0o755, b"", NOW)
+
+    # The empty tree: nothing to write. (tarfile cannot open git archive's tar of it, which holds
+    # only the pax global header, so the git path fails there.)
+    empty = git_in("commit-tree", "-m", "empty", git_in("mktree", stdin=""))
+    dest = tmp_path / "empty"
+    dest.mkdir()
+    assert store._export_loose(repo, empty, dest) and not os.listdir(dest)
+    with pytest.raises(store.GitError, match="end of file header"):
+        asyncio.run(store._export_with_git(repo, empty, dest))
+
+
+UNSAFE_LINKS = [
+    ("abs", "/etc/passwd"),
+    ("up", "../outside"),
+    ("sub/upup", "../../outside"),
+    ("sub/dotdot", "../sub/../.."),
+    ("deep", "a/b/../../../x"),
+]
+
+
+@pytest.mark.parametrize(("name", "target"), UNSAFE_LINKS)
+def test_export_refuses_links_the_data_filter_refuses(tmp_path: Path, name: str, target: str) -> None:
+    repo, files = tmp_path / "r.git", tmp_path / "files"
+    write(files / "sub" / "f", "f\n")
+    os.symlink(target, files / name)
+    commit = commit_files(repo, files)
+    old = tmp_path / "old"
+    old.mkdir()
+    with pytest.raises(store.GitError):
+        asyncio.run(store._export_with_git(repo, commit, old))
+    new = tmp_path / "new"
+    new.mkdir()
+    with pytest.raises(store.GitError, match="refused"):
+        store._export_loose(repo, commit, new)
+    assert not os.path.lexists(new / name)
+
+
+def test_export_checks_links_against_what_is_on_disk_as_the_filter_does(tmp_path: Path) -> None:
+    """A link is judged when its turn comes, through the links written before it: `a` -> `sub`,
+    then `b` -> `a/../..`, which escapes via `sub` (`sub/../..`) though it reads as inside."""
+    repo, files = tmp_path / "r.git", tmp_path / "files"
+    write(files / "sub" / "f", "f\n")
+    os.symlink("sub", files / "a")
+    os.symlink("a/../..", files / "b")
+    commit = commit_files(repo, files)
+    for export in (store._export_loose, lambda r, c, d: asyncio.run(store._export_with_git(r, c, d))):
+        dest = tmp_path / f"dest-{id(export)}"
+        dest.mkdir()
+        with pytest.raises(store.GitError):
+            export(repo, commit, dest)
+
+
+def test_export_falls_back_to_git_when_objects_are_packed(tmp_path: Path) -> None:
+    repo, files = tmp_path / "r.git", tmp_path / "files"
+    exportable_tree(files)
+    commit = commit_files(repo, files)
+    update(repo, commit, None)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    asyncio.run(store.export(repo, commit, loose))
+
+    run_git("--git-dir", repo, "gc", "--quiet", "--prune=now")
+    assert not loose_objects(repo)
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    assert not store._export_loose(repo, commit, packed) and not os.listdir(packed)
+    asyncio.run(store.export(repo, commit, packed))
+    assert snapshot(packed) == snapshot(loose)
+
+    # Partly packed: a new commit, written loose, but for one blob left only in the pack.
+    write(files / "nb.ipynb", '{"cells": [1]}\n')
+    second = commit_files(repo, files, "two", commit)
+    blob = run_git("--git-dir", repo, "rev-parse", f"{second}:deep/sibling.txt")
+    (repo / "objects" / blob[:2] / blob[2:]).unlink()
+    assert loose_objects(repo)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    assert not store._export_loose(repo, second, mixed) and not os.listdir(mixed)
+    asyncio.run(store.export(repo, second, mixed))
+    expected = tmp_path / "expected"
+    expected.mkdir()
+    asyncio.run(store._export_with_git(repo, second, expected))
+    assert snapshot(mixed) == snapshot(expected)
+
+
+def test_export_leaves_gitattributes_to_git(tmp_path: Path) -> None:
+    repo, files = tmp_path / "r.git", tmp_path / "files"
+    write(files / ".gitattributes", "secret.txt export-ignore\n")
+    write(files / "secret.txt", "s\n")
+    write(files / "kept.txt", "k\n")
+    commit = commit_files(repo, files)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert not store._export_loose(repo, commit, dest)
+    asyncio.run(store.export(repo, commit, dest))
+    assert sorted(os.listdir(dest)) == [".gitattributes", "kept.txt"]
+
+
+def blob_path(repo: Path, commit: str, name: str) -> Path:
+    sha = run_git("--git-dir", repo, "rev-parse", f"{commit}:{name}")
+    return repo / "objects" / sha[:2] / sha[2:]
+
+
+@pytest.mark.parametrize("damage", ["other content", "flipped byte", "truncated"])
+def test_export_refuses_corrupt_objects(tmp_path: Path, damage: str) -> None:
+    repo, files = tmp_path / "r.git", tmp_path / "files"
+    write(files / "a.txt", "a\n")
+    write(files / "b.txt", "the original content of b\n" * 20)
+    commit = commit_files(repo, files)
+    sha = run_git("--git-dir", repo, "rev-parse", f"{commit}:b.txt")
+    path = repo / "objects" / sha[:2] / sha[2:]
+    stored = path.read_bytes()
+    if damage == "other content":  # a valid object, under a name that is not its hash
+        raw = b"the altered content of b\n" * 20
+        stored = zlib.compress(b"blob %d\0" % len(raw) + raw)
+    elif damage == "flipped byte":
+        stored = stored[:20] + bytes([stored[20] ^ 0x01]) + stored[21:]
+    else:
+        stored = stored[: len(stored) // 2]
+    path.chmod(0o644)
+    path.write_bytes(stored)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(store.GitError, match="corrupt"):
+        asyncio.run(store.export(repo, commit, dest))
+    assert not os.listdir(dest)  # the whole tree is read before anything is written
+
+
+def test_object_with_a_wrong_size_is_corrupt(tmp_path: Path) -> None:
+    objects = tmp_path / "objects"
+    raw = b"blob 5\0abc"  # its hash matches, its header lies
+    sha = hashlib.sha1(raw).hexdigest()
+    write(objects / sha[:2] / sha[2:], zlib.compress(raw))
+    with pytest.raises(store.GitError, match="corrupt"):
+        store._read_loose(objects, sha)
+    assert store._read_loose(objects, "0" * 40) is None
+
+
+def test_update_branch_refuses_a_corrupt_commit(tmp_path: Path) -> None:
+    repo = tmp_path / "r.git"
+    (commit,) = commit_chain(repo, tmp_path, 1)
+    path = repo / "objects" / commit[:2] / commit[2:]
+    path.chmod(0o644)
+    path.write_bytes(zlib.compress(b"commit 3\0abc"))
+    with pytest.raises(store.GitError, match="corrupt"):
+        update(repo, commit, None)
+    assert branch(repo) == "" and no_lock_left(repo)

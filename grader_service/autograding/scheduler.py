@@ -192,8 +192,7 @@ class Scheduler(LoggingConfigurable):
         with self.service.session_factory() as session:
             job_id = self._claim_in(session)
             if job_id is None:
-                session.rollback()
-                return None
+                return None  # closing the session rolls back whatever the attempt began
             task = self._task_of(session, job_id)
             assert task is not None  # just claimed, in this transaction
             session.execute(

@@ -180,11 +180,12 @@ def imported_modules(sources: list[str]) -> list[str]:
 
 @dataclass
 class Step:
-    """One request to the kernel.
+    """One step of the plan: a cell sent to the kernel, or a grader check.
 
     kind: "cell" (an ordinary notebook cell), "test", "locked" (protected, instructor's code),
     "mutant" (a test run with wrong answers), "canary-error", "canary-value" (sent like cells);
-    "setup", "pre", "post", "unstash", "checkpoint" (silent internal calls).
+    "setup", "pre", "post", "unstash", "checkpoint" (internal checks: user expressions, carried
+    by the request of the cell before them or sent alone).
     """
 
     kind: str

@@ -46,7 +46,7 @@ from nbclient.exceptions import DeadKernelError
 from nbclient.util import ensure_async
 from nbformat import NotebookNode
 from nbformat.v4 import output_from_msg
-from traitlets import DottedObjectName, Type
+from traitlets import Type
 
 from . import processes
 from .forked_kernel import ForkProvisioner, KernelLauncher
@@ -470,7 +470,6 @@ class GradingKernelManager(AsyncKernelManager):
     do not end with jupyter_client's 10 ms sleeps.
     """
 
-    client_class = DottedObjectName(f"{__name__}.GradingKernelClient")
     client_factory = Type(GradingKernelClient, klass=AsyncKernelClient)
 
     start_kernel = _settled_at_once(AsyncKernelManager.start_kernel.__wrapped__)

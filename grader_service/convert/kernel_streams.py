@@ -3,7 +3,7 @@
 ipykernel flushes both streams after every message it handles and again before every execute
 reply. Each flush hands two callbacks to the IOPub thread and blocks until the thread has run
 them, even when nothing was written: four thread round trips per request, ~0.5-1 ms of the
-kernel's CPU, and a grading sends ~17 requests. Most cells print nothing.
+kernel's CPU, and a grading sends a dozen requests or more. Most cells print nothing.
 
 Here a flush returns at once when this process has nothing buffered. That is safe because
 `_flush` now rotates the buffers and queues their message under the buffer lock: a flush that

@@ -259,6 +259,29 @@ def test_correct_answers_with_a_cheat_left_in_still_pass(assignment: dict, grade
     assert "set aside while protected cells ran" in notes and "builtins.sorted" in notes
 
 
+def test_a_cheat_in_a_failing_cell_right_before_a_test_is_still_set_aside(
+    assignment: dict, grade_case
+) -> None:
+    """The guard's step before a test rides on the previous cell's request only if that cell
+    succeeds; after a failure it must still run, on its own. Without it the patched `isclose`
+    would let test_area's mutation run pass, and the test would be zeroed."""
+    cheat = textwrap.dedent(PREVENTED["patched_builtins_and_helpers"])
+    failing_area = f"{CORRECT['area']}\n{cheat}\nraise RuntimeError('and then the cell fails')"
+    _, book, _ = grade_case(
+        submission(assignment, "failing_cheat", "x = 1", answers={**CORRECT, "area": failing_area}),
+        assignment["source"],
+    )
+    assert points(book) == {
+        "test_area": 2.0,
+        "test_mean": 1.0,
+        "test_partial": 3.0,
+        "test_hidden": 1.0,
+        "test_brightness": 1.0,
+    }
+    notes = " ".join(n["message"] for n in only_notebook(book)["notes"])
+    assert "set aside while protected cells ran" in notes and "math.isclose" in notes
+
+
 @pytest.mark.parametrize("cheat", [THREAD_CHEAT, TARGETED_THREAD_CHEAT], ids=["generic", "targeted"])
 def test_cheats_that_survive_the_guard_are_detected_and_zeroed(
     assignment: dict, grade_case, cheat: str

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from sqlalchemy import func, select
@@ -12,6 +10,7 @@ from ..autograding.scheduler import REGRADE_PRIORITY, enqueue
 from ..orm import Assignment, GradingJob, GradingRun, Submission, User
 from ..storage.feedback import FeedbackUnavailable, feedback_pages
 from .base import APIHandler, api_error, isoformat
+from .csv_export import to_csv
 from .lectures import check_fields
 from .redact import redact_gradebook, redact_text
 
@@ -240,13 +239,9 @@ class ScoresHandler(APIHandler):
             for s, user in chosen.values()
         ]  # fmt: skip
         if self.get_query_argument("format", "json") == "csv":
-            out = io.StringIO()
-            writer = csv.DictWriter(out, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(table)
             self.set_header("Content-Type", "text/csv; charset=UTF-8")
             self.set_header("Content-Disposition", f'attachment; filename="{code}-{name}-scores.csv"')
-            self.finish(out.getvalue())
+            self.finish(to_csv(self.columns, table))
             return
         self.write_json(
             {

@@ -171,7 +171,7 @@ def test_unauthenticated_upload_refused_before_body(world: World) -> None:
         (b'{"name": "Bad Name!"}', "must be a slug"),
         (b'{"name": "ok-name", "due_date": "tomorrow"}', "not an ISO 8601"),
         (b'{"name": "ok-name", "due_date": "2030-01-01T00:00:00"}', "needs a time zone"),
-        (b'{"name": "ok-name", "max_submissions": 0}', "positive integer"),
+        (b'{"name": "ok-name", "max_submissions": 0}', "integer from 1"),
         (b'{"name": "ok-name", "late_penalty": 2}', "between 0 and 1"),
         (b'{"name": "ok-name", "settings": {"cell_timeout": -1}}', "cell_timeout"),
         (b'{"name": "ok-name", "settings": {"evil": 1}}', "Unknown setting"),

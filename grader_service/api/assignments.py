@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -13,6 +13,7 @@ from ..orm.assignment import ASSIGNMENT_STATUSES, FEEDBACK_POLICIES, GRADING_POL
 from ..storage.release import ReleaseFailed, release_assignment
 from .base import SLUG_RE, APIHandler, api_error
 from .lectures import check_fields, string_field
+from .params import ID_MAX
 from .serialize import assignment_model
 
 # Per-assignment executor settings and how to check each.
@@ -51,7 +52,10 @@ def parse_datetime(body: dict[str, Any], key: str) -> datetime | None:
         raise api_error(400, f"Field {key!r} is not an ISO 8601 date-time: {value!r}") from None
     if parsed.tzinfo is None:
         raise api_error(400, f"Field {key!r} needs a time zone, e.g. {value}Z")
-    return parsed
+    try:
+        return parsed.astimezone(UTC)  # stored as UTC: 9999-12-31T23:00-05:00 is past year 9999
+    except OverflowError:
+        raise api_error(400, f"Field {key!r} is out of range: {value!r}") from None
 
 
 def parse_settings(value: Any) -> dict[str, Any]:
@@ -87,8 +91,10 @@ def apply_fields(assignment: Assignment, body: dict[str, Any]) -> None:
         assignment.late_penalty = float(value)
     if "max_submissions" in body:
         value = body["max_submissions"]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise api_error(400, "Field 'max_submissions' must be a positive integer or null")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= ID_MAX
+        ):
+            raise api_error(400, f"Field 'max_submissions' must be an integer from 1 to {ID_MAX}, or null")
         assignment.max_submissions = value
     for key, choices in (("grading_policy", GRADING_POLICIES), ("feedback_policy", FEEDBACK_POLICIES)):
         if key in body:

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from tornado import web
 
+from .. import safejson
 from ..orm import Assignment, Lecture, Submission, User
 from .errors import APIError, api_error
+from .params import ID_MAX, INT64_MAX, InvalidInteger, parse_id, parse_integer
 from .permissions import Permissions
 
 if TYPE_CHECKING:
@@ -24,11 +26,15 @@ if TYPE_CHECKING:
     from ..app import GraderService
     from ..auth import Identity
 
-SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
-USERNAME_RE = re.compile(r"^[^\s/\\\x00-\x1f]{1,255}$")
+# \Z, not $: "$" also matches before a final newline.
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?\Z")
+USERNAME_RE = re.compile(r"^[^\s/\\\x00-\x1f]{1,255}\Z")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 JSON_BODY_LIMIT = 1024 * 1024
+
+
+_ID_HINT = f": ids are whole numbers from 1 to {ID_MAX}, written with the digits 0-9"
 
 
 def isoformat(value: datetime | None) -> str | None:
@@ -74,7 +80,7 @@ class APIHandler(web.RequestHandler):
         limit = self.effective_body_limit
         length = self.request.headers.get("Content-Length")
         if length is not None:
-            if not length.isdigit():
+            if not re.fullmatch(r"[0-9]{1,20}", length, re.ASCII):
                 raise api_error(400, "Invalid Content-Length header")
             if int(length) > limit:
                 raise api_error(413, f"Request body of {length} bytes exceeds the limit of {limit} bytes")
@@ -122,8 +128,8 @@ class APIHandler(web.RequestHandler):
         if not self.body:
             raise api_error(400, "Request body is empty; expected a JSON object")
         try:
-            value = json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            value = safejson.loads(self.body, safejson.MAX_BODY_DEPTH, strict=True)
+        except safejson.JSONError as e:
             raise api_error(400, f"Request body is not valid JSON: {e}") from None
         if not isinstance(value, dict):
             raise api_error(400, "Request body must be a JSON object")
@@ -141,6 +147,9 @@ class APIHandler(web.RequestHandler):
             message = exc.message
         elif status_code >= 500:
             message = "Internal server error; the details are in the service's log"
+        elif isinstance(exc, web.HTTPError) and exc.log_message:
+            # tornado's own refusals (a malformed query string, invalid UTF-8 in the URL): say which.
+            message = exc.log_message % exc.args if exc.args else exc.log_message
         elif status_code == 403 and "_xsrf" in str(exc):
             message = (
                 "XSRF check failed: cookie-authenticated requests must send the _xsrf cookie's value "
@@ -165,23 +174,30 @@ class APIHandler(web.RequestHandler):
 
     def pagination(self) -> tuple[int, int]:
         offset = self.int_argument("offset", 0, minimum=0)
-        limit = self.int_argument("limit", DEFAULT_LIMIT, minimum=1)
-        return offset, min(limit, MAX_LIMIT)
+        limit = self.int_argument("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+        return offset, limit
 
-    def int_argument(self, name: str, default: int, minimum: int | None = None) -> int:
-        raw = self.get_query_argument(name, None)
+    def int_argument(self, name: str, default: int, minimum: int = 0, maximum: int = INT64_MAX) -> int:
+        raw = self.get_query_argument(name, None, strip=False)
         if raw is None:
             return default
         try:
-            value = int(raw)
-        except ValueError:
-            raise api_error(400, f"Query argument {name!r} must be an integer, got {raw!r}") from None
-        if minimum is not None and value < minimum:
-            raise api_error(400, f"Query argument {name!r} must be at least {minimum}")
-        return value
+            return parse_integer(raw, minimum, maximum)
+        except InvalidInteger as e:
+            raise api_error(400, f"Query argument {name!r} {e}") from None
+
+    def choice_argument(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str | None:
+        raw = self.get_query_argument(name, None, strip=False)
+        if raw is None:
+            return default
+        if raw not in choices:
+            raise api_error(
+                400, f"Query argument {name!r} must be one of {', '.join(choices)}, got {raw[:40]!r}"
+            )
+        return raw
 
     def bool_argument(self, name: str, default: bool = False) -> bool:
-        raw = self.get_query_argument(name, None)
+        raw = self.get_query_argument(name, None, strip=False)
         if raw is None:
             return default
         if raw.lower() in ("1", "true", "yes"):
@@ -225,15 +241,16 @@ class APIHandler(web.RequestHandler):
     def submission_or_404(self, assignment: Assignment, submission_id: str) -> Submission:
         """Students find only their own submissions; anyone else's id is simply not found."""
         submission = None
-        if submission_id.isdigit():
-            submission = self.db.get(Submission, int(submission_id))
+        number = parse_id(submission_id)
+        if number is not None:
+            submission = self.db.get(Submission, number)
         if (
             submission is None
             or submission.assignment_id != assignment.id
             or submission.deleted_at is not None
             or not self.permissions.can_see_submission(submission)
         ):
-            raise api_error(404, f"Submission {submission_id} not found")
+            raise api_error(404, f"Submission {submission_id} not found" + _ID_HINT * (number is None))
         return submission
 
 

@@ -16,6 +16,7 @@ from tornado.iostream import StreamClosedError
 
 from ..orm import Submission
 from .base import APIHandler, api_error
+from .params import ID_MAX
 
 KEEPALIVE_SECONDS = 15.0
 FINAL = ("graded", "failed")
@@ -23,8 +24,8 @@ FINAL = ("graded", "failed")
 
 class EventsHandler(APIHandler):
     async def get(self) -> None:
-        submission_id = self.get_query_argument("submission", None)
-        if submission_id is not None:
+        if self.get_query_argument("submission", None) is not None:
+            submission_id = self.int_argument("submission", 0, minimum=1, maximum=ID_MAX)
             kind, key, assignment_id, initial = self._submission_stream(submission_id)
         else:
             kind, key, assignment_id, initial = self._assignment_stream()
@@ -60,8 +61,8 @@ class EventsHandler(APIHandler):
         self.write(f"event: status\ndata: {json.dumps(event)}\n\n")
         await self.flush()
 
-    def _submission_stream(self, raw_id: str) -> tuple[str, int, int, list[dict[str, Any]]]:
-        submission = self.db.get(Submission, int(raw_id)) if raw_id.isdigit() else None
+    def _submission_stream(self, submission_id: int) -> tuple[str, int, int, list[dict[str, Any]]]:
+        submission = self.db.get(Submission, submission_id)
         if (
             submission is None
             or submission.deleted_at is not None
@@ -70,7 +71,7 @@ class EventsHandler(APIHandler):
                 and self.permissions.can_see_submission(submission)
             )
         ):
-            raise api_error(404, f"Submission {raw_id} not found")
+            raise api_error(404, f"Submission {submission_id} not found")
         return "submission", submission.id, submission.assignment_id, [_state(submission)]
 
     def _assignment_stream(self) -> tuple[str, int, int, list[dict[str, Any]]]:

@@ -12,6 +12,7 @@ from ..storage.feedback import FeedbackUnavailable, feedback_pages
 from .base import APIHandler, api_error, isoformat
 from .csv_export import to_csv
 from .lectures import check_fields
+from .params import parse_id
 from .redact import redact_gradebook, redact_text
 
 RUN_SCOPES = ("latest", "all")
@@ -80,7 +81,8 @@ class GradingRunHandler(APIHandler):
     def get(self, code: str, name: str, run_id: str) -> None:
         lecture = self.lecture_or_404(code, "tutor")
         assignment = self.assignment_or_404(lecture, name)
-        run = self.db.get(GradingRun, int(run_id)) if run_id.isdigit() else None
+        number = parse_id(run_id)
+        run = self.db.get(GradingRun, number) if number is not None else None
         if run is None or run.assignment_id != assignment.id:
             raise api_error(404, f"Grading run {run_id} not found")
         self.write_json(run_model(self.db, run))
@@ -238,7 +240,7 @@ class ScoresHandler(APIHandler):
             }
             for s, user in chosen.values()
         ]  # fmt: skip
-        if self.get_query_argument("format", "json") == "csv":
+        if self.choice_argument("format", ("json", "csv"), "json") == "csv":
             self.set_header("Content-Type", "text/csv; charset=UTF-8")
             self.set_header("Content-Disposition", f'attachment; filename="{code}-{name}-scores.csv"')
             self.finish(to_csv(self.columns, table))

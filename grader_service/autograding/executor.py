@@ -8,13 +8,14 @@ gradebook and writing results are shared, so every executor yields the same resu
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from traitlets import Dict, Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
+
+from .. import safejson
 
 # Exit codes of `grader-convert autograde`.
 EXIT_GRADED = 0
@@ -89,7 +90,8 @@ def read_gradebook(output_dir: Path) -> dict[str, Any] | None:
     try:
         if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_GRADEBOOK_BYTES:
             return None
-        value = json.loads(path.read_bytes())
+        # Written inside the sandbox: as untrusted as the submission, so its depth is bounded too.
+        value = safejson.loads(path.read_bytes(), safejson.MAX_NOTEBOOK_DEPTH)
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None

@@ -8,21 +8,31 @@ trusted from archive headers, so a zip bomb stops at the limit instead of fillin
 from __future__ import annotations
 
 import io
-import json
+import re
 import stat
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
 import nbformat
-from tornado.httputil import HTTPFile, parse_body_arguments
+from tornado.httputil import HTTPFile, HTTPInputError, parse_body_arguments
+
+from .. import safejson
 
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
 NOTEBOOK_TYPES = ("application/x-ipynb+json",)
 MULTIPART_TYPE = "multipart/form-data"
 # Never accepted: they could change how git or the grader treats the tree.
 FORBIDDEN_NAMES = {".git", ".gitmodules", ".gitattributes"}
+# What Windows (8.3 short names) and macOS (case folding, ignored code points) would also open as one of
+# those, as git's own checks (verify_path: is_ntfs_dotgit, is_hfs_dotgit) see them: the repositories
+# are cloned and the zips unpacked on such machines.
+_SHORT_NAMES = re.compile(r"(git|gitmod|gi7eba|gitatt|gi7d29)~[0-9]+", re.ASCII)
+_HFS_IGNORED = dict.fromkeys(
+    [0x200C, 0x200D, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF]
+)
 _CHUNK = 1 << 16
 
 
@@ -42,46 +52,99 @@ class UploadLimits:
     allowed_files: tuple[str, ...] = ()
 
 
+def is_git_name(part: str) -> bool:
+    """Whether a path component is, or some file system would open it as, .git/.gitmodules/.gitattributes.
+
+    Case-insensitive file systems fold ``.GIT``; Windows drops trailing dots and spaces, reads
+    ``.git::$INDEX_ALLOCATION`` as ``.git`` and ``GIT~1`` as its short name; macOS ignores
+    zero-width code points in names.
+    """
+    name = unicodedata.normalize("NFC", part.translate(_HFS_IGNORED)).casefold()
+    name = name.split(":", 1)[0].rstrip(". ")
+    return name in FORBIDDEN_NAMES or bool(_SHORT_NAMES.fullmatch(name))
+
+
 def safe_relative_path(name: str) -> PurePosixPath:
-    """A relative path with no `..`, no absolute root, no empty or dot-only parts."""
+    """A relative path with no `..`, no absolute root, no empty or dot-only parts, no git names."""
     if not name or "\\" in name or "\0" in name:
         raise UploadError(422, f"Invalid file name {name!r}")
     path = PurePosixPath(name)
     if path.is_absolute() or any(part in ("..", ".", "") for part in name.rstrip("/").split("/")):
         raise UploadError(422, f"File path {name!r} points outside the upload root")
-    if any(part in FORBIDDEN_NAMES for part in path.parts):
-        raise UploadError(422, f"File path {name!r} is not allowed")
+    for part in path.parts:
+        if is_git_name(part):
+            raise UploadError(
+                422,
+                f"File path {name!r} is not allowed: some file systems read {part!r} as git's own "
+                ".git, .gitmodules or .gitattributes",
+            )
     return path
 
 
 class _Writer:
-    """Writes files under a root while counting files and bytes against the limits."""
+    """Writes files under a root while counting files and bytes against the limits.
+
+    It keeps the tree the upload describes (files and the directories they imply) and refuses
+    an entry that contradicts it, in whichever order the entries come: ``a`` and ``a/b`` cannot
+    both be files, and a directory cannot be named like a notebook.
+    """
 
     def __init__(self, root: Path, limits: UploadLimits):
         self.root = root
         self.limits = limits
         self.total = 0
         self.names: set[str] = set()
+        self.dirs: set[str] = set()
+
+    def add_directory(self, name: str) -> None:
+        rel = safe_relative_path(name)
+        key = rel.as_posix()
+        if key in self.names:
+            raise UploadError(422, f"{key!r} is both a file and a directory in the upload")
+        self._claim_parents(rel, key)
+        self._check_directory_name(key)
+        self.dirs.add(key)
+
+    def _claim_parents(self, rel: PurePosixPath, key: str) -> None:
+        for parent in rel.parents:
+            parent_key = parent.as_posix()
+            if parent_key == ".":
+                break
+            if parent_key in self.names:
+                raise UploadError(
+                    422,
+                    f"{key!r} needs {parent_key!r} to be a directory, but the upload has a file {parent_key!r}",
+                )
+            self._check_directory_name(parent_key)
+            self.dirs.add(parent_key)
+
+    @staticmethod
+    def _check_directory_name(key: str) -> None:
+        if key.casefold().endswith(".ipynb"):
+            raise UploadError(422, f"{key!r} is a directory; a name ending in .ipynb must be a notebook file")
 
     def open(self, name: str) -> tuple[PurePosixPath, io.BufferedWriter]:
+        if name.endswith("/"):
+            raise UploadError(422, f"File name {name!r} ends in '/': it names a directory, not a file")
         rel = safe_relative_path(name)
         key = rel.as_posix()
         if key in self.names:
             raise UploadError(422, f"Duplicate file {key!r} in upload")
+        if key in self.dirs:
+            raise UploadError(422, f"{key!r} is both a file and a directory in the upload")
         if self.limits.allowed_files and not any(fnmatch(key, pat) for pat in self.limits.allowed_files):
             raise UploadError(
                 422,
                 f"File {key!r} is not allowed by this assignment (allowed: "
                 f"{', '.join(self.limits.allowed_files)})",
             )
+        self._claim_parents(rel, key)
         self.names.add(key)
         if len(self.names) > self.limits.max_files:
             raise UploadError(413, f"Upload has more than {self.limits.max_files} files")
         target = self.root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            raise UploadError(422, f"File {key!r} collides with a directory of the same name")
-        return rel, open(target, "wb")
+        return rel, open(target, "xb")
 
     def count(self, n: int) -> None:
         self.total += n
@@ -121,7 +184,7 @@ def extract_zip(data: bytes, writer: _Writer) -> None:
             if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise UploadError(422, f"Zip entry {info.filename!r} is not a regular file")
             if info.is_dir():
-                safe_relative_path(info.filename)
+                writer.add_directory(info.filename)
                 continue
             if info.flag_bits & 0x1:
                 raise UploadError(422, f"Zip entry {info.filename!r} is encrypted")
@@ -138,7 +201,10 @@ def extract_zip(data: bytes, writer: _Writer) -> None:
 def extract_multipart(content_type: str, data: bytes, writer: _Writer) -> None:
     arguments: dict[str, list[bytes]] = {}
     files: dict[str, list[HTTPFile]] = {}
-    parse_body_arguments(content_type, data, arguments, files)
+    try:
+        parse_body_arguments(content_type, data, arguments, files)
+    except HTTPInputError as e:
+        raise UploadError(400, f"Malformed multipart/form-data body: {e}") from None
     uploads = [f for field in files.values() for f in field]
     if not uploads:
         raise UploadError(422, "Multipart upload contains no files")
@@ -152,11 +218,12 @@ def extract_multipart(content_type: str, data: bytes, writer: _Writer) -> None:
 def validate_notebooks(root: Path) -> None:
     """Every .ipynb must be a valid nbformat 4 notebook; the error names the file."""
     for path in sorted(root.rglob("*.ipynb")):
+        if not path.is_file():
+            continue  # the writer refuses directories named *.ipynb; never open one
         name = path.relative_to(root).as_posix()
         try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raw = safejson.loads(path.read_bytes(), safejson.MAX_NOTEBOOK_DEPTH)
+        except safejson.JSONError as e:
             raise UploadError(422, f"{name} is not valid notebook JSON: {e}") from None
         if not isinstance(raw, dict) or raw.get("nbformat") != 4:
             raise UploadError(422, f"{name} is not an nbformat 4 notebook")

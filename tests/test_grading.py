@@ -33,14 +33,18 @@ def test_submit_stream_and_score(world: World) -> None:
     events = wait_graded(world.client("student"), sub["id"])
     states = [e["auto_status"] for e in events]
     assert states[-1] == "graded" and "running" in states or states == ["graded"], states
-    assert events[-1]["score"] == 3.0 and events[-1]["max_score"] == 3.0
+    # feedback_policy manual: the student learns it is graded, not the score, until it is released
+    assert "score" not in events[-1] and events[-1]["results_released"] is False
     got = submission(world.client("student"), "ml", "tiny", sub["id"])
-    assert got["auto_status"] == "graded" and got["score"] == 3.0
+    assert got["auto_status"] == "graded" and got["score"] is None
+    got = submission(world.client("tutor"), "ml", "tiny", sub["id"])
+    assert got["auto_status"] == "graded" and got["score"] == 3.0 and got["max_score"] == 3.0
 
 
 def test_hidden_test_code_never_reaches_students(world: World, tmp_path: Path) -> None:
     sub = world.submit("student", notebook=wrong_submission(tmp_path)).json()
-    assert wait_graded(world.client("student"), sub["id"])[-1]["score"] == 2.0
+    assert wait_graded(world.client("tutor"), sub["id"])[-1]["score"] == 2.0
+    assert world.client("instructor").post(f"{A}/tiny/feedback-release").status_code == 200
     base = f"{A}/tiny/submissions/{sub['id']}"
     student = world.client("student")
     gradebook = student.get(f"{base}/gradebook").json()

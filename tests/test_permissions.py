@@ -32,8 +32,8 @@ class Case:
     params: dict[str, str] = field(default_factory=dict)
 
 
-def statuses(
-    anonymous=401, student=403, other_student=403, tutor=403, instructor=403, admin=403, outsider=403
+def statuses(  # outsiders have no role in lecture ml: to them it does not exist
+    anonymous=401, student=403, other_student=403, tutor=403, instructor=403, admin=403, outsider=404
 ):
     return dict(
         anonymous=anonymous,
@@ -80,10 +80,15 @@ CASES = {
     "openapi": Case("GET", "openapi.yaml", {w: 200 for w in WHO}),
     "user": Case("GET", "user", {**members(200), "outsider": 200}),
     "list lectures": Case("GET", "lectures", {**members(200), "outsider": 200}),
-    "create lecture": Case("POST", "lectures", statuses(admin=201), json={"code": "new-lecture"}),
+    "create lecture": Case(
+        "POST", "lectures", statuses(admin=201, outsider=403), json={"code": "new-lecture"}
+    ),
     "get lecture": Case("GET", "lectures/ml", members(200)),
     "patch lecture": Case("PATCH", "lectures/ml", statuses(instructor=200, admin=200), json={"name": "ML"}),
-    "delete lecture": Case("DELETE", fresh_lecture, statuses(admin=204)),
+    # a fresh lecture where only "ins" has a role (instructor): everyone else is told it does not exist
+    "delete lecture": Case(
+        "DELETE", fresh_lecture, statuses(admin=204, student=404, other_student=404, tutor=404)
+    ),
     "list roles": Case("GET", "lectures/ml/roles", statuses(tutor=200, instructor=200, admin=200)),
     "grant role": Case(
         "PUT",

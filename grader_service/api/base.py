@@ -18,7 +18,7 @@ from .. import safejson
 from ..orm import Assignment, Lecture, Submission, User
 from .errors import APIError, api_error
 from .params import ID_MAX, INT64_MAX, InvalidInteger, parse_id, parse_integer
-from .permissions import Permissions
+from .permissions import Permissions, lecture_not_found
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -162,8 +162,21 @@ class APIHandler(web.RequestHandler):
             or "Transfer-Encoding" in self.request.headers
         ):
             self.set_header("Connection", "close")
+        if status_code == 405:
+            allowed = self.allowed_methods()
+            self.set_header("Allow", ", ".join(allowed))
+            message = f"{self.request.method} is not allowed here; allowed: {', '.join(allowed)}"
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"error": reason, "message": message}))
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The HTTP methods this handler implements (for 405's Allow header)."""
+        return [
+            method
+            for method in cls.SUPPORTED_METHODS
+            if getattr(cls, method.lower(), None) is not getattr(web.RequestHandler, method.lower(), None)
+        ]
 
     def log_exception(self, typ, value, tb) -> None:  # noqa: ANN001 - tornado's signature
         if isinstance(value, web.HTTPError) and value.status_code < 500:
@@ -219,12 +232,15 @@ class APIHandler(web.RequestHandler):
         return self._permissions
 
     def lecture_or_404(self, code: str, minimum: str = "student") -> Lecture:
-        """The lecture, if the caller holds at least `minimum` in it (admins hold everything)."""
+        """The lecture, if the caller holds at least `minimum` in it (admins hold everything).
+
+        Without any role in it, the caller is told it does not exist, as for a missing one.
+        """
         if not SLUG_RE.match(code):
-            raise api_error(404, f"Lecture {code!r} not found")
+            raise lecture_not_found(code)
         lecture = self.db.scalars(select(Lecture).where(Lecture.code == code)).one_or_none()
         if lecture is None:
-            raise api_error(404, f"Lecture {code!r} not found")
+            raise lecture_not_found(code)
         self.permissions.require(lecture, minimum)
         return lecture
 

@@ -17,6 +17,7 @@ from tornado.iostream import StreamClosedError
 from ..orm import Submission
 from .base import APIHandler, api_error
 from .params import ID_MAX
+from .permissions import ResultView
 
 KEEPALIVE_SECONDS = 15.0
 FINAL = ("graded", "failed")
@@ -24,6 +25,7 @@ FINAL = ("graded", "failed")
 
 class EventsHandler(APIHandler):
     async def get(self) -> None:
+        self._view: ResultView | None = None  # None: the caller is staff and sees every event whole
         if self.get_query_argument("submission", None) is not None:
             submission_id = self.int_argument("submission", 0, minimum=1, maximum=ID_MAX)
             kind, key, assignment_id, initial = self._submission_stream(submission_id)
@@ -58,6 +60,8 @@ class EventsHandler(APIHandler):
             events.unsubscribe(kind, key, queue)
 
     async def _send(self, event: dict[str, Any]) -> None:
+        if self._view is not None:
+            event = self._view.event(event)
         self.write(f"event: status\ndata: {json.dumps(event)}\n\n")
         await self.flush()
 
@@ -72,6 +76,7 @@ class EventsHandler(APIHandler):
             )
         ):
             raise api_error(404, f"Submission {submission_id} not found")
+        self._view = self.permissions.result_view(submission)
         return "submission", submission.id, submission.assignment_id, [_state(submission)]
 
     def _assignment_stream(self) -> tuple[str, int, int, list[dict[str, Any]]]:

@@ -13,7 +13,7 @@ from .base import APIHandler, api_error, isoformat
 from .csv_export import to_csv
 from .lectures import check_fields
 from .params import parse_id
-from .redact import redact_gradebook, redact_text
+from .permissions import ResultView
 
 RUN_SCOPES = ("latest", "all")
 
@@ -111,50 +111,37 @@ def run_model(db: Any, run: GradingRun) -> dict[str, Any]:
 
 
 class SubmissionDetailHandler(APIHandler):
-    """Base for the per-submission grading views: resolves and checks the submission."""
+    """Base for the per-submission grading views: the submission, and what the caller may see of it."""
 
-    def resolve(self, code: str, name: str, submission_id: str) -> tuple[Submission, bool]:
+    def resolve(self, code: str, name: str, submission_id: str) -> tuple[Submission, ResultView]:
         lecture = self.lecture_or_404(code)
         submission = self.submission_or_404(self.assignment_or_404(lecture, name), submission_id)
-        return submission, self.permissions.is_staff(lecture.id)
+        return submission, self.permissions.result_view(submission)
 
 
 class GradebookHandler(SubmissionDetailHandler):
     def get(self, code: str, name: str, submission_id: str) -> None:
-        submission, staff = self.resolve(code, name, submission_id)
+        submission, view = self.resolve(code, name, submission_id)
+        view.require_visible("gradebook")
         if submission.gradebook is None:
             raise api_error(404, f"Submission {submission_id} has not been graded ({submission.auto_status})")
-        gradebook = (
-            submission.gradebook if staff else redact_gradebook(submission.gradebook, submission.assignment)
-        )
-        self.write_json(gradebook)
+        self.write_json(view.gradebook(submission.gradebook))
 
 
 class LogsHandler(SubmissionDetailHandler):
     def get(self, code: str, name: str, submission_id: str) -> None:
-        submission, staff = self.resolve(code, name, submission_id)
-        logs = submission.logs or ""
-        if not staff:
-            logs = redact_text(logs, submission.assignment)
+        submission, view = self.resolve(code, name, submission_id)
+        logs = view.logs(submission.logs or "")
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish(logs)
 
 
 class FeedbackHandler(SubmissionDetailHandler):
     async def get(self, code: str, name: str, submission_id: str) -> None:
-        submission, staff = self.resolve(code, name, submission_id)
-        visible = (
-            staff
-            or submission.feedback_status == "released"
-            or (
-                submission.feedback_status == "generated"
-                and submission.assignment.feedback_policy == "immediate"
-            )
-        )
+        submission, view = self.resolve(code, name, submission_id)
+        view.require_visible("feedback")
         if submission.feedback_status == "none":
             raise api_error(404, f"No feedback for submission {submission_id} yet ({submission.auto_status})")
-        if not visible:
-            raise api_error(403, "Feedback for this assignment has not been released yet")
         results = self.service.layout.results_dir(submission.id)
         self.db.close()  # rendering may take a moment: hold no database connection meanwhile
         try:

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..orm import Assignment, Lecture, Role, Submission, User
 from .base import isoformat
+from .permissions import ResultView
 
 
 def user_model(user: User, roles: dict[str, str] | None = None, admin: bool | None = None) -> dict[str, Any]:
@@ -62,22 +63,26 @@ def assignment_model(assignment: Assignment, staff: bool) -> dict[str, Any]:
     return model
 
 
-def submission_model(submission: Submission) -> dict[str, Any]:
-    return {
-        "id": submission.id,
-        "lecture": submission.assignment.lecture.code,
-        "assignment": submission.assignment.name,
-        "user": submission.user.name,
-        "commit_hash": submission.commit_hash,
-        "submitted_at": isoformat(submission.submitted_at),
-        "late": submission.late,
-        "late_seconds": submission.late_seconds,
-        "auto_status": submission.auto_status,
-        "manual_status": submission.manual_status,
-        "score": submission.final_score,
-        "auto_score": submission.score,
-        "manual_score": submission.manual_score,
-        "max_score": submission.max_score,
-        "comment": submission.comment,
-        "feedback_status": submission.feedback_status,
-    }
+def submission_model(submission: Submission, view: ResultView) -> dict[str, Any]:
+    """The submission as the caller may see it: `view` (the visibility rule) hides what it must."""
+    return view.submission(
+        {
+            "id": submission.id,
+            "lecture": submission.assignment.lecture.code,
+            "assignment": submission.assignment.name,
+            "user": submission.user.name,
+            "commit_hash": submission.commit_hash,
+            "submitted_at": isoformat(submission.submitted_at),
+            "late": submission.late,
+            "late_seconds": submission.late_seconds,
+            "auto_status": submission.auto_status,
+            "manual_status": submission.manual_status,
+            "score": submission.final_score,
+            "auto_score": submission.score,
+            "manual_score": submission.manual_score,
+            "max_score": submission.max_score,
+            "comment": submission.comment,
+            "feedback_status": submission.feedback_status,
+            "status_detail": submission.status_detail,
+        }
+    )

@@ -53,12 +53,20 @@ class SubmissionsHandler(UploadMixin, APIHandler):
             query = query.where(Submission.id.in_(latest))
         total = self.db.scalar(select(func.count()).select_from(query.subquery()))
         rows = self.db.scalars(query.order_by(Submission.id.desc()).offset(offset).limit(limit)).all()
-        self.write_page([submission_model(s) for s in rows], total, offset, limit)
+        self.write_page(
+            [submission_model(s, self.permissions.result_view(s)) for s in rows], total, offset, limit
+        )
 
     async def post(self, code: str, name: str) -> None:
         lecture = self.lecture_or_404(code, "student")
         assignment = self.assignment_or_404(lecture, name)
         staff = self.permissions.is_staff(lecture.id)
+        if lecture.state == "complete":
+            raise api_error(
+                403,
+                f"Lecture {code!r} is complete: it accepts no more submissions "
+                "(tutors and instructors can still grade the ones it has)",
+            )
         if assignment.status != "released" and not staff:
             raise api_error(
                 403, f"Assignment {name!r} is {assignment.status}; it does not accept submissions"
@@ -106,14 +114,14 @@ class SubmissionsHandler(UploadMixin, APIHandler):
                 raise
         self.service.jobs_committed()
         self.db.refresh(submission)
-        self.write_json(submission_model(submission), 201)
+        self.write_json(submission_model(submission, self.permissions.result_view(submission)), 201)
 
 
 class SubmissionHandler(APIHandler):
     def get(self, code: str, name: str, submission_id: str) -> None:
         lecture = self.lecture_or_404(code)
         submission = self.submission_or_404(self.assignment_or_404(lecture, name), submission_id)
-        self.write_json(submission_model(submission))
+        self.write_json(submission_model(submission, self.permissions.result_view(submission)))
 
     def patch(self, code: str, name: str, submission_id: str) -> None:
         lecture = self.lecture_or_404(code, "tutor")
@@ -141,7 +149,7 @@ class SubmissionHandler(APIHandler):
                 raise api_error(400, f"Field 'manual_status' must be one of {', '.join(MANUAL_STATUSES)}")
             submission.manual_status = body["manual_status"]
         self.db.commit()
-        self.write_json(submission_model(submission))
+        self.write_json(submission_model(submission, self.permissions.result_view(submission)))
 
     def delete(self, code: str, name: str, submission_id: str) -> None:
         lecture = self.lecture_or_404(code)

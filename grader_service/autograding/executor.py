@@ -8,6 +8,7 @@ gradebook and writing results are shared, so every executor yields the same resu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,9 @@ class GradingTask:
     @property
     def timeout(self) -> float:
         return float(self.settings["timeout"])
+
+
+StatusListener = Callable[[GradingTask, str | None], None]
 
 
 @dataclass
@@ -112,6 +116,8 @@ class AutogradeExecutor(LoggingConfigurable):
     extra_env = Dict(help="Extra environment variables for the grading process.").tag(config=True)
 
     name = "base"
+    # Set by the scheduler: where report_status sends what a running job waits for.
+    status_listener: StatusListener | None = None
 
     def effective_settings(self, assignment_settings: dict[str, Any]) -> dict[str, Any]:
         settings: dict[str, Any] = {
@@ -122,6 +128,15 @@ class AutogradeExecutor(LoggingConfigurable):
         }
         settings.update({k: v for k, v in assignment_settings.items() if v is not None})
         return settings
+
+    def report_status(self, task: GradingTask, detail: str | None) -> None:
+        """Say why a running job is not progressing (an image pull, no free node), or None once it is.
+
+        The scheduler records it as the submission's status detail, which instructors see; call it
+        when the reason changes, not on every look.
+        """
+        if self.status_listener is not None:
+            self.status_listener(task, detail)
 
     async def start(self) -> None:
         """Check the environment (and report what isolation is available) before jobs run."""

@@ -113,6 +113,7 @@ class Scheduler(LoggingConfigurable):
         self._running: dict[int, asyncio.Task[None]] = {}
         self._stopping = False
         self.is_postgres = service.engine.dialect.name == "postgresql"
+        executor.status_listener = self.record_status
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -196,7 +197,9 @@ class Scheduler(LoggingConfigurable):
             task = self._task_of(session, job_id)
             assert task is not None  # just claimed, in this transaction
             session.execute(
-                update(Submission).where(Submission.id == task.submission_id).values(auto_status="running")
+                update(Submission)
+                .where(Submission.id == task.submission_id)
+                .values(auto_status="running", status_detail=None)
             )
             session.execute(
                 update(GradingJob)
@@ -394,6 +397,7 @@ class Scheduler(LoggingConfigurable):
                 job.state, job.worker, job.lease_expires_at = "queued", None, None
                 job.error = outcome.reason
                 submission.auto_status = "queued"
+                submission.status_detail = f"Attempt {job.attempts} of {self.max_attempts} failed, queued to try again: {outcome.reason}"
             else:
                 job.state = "succeeded" if outcome.graded else "failed"
                 job.finished_at, job.lease_expires_at = now, None
@@ -413,17 +417,54 @@ class Scheduler(LoggingConfigurable):
             session.commit()
             state = submission.auto_status
         event = {"submission": task.submission_id, "auto_status": state, "job": task.job_id}
+        if submission.status_detail:
+            event["status_detail"] = submission.status_detail
         if state == "graded":
-            event.update(score=submission.score, max_score=submission.max_score)
+            event.update(
+                score=submission.score,
+                max_score=submission.max_score,
+                feedback_status=submission.feedback_status,
+            )
         elif state == "failed":
             event["reason"] = outcome.reason
         self.events.publish(task.submission_id, task.settings["assignment_id"], event)
         if retry:
             self.wake()
 
+    def record_status(self, task: GradingTask, detail: str | None) -> None:
+        """The executor's word on why a running job waits: the submission's status detail, and an event."""
+        held = (
+            select(GradingJob.id)
+            .where(
+                GradingJob.id == task.job_id,
+                GradingJob.worker == self.worker_id,
+                GradingJob.state == "running",
+            )
+            .exists()
+        )
+        with self.service.session_factory() as session:
+            result = session.execute(
+                update(Submission)
+                .where(Submission.id == task.submission_id, held)
+                .values(status_detail=detail)
+            )
+            session.commit()
+        if result.rowcount:
+            self.events.publish(
+                task.submission_id,
+                task.settings["assignment_id"],
+                {
+                    "submission": task.submission_id,
+                    "auto_status": "running",
+                    "job": task.job_id,
+                    "status_detail": detail,
+                },
+            )
+
     @staticmethod
     def _apply(submission: Submission, outcome: GradingOutcome) -> None:
         submission.logs = outcome.logs
+        submission.status_detail = None if outcome.graded else outcome.reason
         if outcome.graded and outcome.gradebook is not None:
             submission.auto_status = "graded"
             submission.gradebook = outcome.gradebook
@@ -474,10 +515,13 @@ class Scheduler(LoggingConfigurable):
             job.state, job.finished_at, job.exit_reason = "failed", utcnow(), "attempts"
             job.error = f"Gave up after {job.attempts} attempts; last: {why}"
             submission.auto_status = "failed"
-            submission.logs = job.error
+            submission.logs = submission.status_detail = job.error
         else:
             job.state, job.worker, job.lease_expires_at, job.error = "queued", None, None, why
             submission.auto_status = "queued"
+            submission.status_detail = (
+                f"Attempt {job.attempts} of {self.max_attempts} stopped, queued again: {why}"
+            )
         self.log.warning(
             "Grading job %d %s: %s", job.id, "failed" if job.state == "failed" else "re-queued", why
         )

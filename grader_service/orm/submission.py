@@ -38,6 +38,9 @@ class Submission(Base):
     gradebook: Mapped[dict[str, Any] | None]
     logs: Mapped[str | None] = mapped_column(Text)
     feedback_status: Mapped[str] = mapped_column(String(16), default="none")
+    # Why auto_status is what it is, for staff: what a running job waits for (an image pull, a
+    # node), why a queued one is being retried, why a failed one failed. Cleared when graded.
+    status_detail: Mapped[str | None] = mapped_column(Text)
     deleted_at: Mapped[datetime | None]
 
     assignment: Mapped[Assignment] = relationship(lazy="joined")

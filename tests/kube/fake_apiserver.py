@@ -51,7 +51,17 @@ import tornado.web
 import yaml
 
 from . import fake_schema
-from .fake_kubelet import _IMAGE_DIRS, FakeKubelet, Node, SandboxMode, bwrap_available, rfc3339, rfc3339_nano
+from .fake_kubelet import (
+    _IMAGE_DIRS,
+    PULL_ERRORS,
+    FakeKubelet,
+    Node,
+    PullFailure,
+    SandboxMode,
+    bwrap_available,
+    rfc3339,
+    rfc3339_nano,
+)
 from .fake_rbac import Authorizer, PolicyRule, User, service_account_user
 from .fake_selectors import (
     FieldRequirement,
@@ -193,7 +203,9 @@ class FakeKubeAPIServer:
     """Start with ``start()`` (or as a context manager); ``kubeconfig`` is ready afterwards.
 
     Knobs (all safe to change between tests; ``reset()`` restores the constructor's values):
-    ``bad_images`` (never pull: ErrImagePull → ImagePullBackOff), ``nodes`` (labels/taints the
+    ``bad_images`` (never pull: not found), ``pull_failures`` (image → ``PullFailure``: the
+    kubelet's ErrImagePull → ImagePullBackOff cycle with a given error, for some or all pulls;
+    ``set_pull_failure``), ``backoff_message_has_error``, ``nodes`` (labels/taints the
     scheduler matches nodeSelector, affinity and tolerations against), ``set_pvc_dir(claim, dir)``,
     ``history_window`` (watch events retained; older resourceVersions get 410), ``compact()``,
     RBAC (``add_service_account_token``, ``load_rbac``, ``grant``), delays (``schedule_delay``,
@@ -217,6 +229,7 @@ class FakeKubeAPIServer:
         schedule_delay: float = 0.0,
         start_delay: float = 0.1,
         image_pull_backoff: float = 0.3,
+        image_pull_backoff_max: float = 300.0,
         restart_backoff: float = 0.5,
         bookmark_interval: float = 5.0,
         memory_poll_interval: float = 0.05,
@@ -243,11 +256,14 @@ class FakeKubeAPIServer:
             namespaces=set(namespaces) | {"default", "kube-system", "kube-public"},
             nodes=list(nodes) if nodes is not None else [Node.default()],
             bad_images=set(bad_images),
+            pull_failures={},
+            backoff_message_has_error=True,
             pvc_dirs={("*", k): Path(v) for k, v in (pvc_dirs or {}).items()},
             history_window=history_window,
             schedule_delay=schedule_delay,
             start_delay=start_delay,
             image_pull_backoff=image_pull_backoff,
+            image_pull_backoff_max=image_pull_backoff_max,
             restart_backoff=restart_backoff,
             bookmark_interval=bookmark_interval,
             memory_poll_interval=memory_poll_interval,
@@ -264,6 +280,9 @@ class FakeKubeAPIServer:
         self.namespaces: set[str] = set()
         self.nodes: list[Node] = []
         self.bad_images: set[str] = set()
+        self.pull_failures: dict[str, PullFailure] = {}
+        self.backoff_message_has_error = True
+        self.image_pull_backoff_max = 0.0
         self.pvc_dirs: dict[tuple[str, str], Path] = {}
         self.history_window = 0
         self.schedule_delay = self.start_delay = self.image_pull_backoff = self.restart_backoff = 0.0
@@ -483,6 +502,26 @@ class FakeKubeAPIServer:
 
     def set_bad_images(self, images: Iterable[str]) -> None:
         self.call(setattr, self, "bad_images", set(images))
+
+    def set_pull_failure(self, image: str, failure: PullFailure | None) -> None:
+        """Make pulls of `image` fail as `failure` says (None: pull normally again)."""
+
+        def do() -> None:
+            if failure is None:
+                self.pull_failures.pop(image, None)
+            else:
+                self.pull_failures[image] = failure
+
+        self.call(do)
+
+    def pull_failure(self, image: str, attempt: int) -> tuple[str, str] | None:
+        """(waiting reason, message) if pull number `attempt` (from 0) of `image` fails, else None."""
+        if image in self.bad_images:
+            return "ErrImagePull", PULL_ERRORS["not found"].format(image=image)
+        failure = self.pull_failures.get(image)
+        if failure is None or (failure.times is not None and attempt >= failure.times):
+            return None
+        return failure.reason, failure.message.format(image=image)
 
     def set(self, **knobs: Any) -> None:
         """Change plain knobs, e.g. ``set(start_delay=1.0, history_window=5)``."""
@@ -1492,6 +1531,8 @@ async def _serve_log(handler: _Handler, pod: dict[str, Any]) -> None:
             why = {
                 "ImagePullBackOff": "trying and failing to pull image",
                 "ErrImagePull": "trying and failing to pull image",
+                "RegistryUnavailable": "trying and failing to pull image",
+                "SignatureValidationFailed": "trying and failing to pull image",
                 "InvalidImageName": "image can't be pulled",
             }.get(waiting, waiting)
             raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {why}')

@@ -78,6 +78,36 @@ _IMAGE_DIRS = (
 )
 
 
+@dataclass(frozen=True)
+class PullFailure:
+    """How pulls of one image fail: the waiting reason, the runtime's message, for how many pulls.
+
+    ``message`` may use ``{image}``; ``times`` None means every pull fails.
+    """
+
+    message: str
+    reason: str = "ErrImagePull"
+    times: int | None = None
+
+
+# What containerd (through the kubelet) says for the common cases, for PullFailure(message=...).
+PULL_ERRORS = {
+    "not found": 'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": failed to '
+    'resolve reference "{image}": {image}: not found',
+    "unauthorized": 'rpc error: code = Unknown desc = failed to pull and unpack image "{image}": failed to '
+    'resolve reference "{image}": pull access denied, repository does not exist or may require '
+    "authorization: server message: insufficient_scope: authorization failed",
+    "manifest unknown": 'rpc error: code = Unknown desc = reading manifest in "{image}": manifest unknown: '
+    "manifest unknown",
+    "timeout": 'rpc error: code = Unknown desc = failed to pull and unpack image "{image}": failed to '
+    'resolve reference "{image}": failed to do request: Head "https://registry.example/v2/grading/'
+    'manifests/test": dial tcp 10.0.0.7:443: i/o timeout',
+    "server error": 'rpc error: code = Unknown desc = failed to pull and unpack image "{image}": failed to '
+    "copy: httpReadSeeker: failed open: unexpected status code https://registry.example/v2/grading/blobs/"
+    "sha256:4f1e: 503 Service Unavailable",
+}
+
+
 class SandboxMode(Enum):
     """How containers are isolated.
 
@@ -708,6 +738,33 @@ class FakeKubelet:
         c.state = {"waiting": {"reason": reason, "message": message}}
         self._publish(rt)
 
+    async def _pull(self, rt: PodRuntime, c: ContainerRuntime) -> bool:
+        """Pull the container's image as the kubelet does; False if the pod stopped first.
+
+        Each failed pull shows the runtime's error (reason ErrImagePull, or RegistryUnavailable /
+        SignatureValidationFailed as evalCRIPullErr maps them), then ``ImagePullBackOff`` for the
+        back-off, which doubles per failure up to ``image_pull_backoff_max``. Since 1.32 the
+        back-off message repeats the error (``backoff_message_has_error``; older kubelets: no).
+        """
+        backoff = self.api.image_pull_backoff
+        attempt = 0
+        while (failure := self.api.pull_failure(c.image, attempt)) is not None:
+            reason, message = failure
+            self.api.record_event(rt.key, "Failed", f'Failed to pull image "{c.image}": {message}')
+            self._wait_state(rt, c, reason, message)
+            if await self._sleep(rt, self.api.image_pull_backoff):
+                return False
+            back_off = f'Back-off pulling image "{c.image}"'
+            if self.api.backoff_message_has_error:
+                back_off += f": {reason}: {message}"
+            self.api.record_event(rt.key, "BackOff", back_off)
+            self._wait_state(rt, c, "ImagePullBackOff", back_off)
+            if await self._sleep(rt, backoff):
+                return False
+            backoff = min(backoff * 2, self.api.image_pull_backoff_max)
+            attempt += 1
+        return not rt.stopping
+
     async def _run_once(self, rt: PodRuntime, c: ContainerRuntime, spec: dict[str, Any]) -> int | None:
         pod = self._pod(rt)
         if pod is None:
@@ -727,19 +784,7 @@ class FakeKubelet:
                 )
                 await rt.stop_event.wait()
                 return None
-            if c.image in self.api.bad_images:
-                self.api.record_event(rt.key, "Failed", f'Failed to pull image "{c.image}"')
-                self._wait_state(
-                    rt,
-                    c,
-                    "ErrImagePull",
-                    f'rpc error: code = NotFound desc = failed to pull and unpack image "{c.image}": '
-                    f"not found",
-                )
-                if await self._sleep(rt, self.api.image_pull_backoff):
-                    return None
-                self._wait_state(rt, c, "ImagePullBackOff", f'Back-off pulling image "{c.image}"')
-                await rt.stop_event.wait()
+            if not await self._pull(rt, c):
                 return None
             c.image_pulled = True
         if rt.stopping:

@@ -27,6 +27,7 @@ from grader_service.autograding.kube.objects import make_labels
 
 from .conftest import KUBE_NAMESPACE, KUBE_PVC_CLAIM
 from .fake_apiserver import FakeKubeAPIServer, RequestRecord
+from .fake_kubelet import PULL_ERRORS, PullFailure
 from .jobs import DATA, make_task, stage_job
 
 NS = KUBE_NAMESPACE
@@ -309,34 +310,99 @@ def test_long_logs_keep_their_head_and_tail(make_executor: MakeExecutor, kube_pv
     run(scenario())
 
 
-def test_bad_image_fails_within_start_timeout(
-    fake_kube: FakeKubeAPIServer, make_executor: MakeExecutor, kube_pvc_dir: Path
+def statuses_of(executor: KubeAutogradeExecutor) -> list[str | None]:
+    """Record what the executor reports as its jobs' status (the scheduler stores it)."""
+    seen: list[str | None] = []
+    executor.status_listener = lambda task, detail: seen.append(detail)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["not found", "unauthorized", "manifest unknown"])
+def test_a_permanent_pull_failure_fails_at_once(
+    fake_kube: FakeKubeAPIServer, make_executor: MakeExecutor, kube_pvc_dir: Path, kind: str
 ) -> None:
-    missing = "registry.example/grading:missing"
-    fake_kube.set_bad_images([missing])
+    image = "registry.example/grading:gone"
+    fake_kube.set_pull_failure(image, PullFailure(PULL_ERRORS[kind]))
+    fake_kube.set(image_pull_backoff=0.2)
 
     async def scenario() -> None:
-        async with started(make_executor(start_timeout=1)) as executor:
+        async with started(make_executor(start_timeout=60, image_pull_timeout=60)) as executor:
+            seen = statuses_of(executor)
             begin = time.monotonic()
-            task = make_task(executor, stage_job(kube_pvc_dir, 16), 16, image=missing)
-            outcome = await executor.run(task)
-            assert 1 <= time.monotonic() - begin < 5
-            assert not outcome.graded and outcome.retryable  # a registry outage may pass
-            assert outcome.reason is not None
-            assert outcome.reason.startswith(
-                f"The grading image '{missing}' could not be pulled within 1 s (ImagePullBackOff: "
-            ), outcome.reason
+            outcome = await executor.run(make_task(executor, stage_job(kube_pvc_dir, 16), 16, image=image))
+            assert time.monotonic() - begin < 10  # not the 60 s of either timeout
+            assert not outcome.graded and not outcome.retryable
+            error = PULL_ERRORS[kind].format(image=image)
+            assert outcome.reason == (
+                f"The grading image {image!r} cannot be pulled (ErrImagePull: {error}). Not retried: correct "
+                "the image name, tag or pull secret (the assignment's 'image' setting, or the executor's "
+                "image and image_pull_secrets), then regrade"
+            )
+            assert seen == []  # failed before there was anything to wait for
             assert fake_kube.list_pods() == []
 
-            # a malformed name fails at once, and for good
+    run(scenario())
+
+
+def test_an_invalid_image_name_fails_at_once(make_executor: MakeExecutor, kube_pvc_dir: Path) -> None:
+    async def scenario() -> None:
+        async with started(make_executor(start_timeout=60)) as executor:
             begin = time.monotonic()
             task = make_task(executor, stage_job(kube_pvc_dir, 17), 17, image="Not A Valid Image")
             outcome = await executor.run(task)
-            assert time.monotonic() - begin < 1
-            assert (
-                outcome.reason is not None and "is not a valid image name (InvalidImageName" in outcome.reason
-            )
+            assert time.monotonic() - begin < 5
+            assert outcome.reason is not None
+            assert "is not a valid image name (InvalidImageName: " in outcome.reason, outcome.reason
             assert not outcome.retryable
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["timeout", "server error"])
+@pytest.mark.parametrize("with_error", [True, False], ids=["kubelet-1.32+", "older-kubelet"])
+def test_a_transient_pull_failure_is_waited_out_up_to_the_cap(
+    fake_kube: FakeKubeAPIServer, make_executor: MakeExecutor, kube_pvc_dir: Path, kind: str, with_error: bool
+) -> None:
+    image = "registry.example/grading:flaky"
+    fake_kube.set_pull_failure(image, PullFailure(PULL_ERRORS[kind]))
+    fake_kube.set(image_pull_backoff=0.2, backoff_message_has_error=with_error)
+
+    async def scenario() -> None:
+        async with started(make_executor(start_timeout=60, image_pull_timeout=2)) as executor:
+            seen = statuses_of(executor)
+            begin = time.monotonic()
+            outcome = await executor.run(make_task(executor, stage_job(kube_pvc_dir, 18), 18, image=image))
+            assert 2 <= time.monotonic() - begin < 8  # the pull cap, not start_timeout
+            assert not outcome.graded and outcome.retryable  # the scheduler tries again, max_attempts times
+            error = PULL_ERRORS[kind].format(image=image)
+            assert outcome.reason is not None
+            assert outcome.reason.startswith(f"The grading image {image!r} could not be pulled within 2 s (")
+            assert outcome.reason.endswith(f": {error})"), outcome.reason  # the registry's error, either way
+            # while it waited, the reason was reported (the kubelet's own words), each change once
+            assert seen and all(s is not None for s in seen), seen
+            assert seen[0] == (
+                f"Waiting for the grading image {image!r} (ErrImagePull: {error}); the kubelet retries the "
+                "pull, the job gives up after 2 s"
+            )
+            assert any("ImagePullBackOff" in s for s in seen)
+            assert all(a != b for a, b in zip(seen, seen[1:], strict=False))
+
+    run(scenario())
+
+
+def test_a_pull_that_recovers_grades_and_clears_the_status(
+    fake_kube: FakeKubeAPIServer, make_executor: MakeExecutor, kube_pvc_dir: Path
+) -> None:
+    fake_kube.set_pull_failure(IMAGE, PullFailure(PULL_ERRORS["server error"], times=2))
+    fake_kube.set(image_pull_backoff=0.2)
+
+    async def scenario() -> None:
+        async with started(make_executor(image_pull_timeout=30)) as executor:
+            seen = statuses_of(executor)
+            outcome = await executor.run(make_task(executor, stage_job(kube_pvc_dir, 19), 19))
+            assert outcome.graded, outcome.reason
+            assert seen[0] is not None and "503 Service Unavailable" in seen[0]
+            assert seen[-1] is None  # the container started: nothing to wait for any more
 
     run(scenario())
 

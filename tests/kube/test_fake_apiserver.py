@@ -22,7 +22,7 @@ from kubernetes.client.rest import ApiException
 
 from .conftest import KUBE_NAMESPACE, KUBE_PVC_CLAIM
 from .fake_apiserver import FakeKubeAPIServer
-from .fake_kubelet import Node, SandboxMode
+from .fake_kubelet import PULL_ERRORS, Node, PullFailure, SandboxMode
 
 NS = KUBE_NAMESPACE
 PY = sys.executable
@@ -1052,11 +1052,12 @@ def test_bad_image_backs_off_forever(fake_kube: FakeKubeAPIServer, kube_api: cli
         )
     )
     reasons = [waiting_reason(e["object"]) for e in events]
-    assert "ErrImagePull" in reasons and reasons[-1] == "ImagePullBackOff"
+    assert "ErrImagePull" in reasons and "ImagePullBackOff" in reasons
     assert reasons.index("ErrImagePull") < reasons.index("ImagePullBackOff")
+    assert reasons.count("ErrImagePull") >= 2  # pulled again after each back-off
     assert {e["object"].status.phase for e in events} == {"Pending"}
-    pod = kube_api.read_namespaced_pod("pull", NS)  # still backing off after 2 s
-    assert waiting_reason(pod) == "ImagePullBackOff"
+    pod = kube_api.read_namespaced_pod("pull", NS)  # still failing after 2 s
+    assert waiting_reason(pod) in ("ErrImagePull", "ImagePullBackOff")
     code, status = api_error(lambda: kube_api.read_namespaced_pod_log("pull", NS))
     assert (
         status["message"]
@@ -1065,6 +1066,41 @@ def test_bad_image_backs_off_forever(fake_kube: FakeKubeAPIServer, kube_api: cli
 
     kube_api.create_namespaced_pod(NS, pod_body("badname", image="Not A Valid/Image"))
     wait_pod(kube_api, "badname", lambda p: waiting_reason(p) == "InvalidImageName")
+
+
+def waiting_state(pod: client.V1Pod) -> tuple[str, str] | None:
+    statuses = pod.status.container_statuses or []
+    waiting = statuses[0].state.waiting if statuses and statuses[0].state else None
+    return (waiting.reason, waiting.message) if waiting else None
+
+
+@pytest.mark.parametrize("with_error", [True, False])
+def test_pull_failures_are_reported_as_the_kubelet_does(
+    fake_kube: FakeKubeAPIServer, kube_api: client.CoreV1Api, with_error: bool
+) -> None:
+    image = "registry.example/flaky:1"
+    error = PULL_ERRORS["server error"].format(image=image)
+    fake_kube.set_pull_failure(image, PullFailure(PULL_ERRORS["server error"], times=2))
+    fake_kube.set(image_pull_backoff=0.2, backoff_message_has_error=with_error)
+    since = kube_api.list_namespaced_pod(NS).metadata.resource_version
+    kube_api.create_namespaced_pod(NS, pod_body("flaky", image=image))
+    wait_pod(kube_api, "flaky", phase_in("Succeeded"), timeout=30)
+    states = []
+    for event in watch.Watch().stream(
+        kube_api.list_namespaced_pod,
+        NS,
+        resource_version=since,
+        field_selector="metadata.name=flaky",
+        timeout_seconds=1,
+    ):
+        state = waiting_state(event["object"])
+        if state and (not states or states[-1] != state):
+            states.append(state)
+    back_off = f'Back-off pulling image "{image}"' + (f": ErrImagePull: {error}" if with_error else "")
+    pulls = [s for s in states if s[0] in ("ErrImagePull", "ImagePullBackOff")]
+    assert pulls == [("ErrImagePull", error), ("ImagePullBackOff", back_off)] * 2, states
+    failed = [e["message"] for e in fake_kube.events if e["pod"] == "flaky" and e["reason"] == "Failed"]
+    assert failed == [f'Failed to pull image "{image}": {error}'] * 2
 
 
 def test_node_selector_without_match_is_unschedulable_until_a_node_fits(

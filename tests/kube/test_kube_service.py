@@ -19,11 +19,12 @@ from sqlalchemy import select
 
 from grader_service.orm import GradingJob, Submission
 
-from ..conftest import DATA, World
+from ..conftest import DATA, World, zip_dir
 from ..grading_utils import submission, wait_graded
 from ..service import ServiceProcess
 from .conftest import KUBE_NAMESPACE, KUBE_PVC_CLAIM
 from .fake_apiserver import FakeKubeAPIServer
+from .fake_kubelet import PULL_ERRORS, PullFailure
 from .jobs import make_task
 
 CONFIG = """
@@ -36,6 +37,7 @@ c.KubeAutogradeExecutor.pvc_name = {claim!r}
 c.KubeAutogradeExecutor.data_mount_path = {data_dir!r}
 c.KubeAutogradeExecutor.image = "ghcr.io/grader-service/grading:test"
 c.KubeAutogradeExecutor.start_timeout = 60
+c.KubeAutogradeExecutor.image_pull_timeout = 30
 c.KubeAutogradeExecutor.orphan_min_age = 0
 """
 
@@ -85,7 +87,7 @@ def slow_notebook(tmp_path: Path, seconds: float) -> Path:
 
 def test_a_submission_is_graded_in_a_pod(cluster: FakeKubeAPIServer, kube_world: World) -> None:
     sub = kube_world.submit("student").json()
-    events = wait_graded(kube_world.client("student"), sub["id"], timeout=120)
+    events = wait_graded(kube_world.client("tutor"), sub["id"], timeout=120)
     assert events[-1]["auto_status"] == "graded" and events[-1]["score"] == 3.0, events
     got = submission(kube_world.client("tutor"), "ml", "tiny", sub["id"])
     assert got["auto_status"] == "graded" and got["score"] == 3.0
@@ -126,7 +128,7 @@ def test_service_killed_mid_grading_adopts_the_pod_after_restart(
     assert state == "running"  # the crash really interrupted grading
 
     service.start()
-    events = wait_graded(kube_world.client("other_student"), sub["id"], timeout=120)
+    events = wait_graded(kube_world.client("tutor"), sub["id"], timeout=120)
     assert events[-1]["auto_status"] == "graded" and events[-1]["score"] == 3.0, events
     with service.engine.connect() as conn:
         jobs = conn.execute(
@@ -157,3 +159,70 @@ def test_orphaned_pods_are_deleted_when_the_service_starts(
     service.stop()
     service.start()
     cluster.wait_for_pod(KUBE_NAMESPACE, orphan.metadata.name, lambda pod: pod is None, timeout=30)
+
+
+def assignment_with_image(world: World, name: str, image: str) -> str:
+    ins = world.client("instructor")
+    base = f"lectures/ml/assignments/{name}"
+    assert (
+        ins.post("lectures/ml/assignments", json={"name": name, "settings": {"image": image}}).status_code
+        == 201
+    )
+    r = ins.put(f"{base}/files", data=zip_dir(DATA / "tiny"), headers={"Content-Type": "application/zip"})
+    assert r.status_code == 200, r.text
+    assert ins.patch(base, json={"status": "released"}).status_code == 200
+    return base
+
+
+def test_an_image_pull_in_trouble_is_shown_to_staff_and_graded_once_it_recovers(
+    cluster: FakeKubeAPIServer, kube_world: World
+) -> None:
+    image = "registry.example/grading:flaky"
+    cluster.set_pull_failure(image, PullFailure(PULL_ERRORS["timeout"]))
+    base = assignment_with_image(kube_world, "flaky", image)
+    sub = kube_world.submit("student", assignment="flaky").json()
+    tutor, student = kube_world.client("tutor"), kube_world.client("student")
+    deadline = time.monotonic() + 30
+    while True:
+        seen = tutor.get(f"{base}/submissions/{sub['id']}").json()
+        if seen["auto_status"] == "running" and seen["status_detail"]:
+            break
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.2)
+    assert seen["status_detail"].startswith(f"Waiting for the grading image {image!r} (")
+    assert "i/o timeout" in seen["status_detail"], seen
+    own = student.get(f"{base}/submissions/{sub['id']}").json()
+    assert own["auto_status"] == "running" and "status_detail" not in own  # staff only
+    cluster.set_pull_failure(image, None)  # the registry is back: the kubelet's next pull works
+    events = wait_graded(tutor, sub["id"], timeout=120)
+    assert events[-1]["auto_status"] == "graded" and events[-1]["score"] == 3.0, events
+    done = tutor.get(f"{base}/submissions/{sub['id']}").json()
+    assert done["status_detail"] is None
+    with kube_world.service.engine.connect() as conn:
+        attempts = conn.execute(
+            select(GradingJob.attempts).where(GradingJob.submission_id == sub["id"])
+        ).all()
+    assert [a for (a,) in attempts] == [1]
+
+
+def test_a_missing_image_fails_the_grading_at_once_without_retries(
+    cluster: FakeKubeAPIServer, kube_world: World
+) -> None:
+    image = "registry.example/grading:missing"
+    cluster.set_pull_failure(image, PullFailure(PULL_ERRORS["not found"]))
+    base = assignment_with_image(kube_world, "missing", image)
+    begin = time.monotonic()
+    sub = kube_world.submit("student", assignment="missing").json()
+    events = wait_graded(kube_world.client("tutor"), sub["id"], timeout=60)
+    assert time.monotonic() - begin < 20  # not 3 attempts x 60 s start_timeout
+    assert events[-1]["auto_status"] == "failed"
+    assert f"The grading image {image!r} cannot be pulled (ErrImagePull: " in events[-1]["reason"]
+    seen = kube_world.client("instructor").get(f"{base}/submissions/{sub['id']}").json()
+    assert seen["auto_status"] == "failed" and "Not retried" in seen["status_detail"]
+    assert "not found" in seen["status_detail"]
+    with kube_world.service.engine.connect() as conn:
+        jobs = conn.execute(
+            select(GradingJob.state, GradingJob.attempts).where(GradingJob.submission_id == sub["id"])
+        ).all()
+    assert [tuple(j) for j in jobs] == [("failed", 1)]
+    assert cluster.list_pods() == []

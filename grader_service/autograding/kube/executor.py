@@ -26,6 +26,7 @@ import math
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from ..executor import (
     read_gradebook,
 )
 from .client import KubeClient, KubeError, PermissionDenied, make_api_client, own_namespace
+from .image_pull import PULL_REASONS, pull_error, pull_verdict
 from .objects import (
     APP_NAME,
     COMPONENT,
@@ -63,8 +65,8 @@ Pod = dict[str, Any]
 JOB_LABEL = f"{LABEL_PREFIX}job-id"
 ATTEMPT_ANNOTATION = f"{LABEL_PREFIX}attempt"
 TERMINAL_PHASES = ("Succeeded", "Failed")
-# Waiting reasons that mean "this container is not going to start by itself soon".
-IMAGE_PROBLEMS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+# Waiting reasons that mean "this container is not going to start by itself soon" (image pulls: see
+# image_pull.PULL_REASONS).
 CONFIG_PROBLEMS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
 # Seconds, beyond every deadline the pod has, after which the executor stops waiting for it.
 FOLLOW_MARGIN = 60.0
@@ -163,6 +165,13 @@ class KubeAutogradeExecutor(AutogradeExecutor):
         300,
         help="Seconds a grading pod may take to start (scheduling and image pull included); then the "
         "job fails with the reason (ImagePullBackOff, Unschedulable, ...).",
+    ).tag(config=True)
+    image_pull_timeout = Integer(
+        120,
+        help="Seconds a transient image-pull failure (registry timeout, 5xx, rate limit) is waited out "
+        "while the kubelet retries the pull; then the attempt fails and the job is queued again, up to "
+        "c.Scheduler.max_attempts. Permanent failures (image or tag not found, access denied, invalid "
+        "name) fail the job at once, without retries. At most start_timeout.",
     ).tag(config=True)
     keep_failed_pods = Bool(False, help="Keep the pods of failed jobs for debugging.").tag(config=True)
     max_concurrent_pods = Integer(
@@ -436,11 +445,16 @@ class KubeAutogradeExecutor(AutogradeExecutor):
     # --- following a pod ------------------------------------------------------------------------
 
     async def _follow(self, task: GradingTask, state: PodState, started: float) -> GradingOutcome:
-        """Wait (on watch events) until the pod ends, fails to start, or disappears."""
+        """Wait (on watch events) until the pod ends, fails to start, or disappears.
+
+        While the container has not started, what it waits for is reported (``report_status``)
+        whenever that changes, so instructors see why a submission is still running.
+        """
         loop = asyncio.get_running_loop()
         now_wall, now_loop = time.time(), loop.time()
         start_by = now_loop + (started + self.start_timeout - now_wall)
         give_up = start_by + self.active_deadline(task) + FOLLOW_MARGIN
+        waiting = _StartWait()
         while True:
             seen = state.version
             if state.deleted:
@@ -456,15 +470,19 @@ class KubeAutogradeExecutor(AutogradeExecutor):
             pod = state.pod or {}
             if _phase(pod) in TERMINAL_PHASES:
                 return await self._collect(task, state, pod)
+            wake = give_up
             if not _container_started(pod):
+                failure = self._start_verdict(task, pod, waiting, loop.time(), start_by)
+                if failure is not None:
+                    return failure
                 problem = start_problem(pod)
-                if problem is not None and (problem[2] or loop.time() >= start_by):
-                    return self._start_failure(task, pod, problem)
-                if loop.time() >= start_by:
-                    return self._start_failure(task, pod, ("NotStarted", _pending_reason(pod), False))
-                wake = start_by
+                self._report(task, waiting, self._waiting_text(task, problem) if problem else None)
+                if waiting.pull_since is not None:
+                    wake = min(start_by, waiting.pull_since + self._pull_limit)
+                else:
+                    wake = start_by
             else:
-                wake = give_up
+                self._report(task, waiting, None)
             if loop.time() >= give_up:
                 return GradingOutcome(
                     False,
@@ -474,24 +492,77 @@ class KubeAutogradeExecutor(AutogradeExecutor):
                 )
             await state.wait(lambda s, seen=seen: s.version != seen, timeout=max(wake - loop.time(), 0.0))
 
-    def _start_failure(self, task: GradingTask, pod: Pod, problem: tuple[str, str, bool]) -> GradingOutcome:
-        reason, message, _ = problem
+    def _report(self, task: GradingTask, waiting: _StartWait, text: str | None) -> None:
+        if text != waiting.reported:
+            waiting.reported = text
+            self.report_status(task, text)
+
+    def _start_verdict(
+        self, task: GradingTask, pod: Pod, waiting: _StartWait, now: float, start_by: float
+    ) -> GradingOutcome | None:
+        """The outcome of a pod whose container has not started, if it is time to give up on it.
+
+        Permanent image-pull failures end the job at once; transient ones are waited out (the
+        kubelet retries the pull) for image_pull_timeout from the first failure; anything else
+        that keeps the container from starting, for start_timeout.
+        """
+        problem = start_problem(pod)
+        if problem is not None and problem[0] in PULL_REASONS:
+            reason, message = problem
+            error = pull_error(reason, message, waiting.last_pull_error)
+            waiting.last_pull_error = error
+            if pull_verdict(reason, error) == "permanent":
+                return self._pull_failure(task, reason, error, permanent=True)
+            waiting.pull_since = waiting.pull_since if waiting.pull_since is not None else now
+            if now >= min(waiting.pull_since + self._pull_limit, start_by):
+                return self._pull_failure(task, reason, error, permanent=False)
+            return None
+        if now < start_by:
+            return None
+        return self._start_failure(task, problem or ("NotStarted", _pending_reason(pod)))
+
+    @property
+    def _pull_limit(self) -> float:
+        return float(min(self.image_pull_timeout, self.start_timeout))
+
+    def _waiting_text(self, task: GradingTask, problem: tuple[str, str]) -> str:
+        """What a job whose pod has not started waits for, as instructors see it in its status."""
+        reason, message = problem
+        if reason in PULL_REASONS:
+            return (
+                f"Waiting for the grading image {self.image_of(task)!r} ({reason}: {message}); the kubelet "
+                f"retries the pull, the job gives up after {self._pull_limit:.0f} s"
+            )
+        if reason == "Unschedulable":
+            return f"Waiting for a node to run the grading pod (Unschedulable: {message})"
+        return f"Waiting for the grading container to start ({reason}: {message})"
+
+    def _pull_failure(self, task: GradingTask, reason: str, error: str, permanent: bool) -> GradingOutcome:
         image = self.image_of(task)
+        if reason == "InvalidImageName":
+            text = f"The grading image {image!r} is not a valid image name (InvalidImageName: {error})"
+        elif permanent:
+            text = (
+                f"The grading image {image!r} cannot be pulled ({reason}: {error}). Not retried: correct the "
+                "image name, tag or pull secret (the assignment's 'image' setting, or the executor's image "
+                "and image_pull_secrets), then regrade"
+            )
+        else:
+            text = f"The grading image {image!r} could not be pulled within {self._pull_limit:.0f} s ({reason}: {error})"
+        # A registry outage may pass: the scheduler tries the job again, at most max_attempts times.
+        return GradingOutcome(False, reason=text, retryable=not permanent)
+
+    def _start_failure(self, task: GradingTask, problem: tuple[str, str]) -> GradingOutcome:
+        reason, message = problem
         waited = f"within {self.start_timeout} s"
         if reason == "Unschedulable":
             text = f"The grading pod could not be scheduled {waited} (Unschedulable: {message})"
-        elif reason == "InvalidImageName":
-            text = f"The grading image {image!r} is not a valid image name (InvalidImageName: {message})"
-        elif reason in IMAGE_PROBLEMS:
-            text = f"The grading image {image!r} could not be pulled {waited} ({reason}: {message})"
         elif reason in CONFIG_PROBLEMS:
             text = f"The grading container could not be created {waited} ({reason}: {message})"
         else:
             text = f"The grading pod did not start {waited} ({message})"
-        # A malformed image name or container config will not fix itself; the rest may (registry
-        # outage, cluster scaling up), so those jobs are tried again.
-        retryable = reason not in ("InvalidImageName", "CreateContainerConfigError")
-        return GradingOutcome(False, reason=text, retryable=retryable)
+        # A malformed container config will not fix itself; the rest may (the cluster scaling up).
+        return GradingOutcome(False, reason=text, retryable=reason != "CreateContainerConfigError")
 
     async def _collect(self, task: GradingTask, state: PodState, pod: Pod) -> GradingOutcome:
         """The outcome of a pod that ended: its exit, its log, and the gradebook on the PVC."""
@@ -689,16 +760,25 @@ def _container_started(pod: Pod) -> bool:
     return "running" in state or "terminated" in state
 
 
-def start_problem(pod: Pod) -> tuple[str, str, bool] | None:
-    """(reason, message, hopeless) when a pod is stuck before its container starts, else None."""
+@dataclass
+class _StartWait:
+    """What following a pod remembers while its container has not started."""
+
+    reported: str | None = None  # the waiting text last reported as the job's status
+    last_pull_error: str | None = None  # the runtime's last pull error (older kubelets omit it later)
+    pull_since: float | None = None  # loop time of the first failed pull
+
+
+def start_problem(pod: Pod) -> tuple[str, str] | None:
+    """(reason, message) when a pod is stuck before its container starts, else None."""
     for condition in (pod.get("status") or {}).get("conditions") or []:
         unscheduled = condition.get("type") == "PodScheduled" and condition.get("status") == "False"
         if unscheduled and condition.get("reason") == "Unschedulable":
-            return "Unschedulable", condition.get("message") or "no node fits", False
+            return "Unschedulable", condition.get("message") or "no node fits"
     waiting = ((_container_status(pod) or {}).get("state") or {}).get("waiting") or {}
     reason = waiting.get("reason")
-    if reason in IMAGE_PROBLEMS or reason in CONFIG_PROBLEMS:
-        return reason, waiting.get("message") or reason, reason == "InvalidImageName"
+    if reason in PULL_REASONS or reason in CONFIG_PROBLEMS:
+        return reason, waiting.get("message") or reason
     return None
 
 

@@ -40,3 +40,31 @@ def test_spec_matches_routes() -> None:
 def test_spec_is_served(world) -> None:
     r = world.client(None).get("openapi.yaml")
     assert r.status_code == 200 and yaml.safe_load(r.text)["openapi"].startswith("3.")
+
+
+def test_spec_lists_the_common_status_codes_on_every_operation() -> None:
+    """What every handler can answer (see the spec's description) is listed where it applies."""
+    spec = yaml.safe_load(SPEC_PATH.read_text())
+    missing = []
+    for path, item in spec["paths"].items():
+        shared = item.get("parameters", [])
+        for method, operation in item.items():
+            if method not in METHODS:
+                continue
+            codes = set(operation["responses"])
+            needs = set()
+            if operation.get("security", spec["security"]):
+                needs.add("401")
+            if shared or operation.get("parameters"):
+                needs.add("400")
+            if "{code}" in path:
+                needs.add("404")
+            if "requestBody" in operation:
+                needs.update({"400", "413"})
+            if not needs <= codes:
+                missing.append(f"{method.upper()} {path}: {sorted(needs - codes)}")
+            for code, response in operation["responses"].items():
+                if code.startswith(("4", "5")) and path != "/health":
+                    ref = response.get("$ref") or response["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.startswith("#/components/"), (path, method, code)
+    assert missing == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,18 +13,19 @@ from sqlalchemy.exc import IntegrityError
 from ..orm import Assignment, Submission
 from ..orm.assignment import ASSIGNMENT_STATUSES, FEEDBACK_POLICIES, GRADING_POLICIES
 from ..storage.release import ReleaseFailed, release_assignment
-from .base import SLUG_RE, APIHandler, api_error
-from .lectures import check_fields, string_field
+from .base import APIHandler, api_error
+from .lectures import check_fields, slug_field, string_field
 from .params import ID_MAX
 from .serialize import assignment_model
 
-# Per-assignment executor settings and how to check each.
+QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|K|M|G|T|Ki|Mi|Gi|Ti)?\Z")
+# Per-assignment executor settings and how to check each (the spec's AssignmentSettings).
 SETTINGS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "cell_timeout": ((int, float), "seconds per cell (> 0)"),
     "timeout": ((int, float), "seconds for the whole notebook (> 0)"),
-    "memory": ((int, str), "memory limit: bytes or a Kubernetes quantity such as '1Gi'"),
-    "cpu": ((int, float, str), "CPU limit: cores, or a Kubernetes quantity such as '500m'"),
-    "image": ((str,), "grading image for the Kubernetes executor"),
+    "memory": ((int, str), "memory limit: bytes (>= 1) or a Kubernetes quantity such as '1Gi'"),
+    "cpu": ((int, float, str), "CPU limit: cores (> 0), or a Kubernetes quantity such as '500m'"),
+    "image": ((str,), "grading image for the Kubernetes executor (1-255 characters)"),
     "allowed_files": ((list,), "glob patterns of files students may submit"),
 }
 EDITABLE = {
@@ -68,8 +71,10 @@ def parse_settings(value: Any) -> dict[str, Any]:
         if item is None:
             continue
         bad = isinstance(item, bool) or not isinstance(item, types)
-        if not bad and key in ("cell_timeout", "timeout", "cpu") and isinstance(item, int | float):
-            bad = item <= 0
+        if not bad and isinstance(item, int | float):
+            bad = item <= 0 or not math.isfinite(item) or (key == "memory" and item < 1)
+        if not bad and isinstance(item, str):
+            bad = not (0 < len(item) <= 255) or (key in ("memory", "cpu") and not QUANTITY_RE.match(item))
         if not bad and key == "allowed_files":
             bad = not all(isinstance(p, str) and p for p in item)
         if bad:
@@ -80,7 +85,7 @@ def parse_settings(value: Any) -> dict[str, Any]:
 def apply_fields(assignment: Assignment, body: dict[str, Any]) -> None:
     """Copy validated editable fields (other than status) from a request body."""
     if "title" in body:
-        assignment.title = string_field(body, "title")
+        assignment.title = string_field(body, "title", nullable=True)
     for key in ("due_date", "late_until"):
         if key in body:
             setattr(assignment, key, parse_datetime(body, key))
@@ -127,11 +132,7 @@ class AssignmentsHandler(APIHandler):
         lecture = self.lecture_or_404(code, "instructor")
         body = self.json_body()
         check_fields(body, EDITABLE - {"status"} | {"name"})
-        name = string_field(body, "name", 64, required=True)
-        if not SLUG_RE.match(name):
-            raise api_error(
-                400, f"Assignment name {name!r} must be a slug: lowercase letters, digits, '-' and '_'"
-            )
+        name = slug_field(body, "name", "Assignment name")
         assignment = Assignment(lecture_id=lecture.id, name=name, settings={})
         apply_fields(assignment, body)
         self.db.add(assignment)

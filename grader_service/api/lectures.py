@@ -19,15 +19,37 @@ def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
         raise api_error(400, f"Unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
 
 
-def string_field(body: dict[str, Any], key: str, max_length: int = 255, required: bool = False) -> str | None:
+def string_field(
+    body: dict[str, Any], key: str, max_length: int = 255, required: bool = False, nullable: bool = False
+) -> str | None:
+    """A text field, stripped; None if absent (or null, where `nullable`)."""
+    if key not in body and not required:
+        return None
     value = body.get(key)
-    if value is None:
-        if required:
-            raise api_error(400, f"Field {key!r} is required")
+    if value is None and nullable and not required:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > max_length:
-        raise api_error(400, f"Field {key!r} must be a non-empty string of at most {max_length} characters")
+        raise api_error(
+            400,
+            f"Field {key!r} must be a string of at most {max_length} characters, not all blank"
+            + (", or null" if nullable else ""),
+        )
     return value.strip()
+
+
+def slug_field(body: dict[str, Any], key: str, what: str) -> str:
+    """A required slug (lecture code, assignment name), exactly as sent: never stripped or folded."""
+    value = body.get(key)
+    if value is None:
+        raise api_error(400, f"Field {key!r} is required")
+    if not isinstance(value, str) or not SLUG_RE.match(value):
+        shown = repr(value) if isinstance(value, str) else type(value).__name__
+        raise api_error(
+            400,
+            f"{what} {shown} must be a slug: 1-64 lowercase letters, digits, '-' and '_', "
+            "starting and ending with a letter or digit",
+        )
+    return value
 
 
 class LecturesHandler(APIHandler):
@@ -51,11 +73,7 @@ class LecturesHandler(APIHandler):
         self.permissions.require_admin()
         body = self.json_body()
         check_fields(body, {"code", "name", "state"})
-        code = string_field(body, "code", 64, required=True)
-        if not SLUG_RE.match(code):
-            raise api_error(
-                400, f"Lecture code {code!r} must be a slug: lowercase letters, digits, '-' and '_'"
-            )
+        code = slug_field(body, "code", "Lecture code")
         state = body.get("state", "active")
         if state not in LECTURE_STATES:
             raise api_error(400, f"state must be one of {', '.join(LECTURE_STATES)}")

@@ -16,6 +16,7 @@ from .conftest import World
 from .test_hostile_input import SUBMIT, assert_refused, notebook_bytes, state
 
 SOURCE = "lectures/ml/assignments/tiny/files"
+A_LIST = "lectures/ml/assignments"
 ZIP = {"Content-Type": "application/zip"}
 
 
@@ -140,6 +141,12 @@ def test_a_notebook_nested_within_the_limit_is_accepted(world: World) -> None:
         (b'{"name": "x", "a\\u0000": 1}', "NUL characters"),
         (b'{"name": "x\xff"}', "not valid JSON"),
         (b'{"name": "x", "max_submissions": 2147483648}', "integer from 1 to 2147483647"),
+        (b'{"name": " padded"}', "must be a slug"),
+        (b'{"name": "x", "title": "   "}', "not all blank"),
+        (b'{"name": "x", "settings": {"memory": "lots"}}', "Setting 'memory' must be"),
+        (b'{"name": "x", "settings": {"memory": 0}}', "Setting 'memory' must be"),
+        (b'{"name": "x", "settings": {"cpu": "1 core"}}', "Setting 'cpu' must be"),
+        (b'{"name": "x", "settings": {"image": ""}}', "Setting 'image' must be"),
         (b'{"name": "x", "due_date": "9999-12-31T23:00:00-05:00"}', "out of range"),
         (b'{"name": "x", "due_date": "0001-01-01T00:30:00+01:00"}', "out of range"),
     ],
@@ -241,3 +248,24 @@ def test_a_file_name_ending_in_a_slash_is_refused(world: World) -> None:
     files = {"a": ("tiny.ipynb", notebook_bytes()), "b": ("x.ipynb/", notebook_bytes())}
     r = world.client("student").post(SUBMIT, files=files)
     assert_refused(world, r, 422, "ends in '/'", before)
+
+
+def test_explicit_null_is_not_a_missing_field(world: World) -> None:
+    admin = world.client("admin")
+    r = admin.post("lectures", json={"code": "nulled", "name": None})
+    assert r.status_code == 400 and "Field 'name' must be a string" in r.json()["message"]
+    r = admin.post("lectures", json={"code": "nulled"})
+    assert r.status_code == 201 and r.json()["name"] == "nulled"  # absent: the code is the name
+    r = world.client("instructor").post(
+        A_LIST, json={"name": "titled", "title": None, "settings": {"cpu": "500m"}}
+    )
+    assert r.status_code == 201 and r.json()["title"] is None  # a title may be cleared
+
+
+@pytest.mark.parametrize("method", ["PUT", "TRACE", "PATCH"])
+def test_a_method_a_path_does_not_have_is_405_with_allow(world: World, method: str) -> None:
+    r = world.client("admin").request(method, "health")
+    assert r.status_code == 405 and r.headers["Allow"] == "GET"
+    assert r.json()["message"] == f"{method} is not allowed here; allowed: GET"
+    r = world.client("admin").request(method if method != "PATCH" else "PUT", "lectures")
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, POST"

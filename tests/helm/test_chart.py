@@ -68,6 +68,7 @@ MATRIX: dict[str, dict[str, Any]] = {
                 "limits": {"cpu": 2, "memory": "2Gi"},
             },
             "startTimeout": 600,
+            "imagePullTimeout": 90,
             "keepFailedPods": True,
             "maxConcurrentPods": 2,
             "serviceAccountName": "grading",
@@ -129,6 +130,7 @@ KUBE_EXECUTOR_TRAITS = [
     "memory_request",
     "memory_limit",
     "start_timeout",
+    "image_pull_timeout",
     "keep_failed_pods",
     "max_concurrent_pods",
     "extra_pod_config",
@@ -420,6 +422,7 @@ def test_config_defaults(docs):
     assert isinstance(kube.cpu_limit, float)  # the executor's cpu traits are Floats
     assert (kube.memory_request, kube.memory_limit) == ("256Mi", "1Gi")
     assert kube.start_timeout == 300 and isinstance(kube.start_timeout, int)
+    assert kube.image_pull_timeout == 120 and isinstance(kube.image_pull_timeout, int)
     assert kube.keep_failed_pods is False
     assert kube.max_concurrent_pods == 4
     assert kube.extra_pod_config == {}
@@ -438,7 +441,7 @@ def test_config_grading_values_round_trip(docs):
     # CPU becomes float cores ("500m" -> 0.5); memory stays a quantity string
     assert (kube.cpu_request, kube.cpu_limit) == (0.5, 2.0)
     assert (kube.memory_request, kube.memory_limit) == ("300Mi", "2Gi")
-    assert kube.start_timeout == 600
+    assert kube.start_timeout == 600 and kube.image_pull_timeout == 90
     assert kube.keep_failed_pods is True
     assert kube.max_concurrent_pods == 2
     assert kube.service_account_name == "grading"

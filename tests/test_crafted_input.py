@@ -269,3 +269,10 @@ def test_a_method_a_path_does_not_have_is_405_with_allow(world: World, method: s
     assert r.json()["message"] == f"{method} is not allowed here; allowed: GET"
     r = world.client("admin").request(method if method != "PATCH" else "PUT", "lectures")
     assert r.status_code == 405 and r.headers["Allow"] == "GET, POST"
+
+
+@pytest.mark.parametrize("path", ["lectures?state=%FF", "lectures/%FF%FE", f"{SUBMIT}/%C0%AF"])
+def test_a_url_that_is_not_utf8_is_400_naming_it(world: World, path: str) -> None:
+    r = world.client("admin").get(path)
+    assert r.status_code == 400 and r.headers["Content-Type"].startswith("application/json"), r.text
+    assert "Invalid unicode" in r.json()["message"], r.text

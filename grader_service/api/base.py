@@ -147,14 +147,14 @@ class APIHandler(web.RequestHandler):
             message = exc.message
         elif status_code >= 500:
             message = "Internal server error; the details are in the service's log"
-        elif isinstance(exc, web.HTTPError) and exc.log_message:
-            # tornado's own refusals (a malformed query string, invalid UTF-8 in the URL): say which.
-            message = exc.log_message % exc.args if exc.args else exc.log_message
         elif status_code == 403 and "_xsrf" in str(exc):
             message = (
                 "XSRF check failed: cookie-authenticated requests must send the _xsrf cookie's value "
                 "in an X-XSRFToken header"
             )
+        elif isinstance(exc, web.HTTPError) and exc.log_message:
+            # tornado's own refusals (a malformed query string, invalid UTF-8 in the URL): say which.
+            message = exc.log_message % exc.args if exc.args else exc.log_message
         # Refused in prepare(): tornado has not read the body and will close the connection. Say so,
         # or a keep-alive client's next request on that connection dies with a reset.
         if not getattr(self, "_prepared", False) and (

@@ -12,6 +12,11 @@ nbgrader toolbar and existing course material keeps working. The rules here are 
 - A *locked* cell (test cells are always locked) is overwritten by the instructor's version when
   grading, whatever the student did to it.
 - `BEGIN HIDDEN TESTS` / `END HIDDEN TESTS` delimit test code removed from the student version.
+  As in nbgrader, a delimiter is any line *containing* the phrase (case-sensitive): `### BEGIN
+  HIDDEN TESTS`, `# BEGIN HIDDEN TESTS`, the bare phrase, indented, with trailing text. The
+  delimiter lines go with the region; an `END` without a `BEGIN` is dropped like nbgrader drops
+  it. `remove_hidden_tests` is the one parser of these regions: the release, the feedback and the
+  redaction of hidden-test code in what students see all use what it returns.
 """
 
 from __future__ import annotations
@@ -181,8 +186,41 @@ def remove_regions(text: str, begin: str, end: str) -> RegionResult:
     return RegionResult("\n".join(out), found)
 
 
-def remove_hidden_tests(text: str) -> RegionResult:
-    return remove_regions(text, BEGIN_HIDDEN, END_HIDDEN)
+@dataclass(frozen=True)
+class HiddenTests:
+    """What removing the hidden-test regions of a cell did."""
+
+    text: str  # the cell as the student gets it
+    found: bool
+    lines: tuple[str, ...]  # every non-blank line removed (delimiters included), stripped
+
+
+def remove_hidden_tests(text: str) -> HiddenTests:
+    """Drop every hidden-test region, delimiters included, exactly as nbgrader 0.9's ClearHiddenTests.
+
+    Raises MarkerError for a nested `BEGIN` or a `BEGIN` without an `END` (nbgrader refuses those
+    too); a stray `END` line is dropped silently, as nbgrader does.
+    """
+    out: list[str] = []
+    removed: list[str] = []
+    inside = False
+    found = False
+    for line in text.split("\n"):
+        if BEGIN_HIDDEN in line:
+            if inside:
+                raise MarkerError(f"nested '{BEGIN_HIDDEN}'")
+            inside = found = True
+        elif END_HIDDEN in line:
+            inside = False
+        elif not inside:
+            out.append(line)
+            continue
+        # A delimiter line can carry code too ("assert x  # BEGIN HIDDEN TESTS"): it goes as well.
+        if line.strip():
+            removed.append(line.strip())
+    if inside:
+        raise MarkerError(f"'{BEGIN_HIDDEN}' without a matching '{END_HIDDEN}'")
+    return HiddenTests("\n".join(out), found, tuple(removed))
 
 
 def has_hidden_tests(text: str) -> bool:

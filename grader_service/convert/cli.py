@@ -105,7 +105,7 @@ def _release(args: argparse.Namespace) -> int:
     try:
         skeleton = release_assignment(
             args.input, args.output, code_stub=args.code_stub, text_stub=args.text_stub
-        )
+        ).gradebook
     except SourceValidationError as e:
         print(str(e), file=sys.stderr)
         _emit({"status": "invalid", "problems": e.problems})

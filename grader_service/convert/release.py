@@ -7,15 +7,17 @@ ClearHiddenTests, ClearMarkScheme, ComputeChecksums. The output is JSON-equal to
 Every notebook is validated before anything is written, so a source with problems leaves the
 release directory untouched and the instructor gets all problems at once.
 
-The gradebook skeleton (grade ids, max points, totals) is *returned*, not written into the release
-directory: that directory is exactly what students download, and although the skeleton holds
-nothing secret (the points are in the released metadata too) it is service data, not course
-material. The CLI can write it elsewhere with `--gradebook`.
+The gradebook skeleton (grade ids, max points, totals) and the lines of hidden-test code that were
+removed are *returned*, not written into the release directory: that directory is exactly what
+students download, and although the skeleton holds nothing secret (the points are in the released
+metadata too) it is service data, not course material. The CLI can write the skeleton elsewhere
+with `--gradebook`; the service keeps the hidden lines to redact them from what students see.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +88,19 @@ def load_source(source_dir: Path) -> dict[Path, NotebookNode]:
     return notebooks
 
 
-def release_notebook(source: NotebookNode, name: str, **stubs: str) -> NotebookNode:
+@dataclass(frozen=True)
+class Release:
+    """What releasing an assignment produced besides the files."""
+
+    gradebook: dict[str, Any]  # the skeleton
+    hidden_lines: list[str]  # every distinct non-blank line of hidden-test code removed, stripped
+
+
+def release_notebook(
+    source: NotebookNode, name: str, ctx: Context | None = None, **stubs: str
+) -> NotebookNode:
     """The student version of one (validated) source notebook."""
-    return run_pipeline(copy.deepcopy(source), Context(name), release_pipeline(**stubs))
+    return run_pipeline(copy.deepcopy(source), ctx or Context(name), release_pipeline(**stubs))
 
 
 def release_assignment(
@@ -97,7 +109,7 @@ def release_assignment(
     *,
     code_stub: str = nbcells.DEFAULT_CODE_STUB,
     text_stub: str = nbcells.DEFAULT_TEXT_STUB,
-) -> dict[str, Any]:
+) -> Release:
     """Validate `source_dir`, write the student version to `release_dir`, return the skeleton.
 
     Raises SourceValidationError (nothing written) when the source has problems.
@@ -105,12 +117,14 @@ def release_assignment(
     source_dir, release_dir = Path(source_dir), Path(release_dir)
     notebooks = load_source(source_dir)
     skeleton_notebooks = {}
+    hidden: set[str] = set()
     for rel, nb in notebooks.items():
         name = notebook_name(rel)
-        write_notebook(
-            release_notebook(nb, name, code_stub=code_stub, text_stub=text_stub), release_dir / rel
-        )
+        ctx = Context(name)
+        student_version = release_notebook(nb, name, ctx, code_stub=code_stub, text_stub=text_stub)
+        write_notebook(student_version, release_dir / rel)
+        hidden.update(ctx.data.get("hidden_lines", []))
         skeleton_notebooks[name] = gradebook.skeleton_notebook(nb, rel)
     for rel in iter_other_files(source_dir):
         copy_file(source_dir / rel, release_dir / rel)
-    return gradebook.skeleton(skeleton_notebooks)
+    return Release(gradebook.skeleton(skeleton_notebooks), sorted(hidden))

@@ -9,7 +9,6 @@ in the assignment's release repository, which is what students download.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from . import git
 
 if TYPE_CHECKING:
     from ..app import GraderService
+    from ..convert.release import Release as ConvertRelease
 
 # Files the conversion may write for the service that must not reach students.
 SERVICE_ONLY_FILES = ("gradebook.json",)
@@ -45,30 +45,7 @@ class Released:
         assignment.released_at = utcnow()
 
 
-def hidden_test_lines(source: Path) -> list[str]:
-    """Every non-blank line inside a hidden-tests region of the source notebooks."""
-    lines: set[str] = set()
-    for path in source.rglob("*.ipynb"):
-        try:
-            cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
-        except (OSError, ValueError, AttributeError):
-            continue
-        for cell in cells:
-            text = cell.get("source", "")
-            text = "".join(text) if isinstance(text, list) else str(text)
-            inside = False
-            for line in text.splitlines():
-                marker = line.strip()
-                if marker.startswith("### BEGIN HIDDEN TESTS"):
-                    inside = True
-                elif marker.startswith("### END HIDDEN TESTS"):
-                    inside = False
-                elif inside and marker:
-                    lines.add(marker)
-    return sorted(lines)
-
-
-def _convert(source: Path, output: Path) -> dict[str, Any]:
+def _convert(source: Path, output: Path) -> ConvertRelease:
     from ..convert.errors import SourceValidationError
     from ..convert.release import release_assignment as convert_release
 
@@ -89,8 +66,7 @@ async def release_assignment(service: GraderService, assignment_id: int, source_
         source, output = Path(tmp) / "source", Path(tmp) / "release"
         source.mkdir()
         await git.export(layout.source_repo(assignment_id), source_commit, source)
-        gradebook = await asyncio.to_thread(_convert, source, output)
-        hidden = await asyncio.to_thread(hidden_test_lines, source)
+        converted = await asyncio.to_thread(_convert, source, output)
         for name in SERVICE_ONLY_FILES:
             target = output / name
             if target.is_file():
@@ -106,7 +82,7 @@ async def release_assignment(service: GraderService, assignment_id: int, source_
             await git.update_branch(repo, commit, parent)
     return Released(
         commit=commit,
-        gradebook=gradebook,
-        max_score=float(gradebook.get("max_score", 0.0)),
-        hidden_lines=hidden,
+        gradebook=converted.gradebook,
+        max_score=float(converted.gradebook.get("max_score", 0.0)),
+        hidden_lines=converted.hidden_lines,
     )

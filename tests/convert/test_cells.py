@@ -65,3 +65,142 @@ def test_hidden_tests_are_removed_with_their_markers() -> None:
     result = nbcells.remove_hidden_tests(src)
     assert result.found and result.text == "assert a"
     assert nbcells.has_hidden_tests(src) and not nbcells.has_hidden_tests(result.text)
+
+
+# Every spelling nbgrader 0.9's ClearHiddenTests accepts: a delimiter is any line that contains
+# the phrase (case-sensitive), whatever comes before or after it. (source, student version,
+# lines the release must record for redaction)
+NBGRADER_SPELLINGS = [
+    pytest.param(
+        "assert f(1) == 1\n### BEGIN HIDDEN TESTS\nassert f(2) == 4\n### END HIDDEN TESTS",
+        "assert f(1) == 1",
+        ["### BEGIN HIDDEN TESTS", "assert f(2) == 4", "### END HIDDEN TESTS"],
+        id="triple-hash",
+    ),
+    pytest.param(
+        "# BEGIN HIDDEN TESTS\nassert f(2) == 4\n# END HIDDEN TESTS\nassert f(1) == 1",
+        "assert f(1) == 1",
+        ["# BEGIN HIDDEN TESTS", "assert f(2) == 4", "# END HIDDEN TESTS"],
+        id="single-hash",
+    ),
+    pytest.param(
+        "x = 1\nBEGIN HIDDEN TESTS\nassert f(2) == 4\nEND HIDDEN TESTS",
+        "x = 1",
+        ["BEGIN HIDDEN TESTS", "assert f(2) == 4", "END HIDDEN TESTS"],
+        id="no-prefix",
+    ),
+    pytest.param(
+        "for i in range(3):\n    assert f(i) >= 0\n    ### BEGIN HIDDEN TESTS\n    assert f(i) == i * i\n"
+        "    ### END HIDDEN TESTS\nprint('done')",
+        "for i in range(3):\n    assert f(i) >= 0\nprint('done')",
+        ["### BEGIN HIDDEN TESTS", "assert f(i) == i * i", "### END HIDDEN TESTS"],
+        id="indented",
+    ),
+    pytest.param(
+        "\t#BEGIN HIDDEN TESTS\n\tassert g() is None\n\t#END HIDDEN TESTS\npass",
+        "pass",
+        ["#BEGIN HIDDEN TESTS", "assert g() is None", "#END HIDDEN TESTS"],
+        id="tab-no-space",
+    ),
+    pytest.param(
+        "// BEGIN HIDDEN TESTS\nassert(f(2) == 4);\n// END HIDDEN TESTS",
+        "",
+        ["// BEGIN HIDDEN TESTS", "assert(f(2) == 4);", "// END HIDDEN TESTS"],
+        id="other-language-comment",
+    ),
+    pytest.param(
+        "### BEGIN HIDDEN TESTS (do not share) ###\nassert f(3) == 9\n### END HIDDEN TESTS ###",
+        "",
+        ["### BEGIN HIDDEN TESTS (do not share) ###", "assert f(3) == 9", "### END HIDDEN TESTS ###"],
+        id="trailing-text",
+    ),
+    pytest.param(
+        "assert f(1) == 1\nassert f(5) == 25  # BEGIN HIDDEN TESTS\nassert f(6) == 36\n# END HIDDEN TESTS",
+        "assert f(1) == 1",
+        ["assert f(5) == 25  # BEGIN HIDDEN TESTS", "assert f(6) == 36", "# END HIDDEN TESTS"],
+        id="code-on-the-delimiter-line",
+    ),
+    pytest.param(
+        "a = 1\n# BEGIN HIDDEN TESTS\nassert a\n# END HIDDEN TESTS\nb = 2\n"
+        "# BEGIN HIDDEN TESTS\nassert b == 2\n# END HIDDEN TESTS\nc = 3",
+        "a = 1\nb = 2\nc = 3",
+        [
+            "# BEGIN HIDDEN TESTS",
+            "assert a",
+            "# END HIDDEN TESTS",
+            "# BEGIN HIDDEN TESTS",
+            "assert b == 2",
+            "# END HIDDEN TESTS",
+        ],
+        id="two-regions",
+    ),
+    pytest.param(
+        "x = 1\r\n### BEGIN HIDDEN TESTS\r\nassert x == 1\r\n### END HIDDEN TESTS\r\ny = 2",
+        "x = 1\r\ny = 2",
+        ["### BEGIN HIDDEN TESTS", "assert x == 1", "### END HIDDEN TESTS"],
+        id="crlf",
+    ),
+    pytest.param(
+        'print("BEGIN HIDDEN TESTS")\nassert f(7) == 49\nprint("END HIDDEN TESTS")',
+        "",
+        ['print("BEGIN HIDDEN TESTS")', "assert f(7) == 49", 'print("END HIDDEN TESTS")'],
+        id="phrase-inside-a-string",
+    ),
+    pytest.param(
+        "### BEGIN HIDDEN TESTS\n\n   \nassert h()\n### END HIDDEN TESTS",
+        "",
+        ["### BEGIN HIDDEN TESTS", "assert h()", "### END HIDDEN TESTS"],
+        id="blank-lines-not-recorded",
+    ),
+    pytest.param(
+        "assert f(1) == 1\n### END HIDDEN TESTS\nassert f(2) == 4",
+        "assert f(1) == 1\nassert f(2) == 4",
+        ["### END HIDDEN TESTS"],
+        id="stray-end-dropped",
+    ),
+    pytest.param(
+        "# begin hidden tests\nassert f(2) == 4\n# end hidden tests",
+        "# begin hidden tests\nassert f(2) == 4\n# end hidden tests",
+        [],
+        id="lower-case-is-not-a-delimiter",
+    ),
+    pytest.param(
+        "# BEGIN HIDDEN  TESTS\nassert f(2) == 4",
+        "# BEGIN HIDDEN  TESTS\nassert f(2) == 4",
+        [],
+        id="different-spacing-is-not-a-delimiter",
+    ),
+]
+
+
+def nbgrader_clear_hidden_tests(text: str) -> str:
+    """nbgrader 0.9.6's ClearHiddenTests._remove_hidden_test_region, restated as its rule reads."""
+    kept, inside = [], False
+    for line in text.split("\n"):
+        if "BEGIN HIDDEN TESTS" in line:
+            inside = True
+        elif "END HIDDEN TESTS" in line:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+@pytest.mark.parametrize("src, student, hidden", NBGRADER_SPELLINGS)
+def test_every_nbgrader_spelling_of_hidden_tests(src: str, student: str, hidden: list[str]) -> None:
+    result = nbcells.remove_hidden_tests(src)
+    assert result.text == student == nbgrader_clear_hidden_tests(src)
+    assert list(result.lines) == hidden
+    assert result.found == nbcells.has_hidden_tests(src) == any("BEGIN HIDDEN TESTS" in h for h in hidden)
+
+
+@pytest.mark.parametrize(
+    "src, message",
+    [
+        ("### BEGIN HIDDEN TESTS\nassert x", "without a matching"),
+        ("# BEGIN HIDDEN TESTS\n# BEGIN HIDDEN TESTS\n# END HIDDEN TESTS", "nested"),
+    ],
+)
+def test_malformed_hidden_test_markers_raise(src: str, message: str) -> None:
+    with pytest.raises(nbcells.MarkerError, match=message):
+        nbcells.remove_hidden_tests(src)

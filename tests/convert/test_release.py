@@ -16,7 +16,7 @@ from .builders import answer, graded, markdown, notebook, write
 
 @pytest.mark.parametrize("assignment", ["basics", "numpy", "slow"])
 def test_release_is_json_equal_to_nbgrader(corpus: Path, tmp_path: Path, assignment: str) -> None:
-    skeleton = release_assignment(corpus / "source" / assignment, tmp_path / "release")
+    skeleton = release_assignment(corpus / "source" / assignment, tmp_path / "release").gradebook
     expected_files = sorted(p.name for p in (corpus / "release" / assignment).iterdir())
     assert sorted(p.name for p in (tmp_path / "release").iterdir()) == expected_files
     for name in expected_files:
@@ -28,7 +28,7 @@ def test_release_is_json_equal_to_nbgrader(corpus: Path, tmp_path: Path, assignm
 
 
 def test_skeleton_lists_graded_cells_and_totals(corpus: Path, tmp_path: Path, expected: dict) -> None:
-    skeleton = release_assignment(corpus / "source" / "numpy", tmp_path / "release")
+    skeleton = release_assignment(corpus / "source" / "numpy", tmp_path / "release").gradebook
     nb = skeleton["notebooks"]["numpy_hw"]
     assert {gid: c["max_points"] for gid, c in nb["cells"].items()} == expected["assignments"]["numpy"][
         "tests"
@@ -49,7 +49,7 @@ def test_stubs_are_configurable_and_markdown_answers_stubbed(tmp_path: Path) -> 
     )
     (tmp_path / "src" / "data").mkdir()
     (tmp_path / "src" / "data" / "table.csv").write_text("a,b\n")
-    skeleton = release_assignment(tmp_path / "src", tmp_path / "rel", code_stub="pass  # TODO")
+    skeleton = release_assignment(tmp_path / "src", tmp_path / "rel", code_stub="pass  # TODO").gradebook
     cells = json.loads((tmp_path / "rel" / "hw.ipynb").read_text())["cells"]
     assert cells[0]["source"] == "def f():\n    pass  # TODO"
     assert cells[1]["source"] == "pass  # TODO"
@@ -111,3 +111,26 @@ def test_cli_release_invalid_source_exits_2(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["problems"] == [
         {"notebook": "hw", "cell": "t", "problem": "negative points (-1)"}
     ]
+
+
+def test_release_records_the_hidden_lines_it_removed(tmp_path: Path) -> None:
+    """One parser: the lines the release removes are the lines the service redacts, in every spelling."""
+    from grader_service.storage.release import _convert
+
+    from .test_cells import NBGRADER_SPELLINGS
+
+    cells = [answer("a", "def f(x):\n    ### BEGIN SOLUTION\n    return x * x\n    ### END SOLUTION")]
+    expected: set[str] = set()
+    for i, case in enumerate(NBGRADER_SPELLINGS):
+        src, student, hidden = case.values
+        if any("BEGIN HIDDEN TESTS" in line for line in hidden):
+            cells.append(graded(f"t{i}", src, 1))
+            expected.update(hidden)
+    write(notebook(*cells), tmp_path / "src" / "hw.ipynb")
+
+    released = _convert(tmp_path / "src", tmp_path / "rel")
+
+    assert set(released.hidden_lines) == expected and len(expected) > 20
+    student_version = (tmp_path / "rel" / "hw.ipynb").read_text()
+    code_lines = [line for line in expected if "HIDDEN TESTS" not in line]
+    assert code_lines and not [line for line in code_lines if line in student_version]

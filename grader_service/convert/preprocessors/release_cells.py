@@ -57,12 +57,17 @@ class ClearOutputs(Preprocessor):
 
 
 class ClearHiddenTests(Preprocessor):
-    """Remove `BEGIN/END HIDDEN TESTS` regions from test cells."""
+    """Remove `BEGIN/END HIDDEN TESTS` regions; collect the removed lines in `ctx.data["hidden_lines"]`.
+
+    Those lines are what the service redacts from everything a student sees of a grading.
+    """
 
     def preprocess_cell(self, cell: NotebookNode, ctx: Context, index: int) -> None:
-        result = nbcells.remove_hidden_tests(nbcells.source_text(cell))
-        if result.found:
+        text = nbcells.source_text(cell)
+        result = nbcells.remove_hidden_tests(text)
+        if result.text != text:  # a region, or a stray END line nbgrader drops too
             cell.source = result.text
+        ctx.data.setdefault("hidden_lines", []).extend(result.lines)
 
 
 class ClearMarkScheme(Preprocessor):

@@ -131,7 +131,17 @@ class GradebookHandler(SubmissionDetailHandler):
 class LogsHandler(SubmissionDetailHandler):
     def get(self, code: str, name: str, submission_id: str) -> None:
         submission, view = self.resolve(code, name, submission_id)
-        logs = view.logs(submission.logs or "")
+        failure = None
+        if not view.staff:
+            latest = self.db.execute(
+                select(GradingJob.state, GradingJob.error)
+                .where(GradingJob.submission_id == submission.id)
+                .order_by(GradingJob.id.desc())
+                .limit(1)
+            ).first()
+            if latest is not None and latest.state == "failed":
+                failure = latest.error or "Grading failed."
+        logs = view.logs(submission.logs or "", failure)
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish(logs)
 

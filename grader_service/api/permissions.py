@@ -10,7 +10,9 @@ one that does not exist: codes cannot be probed. A role too low for an action is
 
 What a student sees of a grading result is decided by :class:`ResultView` alone, whatever the
 representation (submission fields, gradebook, logs, feedback, the event stream): nothing of it
-until the result is released, and hidden-test code never (see ``redact``).
+until the result is released, then the gradebook's student view (of every cell from the first
+hidden test on only points, status, a built-in exception's name and the instructor's own
+message: ``convert.visibility``), no raw log, and hidden-test code never (see ``redact``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sqlalchemy import select
 from ..orm import Assignment, Lecture, Role, Submission, User
 from ..orm.role import role_rank
 from .errors import APIError
-from .redact import redact_gradebook, redact_text
+from .redact import redact_text, student_gradebook, student_log
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -139,11 +141,12 @@ class ResultView:
 
     def gradebook(self, gradebook: Any) -> Any:
         self.require_visible("gradebook")
-        return gradebook if self.staff else redact_gradebook(gradebook, self.assignment)
+        return gradebook if self.staff else student_gradebook(gradebook, self.assignment)
 
-    def logs(self, text: str) -> str:
+    def logs(self, text: str, failure: str | None = None) -> str:
+        """The grading log; a student gets only `failure`, why the latest grading failed (if it did)."""
         self.require_visible("grading log")
-        return text if self.staff else redact_text(text, self.assignment)
+        return text if self.staff else student_log(failure, self.assignment)
 
     def event(self, event: dict[str, Any]) -> dict[str, Any]:
         """A status event as this caller may see it; an event of a new grading carries its feedback_status."""

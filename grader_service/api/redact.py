@@ -1,19 +1,26 @@
-"""What students must not see of their own grading: the code of hidden tests.
+"""What students see of their own grading: the gradebook's student view, never raw logs.
 
-Tracebacks and error messages quote the failing line, so a failed hidden test would show its code.
-Every line of hidden-test code (recorded at release) is replaced wherever it appears in what a
-student gets: gradebook strings and logs.
+The rule itself is the notebook engine's (`convert.visibility`): of every cell from the first
+hidden test on, a student sees points and status, at most a built-in exception's name and the
+instructor's own assertion message, and no kernel-derived text. On top of that, as a second
+line, every line of hidden-test code (recorded at release) is replaced wherever it still appears
+in what a student gets.
+
+The grading log is the grader's own output (the kernel's stdout and stderr go nowhere), but it is
+for staff: a student sees only why a grading failed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..convert.visibility import student_view
 from ..orm import Assignment
 
 NOTICE = "[hidden test]"
 # Lines this short ("pass", ")") carry no secret and would redact innocent text.
 MIN_LINE = 6
+STAFF_ONLY_LOG = "The grading log is shown to tutors and instructors only."
 
 
 def hidden_lines(assignment: Assignment) -> list[str]:
@@ -45,3 +52,15 @@ def redact_gradebook(gradebook: Any, assignment: Assignment) -> Any:
         return value
 
     return walk(gradebook) if lines else gradebook
+
+
+def student_gradebook(gradebook: dict[str, Any], assignment: Assignment) -> dict[str, Any]:
+    """The gradebook as its student may see it."""
+    return redact_gradebook(student_view(gradebook), assignment)
+
+
+def student_log(failure: str | None, assignment: Assignment) -> str:
+    """What a student sees of a grading log: why the grading failed (the grader's words), if it did."""
+    if failure is None:
+        return STAFF_ONLY_LOG + "\n"
+    return redact_text(f"{failure}\n\n{STAFF_ONLY_LOG}\n", assignment)

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ from .preprocessors.base import Context, run_pipeline
 from .preprocessors.reconcile import describe_source, reconcile_pipeline
 from .release import load_source
 from .scoring import canary_error_held, canary_value_held, mutant_passed, score_record
+from .visibility import student_error
 from .watch import DirectoryWatch, FileEvent
 
 # Integrity steps (canaries, guard calls) get their own short budget: they run even when the
@@ -320,7 +322,11 @@ async def execute_plan(
     pgid = None
     try:
         try:
-            await client.async_start_new_kernel(cwd=str(cwd), env=env.env)
+            # The kernel's own stdout/stderr go nowhere: they would reach the job's log, which
+            # student code must not be able to write to (what it prints goes to the notebook).
+            await client.async_start_new_kernel(
+                cwd=str(cwd), env=env.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             pgid = getattr(client.km.provisioner, "pgid", None)
             await client.async_start_new_kernel_client()
         except Exception as e:
@@ -471,6 +477,15 @@ def _step_label(plan: Plan, nb: NotebookNode, i: int) -> str:
     return f"a grader check ({step.kind})"
 
 
+def first_hidden_step(plan: Plan, nb: NotebookNode) -> int | None:
+    """The plan step that first sends hidden-test code to the kernel: the taint point (see `visibility`)."""
+    for i, step in enumerate(plan.steps):
+        runs_cell_code = step.kind in ("test", "mutant") and step.cell_index is not None
+        if runs_cell_code and nbcells.has_hidden_tests(nbcells.source_text(nb.cells[step.cell_index])):
+            return i
+    return None
+
+
 def _score(
     base: dict[str, Any],
     nb: NotebookNode,
@@ -487,6 +502,11 @@ def _score(
         if note["cell"] in tamper and note["kind"] in ("tampering", "repair"):
             tamper[note["cell"]].append(note["message"])
 
+    # From the taint point on, what the kernel produced may quote hidden tests (see `visibility`).
+    taint = first_hidden_step(plan, nb)
+    withheld_from = plan.steps[taint].cell_index if taint is not None else None
+    result["withheld_from_cell"] = withheld_from
+
     test_steps: dict[str, int] = {}
     mutant_steps: dict[str, int] = {}
     for i, step in enumerate(plan.steps):
@@ -494,6 +514,11 @@ def _score(
             test_steps.setdefault(step.grade_id, i)
         elif step.kind == "mutant" and step.grade_id:
             mutant_steps.setdefault(step.grade_id, i)
+    cell_of_gid: dict[str, int] = {}
+    for index, cell in enumerate(nb.cells):
+        gid = (cell.metadata.get("grader") or {}).get("grade_id") or nbcells.grade_id(cell)
+        if gid:
+            cell_of_gid.setdefault(gid, index)
 
     stop_reason = {
         "died": ("error", "KernelDied", "the kernel died before this cell could run"),
@@ -505,6 +530,8 @@ def _score(
         "time-limit": ("timeout", "TimeLimit", "the total time limit was reached before this cell ran"),
     }
     for gid, entry in cells.items():
+        index = cell_of_gid.get(gid)
+        entry["withheld"] = withheld_from is not None and index is not None and index >= withheld_from
         if entry["kind"] != "test":
             entry.update(points=None, status="needs-manual", partial=False, error=None, duration_s=None)
             continue
@@ -525,8 +552,18 @@ def _score(
             error={"name": outcome.error[0], "message": outcome.error[1]} if outcome.error else None,
             duration_s=round(rec.duration, 3),
         )
+        if outcome.error is not None and outcome.error_from_kernel and entry["withheld"]:
+            source = nbcells.source_text(nb.cells[plan.steps[i].cell_index])
+            entry["student_error"] = student_error(*outcome.error, source)
 
-    def zero(gid: str, message: str, kind: str = "tampering") -> None:
+    def note(cell: str | None, kind: str, message: str, detail: str | None = None) -> None:
+        """A note: `message` is the grader's own words; `detail`, what the kernel said (staff only)."""
+        entry: dict[str, Any] = {"cell": cell, "kind": kind, "message": message}
+        if detail:
+            entry["detail"] = detail
+        notes.append(entry)
+
+    def zero(gid: str, message: str, kind: str = "tampering", detail: str | None = None) -> None:
         entry = cells[gid]
         if entry.get("points"):
             entry["points"] = 0.0
@@ -534,7 +571,7 @@ def _score(
         if entry["error"] is None:
             entry["error"] = {"name": "IntegrityCheck", "message": message}
         tamper[gid].append(message)
-        notes.append({"cell": gid, "kind": kind, "message": message})
+        note(gid, kind, message, detail)
 
     # Mutation runs: what a test awards with wrong answers substituted is not earned by the
     # answers. A test passing outright that way is being executed dishonestly (scored 0); a test
@@ -556,12 +593,13 @@ def _score(
                 f"'{gid}' awards {free:g} points even with wrong answers substituted; those were deducted"
             )
             tamper[gid].append(message)
-            notes.append({"cell": gid, "kind": "integrity", "message": message})
+            note(gid, "integrity", message)
 
-    # Guard and canaries, per protected group.
+    # Guard and canaries, per protected group. What the kernel answered goes into the detail.
     restored: list[str] = []
     for group, gids in plan.groups.items():
-        problems = []
+        problems: list[str] = []
+        details: list[str] = []
         ran_all = True
         for i, step in enumerate(plan.steps):
             if step.group != group:
@@ -571,9 +609,8 @@ def _score(
                 if res is None:
                     ran_all = False
                 elif step.kind != "checkpoint" and (res[0] != "ok" or not _token_ok(res[1], step.expect)):
-                    problems.append(
-                        f"grader guard step '{step.kind}' did not run as sent ({(res[1] or '')[:200]})"
-                    )
+                    problems.append(f"grader guard step '{step.kind}' did not run as sent")
+                    details.append(f"{step.kind}: {(res[1] or '')[:200]}")
                 elif step.kind == "pre":
                     restored.extend(_restored_items(res[1]))
             elif step.kind.startswith("canary"):
@@ -583,31 +620,30 @@ def _score(
                 elif step.kind == "canary-error" and not canary_error_held(rec, step.expect):
                     problems.append("a canary cell that must fail with a known error did not")
                 elif step.kind == "canary-value" and not canary_value_held(rec, step.expect):
-                    problems.append(
-                        f"a canary cell displayed {rec.results!r} instead of [{step.expect!r}] (partial credit is untrustworthy)"
-                    )
+                    problems.append("a canary cell displayed something else than the number it computes")
+                    details.append(f"displayed {rec.results!r} instead of [{step.expect!r}]")
         if problems:
             for gid in gids:
                 if gid in cells:
-                    zero(gid, f"integrity checks around '{gid}' failed: {'; '.join(problems)}; scored 0")
+                    zero(
+                        gid,
+                        f"integrity checks around '{gid}' failed: {'; '.join(problems)}; scored 0",
+                        detail="; ".join(details),
+                    )
         elif not ran_all and any(execution.records.get(test_steps.get(gid, -1)) for gid in gids):
-            notes.append(
-                {
-                    "cell": None,
-                    "kind": "integrity",
-                    "message": f"the canary checks after {', '.join(gids)} could not run ({execution.kernel}); "
-                    "scores of earlier cells stand",
-                }
+            note(
+                None,
+                "integrity",
+                f"the canary checks after {', '.join(gids)} could not run ({execution.kernel}); "
+                "scores of earlier cells stand",
             )
     if restored:
         unique = sorted(set(restored))
-        notes.append(
-            {
-                "cell": None,
-                "kind": "integrity",
-                "message": "kernel state changed by the notebook was set aside while protected cells ran: "
-                + ", ".join(unique[:40]),
-            }
+        note(
+            None,
+            "integrity",
+            "kernel state changed by the notebook was set aside while protected cells ran",
+            detail=", ".join(unique[:40]),
         )
 
     # Files: reading the instructor's source (or writing into the output directory). Opening a
@@ -618,30 +654,22 @@ def _score(
         for event in execution.events[i]:
             where = _step_label(plan, nb, i)
             if event.area == "output":
-                notes.append(
-                    {
-                        "cell": None,
-                        "kind": "tampering",
-                        "message": f"the kernel touched the output directory during {where}: "
-                        f"{event.describe()} (the grader's files were written afterwards)",
-                    }
+                note(
+                    None,
+                    "tampering",
+                    f"the kernel touched the output directory during {where} "
+                    "(the grader's files were written afterwards)",
+                    detail=event.describe(),
                 )
             elif event.is_dir:
-                notes.append(
-                    {
-                        "cell": None,
-                        "kind": "integrity",
-                        "message": f"source directory listed during {where}: {event.describe()}",
-                    }
-                )
+                note(None, "integrity", f"source directory listed during {where}", detail=event.describe())
             elif first_source_access is None:
                 first_source_access = i
-                notes.append(
-                    {
-                        "cell": None,
-                        "kind": "tampering",
-                        "message": f"the kernel accessed the instructor's files during {where}: {event.describe()}",
-                    }
+                note(
+                    None,
+                    "tampering",
+                    f"the kernel accessed the instructor's files during {where}",
+                    detail=event.describe(),
                 )
     if first_source_access is not None:
         for gid, i in test_steps.items():
@@ -669,7 +697,7 @@ def _dedupe(notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen = set()
     out = []
     for note in notes:
-        key = (note["cell"], note["kind"], note["message"])
+        key = (note["cell"], note["kind"], note["message"], note.get("detail"))
         if key not in seen:
             seen.add(key)
             out.append(note)
@@ -677,17 +705,13 @@ def _dedupe(notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _annotate(nb: NotebookNode, result: dict[str, Any]) -> None:
-    """Put each graded cell's result into its metadata (for feedback) and drop transient keys."""
+    """Drop the reconciliation's transient keys from the graded notebook's metadata.
+
+    Results are not copied into the notebook: the feedback page takes them from the gradebook,
+    through the student view.
+    """
     for cell in nb.cells:
         grader = cell.metadata.get("grader")
-        if not isinstance(grader, dict):
-            continue
-        for key in ("source_index", "matched_by", "duplicate_of", "foreign"):
-            grader.pop(key, None)
-        gid = grader.get("grade_id")
-        entry = result["cells"].get(gid) if gid else None
-        if entry is not None:
-            grader["result"] = {
-                key: entry.get(key)
-                for key in ("points", "max_points", "status", "partial", "error", "hidden_tests", "tampering")
-            }
+        if isinstance(grader, dict):
+            for key in ("source_index", "matched_by", "duplicate_of", "foreign", "result"):
+                grader.pop(key, None)

@@ -1,8 +1,10 @@
 """`feedback`: one self-contained HTML page per notebook from an autograde output directory.
 
-The page shows the student's code and outputs, each graded cell's points, status and failure
-message, and the total on top. Test cells with hidden tests show only the part the student was
-given (plus a notice) and their errors lose the traceback, which would quote hidden code. The
+The page is what the *student* may see (`visibility.student_view`): the student's code and
+outputs, each graded cell's points, status and failure message, and the total on top. Test cells
+with hidden tests show only the part the student was given (plus a notice); every cell from the
+first hidden test on shows a notice instead of its outputs, and its error only as far as the
+student view keeps it (the name of a built-in exception, the instructor's own message). The
 page carries no scripts and no links to external assets (MathJax, require.js, widget CDNs are
 left out), and student-supplied HTML and Markdown is sanitised: feedback is opened by
 instructors too, and must not run a student's JavaScript in their browser.
@@ -20,7 +22,8 @@ from nbformat import NotebookNode
 
 from .notebooks import atomic_write_text, read_notebook
 from .preprocessors.base import Context, run_pipeline
-from .preprocessors.feedback_cells import HideHiddenTestCode, ReduceHiddenTestErrors
+from .preprocessors.feedback_cells import AttachResults, HideHiddenTestCode, WithholdOutputs
+from .visibility import student_view
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -87,12 +90,14 @@ def generate_feedback(output_dir: Path, feedback_dir: Path) -> list[Path]:
     book = json.loads(book_path.read_text(encoding="utf-8"))
     if book.get("kind") != "autograde":
         raise ValueError(f"{book_path} is not an autograde gradebook")
+    book = student_view(book)
     exporter = _exporter()
     pages = []
     for name, entry in book["notebooks"].items():
         rel = Path(entry["path"])
         nb = _load(output_dir / rel, entry)
-        nb = run_pipeline(nb, Context(name), [HideHiddenTestCode(), ReduceHiddenTestErrors()])
+        steps = [HideHiddenTestCode(), WithholdOutputs(entry.get("withheld_from_cell")), AttachResults(entry)]
+        nb = run_pipeline(nb, Context(name), steps)
         resources = {"metadata": {"name": f"Feedback: {name}"}, "grader": _summary(name, entry)}
         body, _ = exporter.from_notebook_node(nb, resources=resources)
         body = _strip_css_comments(body)
@@ -120,7 +125,12 @@ def _summary(name: str, entry: dict[str, Any]) -> dict[str, Any]:
         for gid, cell in entry["cells"].items()
     ]
     notes = [n["message"] for n in entry.get("notes", []) if n.get("kind") in ("tampering", "integrity")]
+    first_withheld = entry.get("withheld_from_cell")
     return {
+        "withheld": None
+        if first_withheld is None
+        else f"Outputs are shown up to cell {first_withheld}; from cell {first_withheld + 1} on, where hidden "
+        "tests ran, they are not: what code prints after hidden tests ran could reveal them.",
         "name": name,
         "score_text": _fmt(entry.get("score", 0.0)),
         "max_text": _fmt(entry.get("max_score", 0.0)),

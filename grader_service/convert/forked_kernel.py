@@ -130,6 +130,12 @@ def _become_kernel(argv: list[str], cwd: str, env: dict[str, str]) -> None:
     sys.argv = ["ipykernel_launcher", *argv]
     from ipykernel.kernelapp import IPKernelApp
 
+    # stdout/stderr (the job's log) go nowhere once the kernel runs: what student code writes to
+    # them reaches the notebook through ipykernel's streams, never the log.
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
     IPKernelApp.launch_instance(argv=argv)
 
 

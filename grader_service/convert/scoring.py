@@ -47,6 +47,9 @@ class Outcome:
     status: str  # passed | failed | error | timeout
     partial: bool = False
     error: tuple[str, str] | None = None
+    # The error's name and message are what the kernel reported (student code can shape them),
+    # not the grader's own words (timeouts, dead kernels).
+    error_from_kernel: bool = False
 
 
 def score_record(rec: CellRecord, max_points: float, cell_timeout: float | None = None) -> Outcome:
@@ -71,7 +74,8 @@ def score_record(rec: CellRecord, max_points: float, cell_timeout: float | None 
         return Outcome(0.0, "error", error=("NotRun", "the cell did not run"))
     if rec.failed:
         name, message = rec.error or ("Error", "")
-        return Outcome(0.0, "failed" if name == "AssertionError" else "error", error=(name, message))
+        status = "failed" if name == "AssertionError" else "error"
+        return Outcome(0.0, status, error=(name, message), error_from_kernel=True)
     values = [parse_number(text) for text in rec.results]
     numbers = [v for v in values if v is not None]
     if numbers:

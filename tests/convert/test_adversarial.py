@@ -255,7 +255,7 @@ def test_correct_answers_with_a_cheat_left_in_still_pass(assignment: dict, grade
         "test_hidden": 1.0,
         "test_brightness": 1.0,
     }
-    notes = " ".join(n["message"] for n in only_notebook(book)["notes"])
+    notes = " ".join(f"{n['message']} ({n.get('detail')})" for n in only_notebook(book)["notes"])
     assert "set aside while protected cells ran" in notes and "builtins.sorted" in notes
 
 
@@ -278,7 +278,7 @@ def test_a_cheat_in_a_failing_cell_right_before_a_test_is_still_set_aside(
         "test_hidden": 1.0,
         "test_brightness": 1.0,
     }
-    notes = " ".join(n["message"] for n in only_notebook(book)["notes"])
+    notes = " ".join(f"{n['message']} ({n.get('detail')})" for n in only_notebook(book)["notes"])
     assert "set aside while protected cells ran" in notes and "math.isclose" in notes
 
 

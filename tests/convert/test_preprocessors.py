@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbformat
 
 from grader_service.convert.preprocessors.base import Context
-from grader_service.convert.preprocessors.feedback_cells import HideHiddenTestCode, ReduceHiddenTestErrors
+from grader_service.convert.preprocessors.feedback_cells import HideHiddenTestCode, WithholdOutputs
 from grader_service.convert.preprocessors.release_cells import (
     ClearHiddenTests,
     ClearMarkScheme,
@@ -69,7 +69,9 @@ def test_compute_checksums_only_for_nbgrader_cells() -> None:
     assert "nbgrader" not in plain.metadata
 
 
-def test_feedback_hides_hidden_test_code_and_tracebacks() -> None:
+def test_feedback_hides_hidden_test_code_and_withholds_outputs_from_the_first_hidden_test() -> None:
+    before = code("print('mine')")
+    before.outputs = [nbformat.v4.new_output("stream", name="stdout", text="mine\n")]
     cell = graded(
         "t", "assert f(1)\n### BEGIN HIDDEN TESTS\nassert f(2) == 'secret'\n### END HIDDEN TESTS", 1
     )
@@ -79,8 +81,14 @@ def test_feedback_hides_hidden_test_code_and_tracebacks() -> None:
             "error", ename="AssertionError", evalue="", traceback=["assert f(2) == 'secret'"]
         )
     ]
-    nb = notebook(cell)
+    after = code("print(stash)")
+    after.outputs = [nbformat.v4.new_output("stream", name="stdout", text="c2VjcmV0\n")]
+    quiet = code("x = 1")
+    nb = notebook(before, cell, after, quiet)
     ctx = Context("hw")
-    nb = ReduceHiddenTestErrors().preprocess(HideHiddenTestCode().preprocess(nb, ctx), ctx)
-    assert "secret" not in nb.cells[0].source and "hidden tests ran here" in nb.cells[0].source
-    assert nb.cells[0].outputs[0]["traceback"] == ["AssertionError: "]
+    nb = WithholdOutputs(1).preprocess(HideHiddenTestCode().preprocess(nb, ctx), ctx)
+    assert "secret" not in nb.cells[1].source and "hidden tests ran here" in nb.cells[1].source
+    assert nb.cells[0].outputs[0]["text"] == "mine\n"
+    for withheld in nb.cells[1:]:
+        (notice,) = withheld.outputs
+        assert "Output not shown" in notice["text"]

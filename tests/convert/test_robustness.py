@@ -260,6 +260,7 @@ def test_manual_cells_are_listed_as_needing_grading(tmp_path: Path) -> None:
     assert entry["cells"]["essay"] == {
         "grade_id": "essay", "kind": "manual", "max_points": 4.0, "hidden_tests": False, "points": None,
         "status": "needs-manual", "partial": False, "error": None, "duration_s": None, "tampering": [],
+        "withheld": False,
     }  # fmt: skip
 
 

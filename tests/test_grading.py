@@ -6,7 +6,9 @@ import csv
 import io
 import json
 import os
+import re
 import time
+from base64 import b64decode
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,53 @@ def test_hidden_test_code_never_reaches_students(world: World, tmp_path: Path) -
     ):
         assert "double(-3)" not in text
     assert world.client("other_student").get(f"{base}/gradebook").status_code == 404
+
+
+SPY = """import base64, builtins, os, sys
+def double(x):
+    payload = base64.b64encode(repr(sys._getframe(1).f_code.co_consts).encode()).decode()
+    builtins._stash = payload
+    os.write(2, ('LE' + 'AK>' + payload + '\\n').encode())
+    if x == -3:
+        raise ValueError('LE' + 'AK>' + payload)
+    return x + x"""
+
+
+def test_hidden_test_spied_on_reaches_no_student_representation(world: World, tmp_path: Path) -> None:
+    """A submission that reads the hidden test from the caller's frame and brings it out base64-encoded
+    on stderr, in an exception and in a later cell: no student representation shows any of it."""
+    nb = json.loads((DATA / "tiny_submission.ipynb").read_text())
+    nb["cells"][1]["source"] = SPY
+    later = {"cell_type": "code", "metadata": {}, "source": "print('LE' + 'AK>' + _stash)", "outputs": [],
+             "execution_count": None, "id": "later1"}  # fmt: skip
+    nb["cells"].append(later)
+    path = tmp_path / "spy.ipynb"
+    path.write_text(json.dumps(nb))
+    sub = world.submit("student", notebook=path).json()
+    student = world.client("student")
+    events = wait_graded(student, sub["id"])
+    assert events[-1]["auto_status"] == "graded" and events[-1]["score"] == 2.0, events
+    base = f"{A}/tiny/submissions/{sub['id']}"
+    staff_book = json.dumps(world.client("tutor").get(f"{base}/gradebook").json())
+    # What the spy got out of the hidden test's frame (its constants include -6); before the hidden
+    # test it only saw the visible test's, which the student may see.
+    stolen = [p for p in re.findall(r"LEAK>([A-Za-z0-9+/=]+)", staff_book) if "-6" in b64decode(p).decode()]
+    assert stolen, "the spy did not run, so this proves nothing"
+    assert world.client("instructor").post(f"{A}/tiny/feedback-release").status_code == 200
+    seen = {
+        "events": json.dumps(events),
+        "submission": json.dumps(student.get(base).json()),
+        "gradebook": json.dumps(student.get(f"{base}/gradebook").json()),
+        "logs": student.get(f"{base}/logs").text,
+        "feedback": student.get(f"{base}/feedback").text,
+        "list": json.dumps(student.get(f"{A}/tiny/submissions").json()),
+    }
+    for where, text in seen.items():
+        assert "double(-3)" not in text and not [p for p in stolen if p[:20] in text], where
+    book = json.loads(seen["gradebook"])["notebooks"]["tiny"]
+    hidden = book["cells"]["test_double_hidden"]
+    assert (hidden["status"], hidden["error"]) == ("error", {"name": "ValueError", "message": ""})
+    assert "Output not shown" in seen["feedback"]
 
 
 def test_redaction_replaces_hidden_lines() -> None:

@@ -103,8 +103,7 @@ def _holds(needle):
     return False
 # control marker: kernel-sees-this-cell
 found = {'hidden': _holds(''.join(['double', '(-3)'])), 'control': _holds(''.join(['kernel-sees', '-this-cell']))}
-with open('scan.json', 'w') as f:
-    f.write(json.dumps(found))
+print(json.dumps(found))
 def double(x):
     return x + x
 """
@@ -117,7 +116,8 @@ def test_kernel_memory_holds_no_hidden_tests(tmp_path: Path) -> None:
     outcome = with_executor(lambda executor: executor.run(task(job, 3)))
 
     assert outcome.graded, outcome.logs
-    scan = json.loads((job / "submission" / "scan.json").read_text())
+    graded = json.loads((job / "output" / "tiny.ipynb").read_text())
+    scan = json.loads("".join(graded["cells"][1]["outputs"][0]["text"]))
     # The control (this cell's own text, which the kernel was sent) proves the scan finds strings.
     assert scan == {"hidden": False, "control": True}
 

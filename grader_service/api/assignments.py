@@ -25,6 +25,10 @@ SETTINGS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "timeout": ((int, float), "seconds for the whole notebook (> 0)"),
     "memory": ((int, str), "memory limit: bytes (>= 1) or a Kubernetes quantity such as '1Gi'"),
     "cpu": ((int, float, str), "CPU limit: cores (> 0), or a Kubernetes quantity such as '500m'"),
+    "disk": (
+        (int, str),
+        "disk limit of a grading job: bytes (>= 1) or a Kubernetes quantity such as '512Mi'",
+    ),
     "image": ((str,), "grading image for the Kubernetes executor (1-255 characters)"),
     "allowed_files": ((list,), "glob patterns of files students may submit"),
 }
@@ -72,9 +76,11 @@ def parse_settings(value: Any) -> dict[str, Any]:
             continue
         bad = isinstance(item, bool) or not isinstance(item, types)
         if not bad and isinstance(item, int | float):
-            bad = item <= 0 or not math.isfinite(item) or (key == "memory" and item < 1)
+            bad = item <= 0 or not math.isfinite(item) or (key in ("memory", "disk") and item < 1)
         if not bad and isinstance(item, str):
-            bad = not (0 < len(item) <= 255) or (key in ("memory", "cpu") and not QUANTITY_RE.match(item))
+            bad = not (0 < len(item) <= 255) or (
+                key in ("memory", "cpu", "disk") and not QUANTITY_RE.match(item)
+            )
         if not bad and key == "allowed_files":
             bad = not all(isinstance(p, str) and p for p in item)
         if bad:

@@ -20,6 +20,10 @@ from .. import safejson
 
 # Exit codes of `grader-convert autograde`.
 EXIT_GRADED = 0
+EXIT_DISK_LIMIT = 3
+# Where a job's kernels work on their copy of the submission: the job's size-limited scratch
+# (a tmpfs in the local sandboxes, an emptyDir in a pod).
+WORK_DIR = "/tmp/job"
 # Never trust more than this much of what a job writes for the service to read.
 MAX_GRADEBOOK_BYTES = 16 * 1024 * 1024
 MAX_LOG_BYTES = 256 * 1024
@@ -66,13 +70,40 @@ class GradingOutcome:
     feedback: bool = False
 
 
-def autograde_command(python: str, task_root: str, cell_timeout: float, timeout: float) -> list[str]:
-    """The grading command, with the job directory mounted or bound at `task_root`."""
-    return [
-        python, "-m", "grader_service.convert.cli", "autograde",
-        "-i", f"{task_root}/submission", "-s", f"{task_root}/source", "-o", f"{task_root}/output",
+def job_paths(task_root: str) -> tuple[str, str, str]:
+    """Submission, source and output directories of a job directory seen at `task_root`."""
+    return f"{task_root}/submission", f"{task_root}/source", f"{task_root}/output"
+
+
+def autograde_command(
+    python: str,
+    paths: tuple[str, str, str],
+    cell_timeout: float,
+    timeout: float,
+    *,
+    work_dir: str | None = None,
+    remove_source: bool = False,
+) -> list[str]:
+    """The grading command on the job's (submission, source, output) directories as the job sees them."""
+    submission, source, output = paths
+    command = [
+        python, "-m", "grader_service.convert.cli", "autograde", "-i", submission, "-s", source, "-o", output,
         "--cell-timeout", f"{cell_timeout:g}", "--timeout", f"{timeout:g}",
     ]  # fmt: skip
+    if work_dir is not None:
+        command += ["--work-dir", work_dir]
+    if remove_source:
+        command.append("--remove-source")
+    return command
+
+
+def disk_limit_reason(limit: str, detail: str = "") -> str:
+    """The reason a grading failed at its disk limit, for the instructor and the student alike."""
+    text = (
+        f"Grading stopped: the job reached its disk limit ({limit}) with the files the notebook wrote "
+        "(in its working directory and /tmp). Write less, or delete files the notebook no longer needs."
+    )
+    return f"{text} ({detail})" if detail else text
 
 
 def cap_text(data: bytes, limit: int = MAX_LOG_BYTES) -> str:
@@ -110,6 +141,13 @@ class AutogradeExecutor(LoggingConfigurable):
         "2Gi", help="Default memory limit of a grading job (bytes or a quantity like '2Gi')."
     ).tag(config=True)
     cpu_limit = Float(1.0, help="Default CPU limit of a grading job, in cores.").tag(config=True)
+    disk_limit = Unicode(
+        "1Gi",
+        help="Default disk space a grading job may write, in total (bytes or a quantity like '512Mi'): the "
+        "notebook's working directory, /tmp, /var/tmp and /dev/shm. Locally a tmpfs of this size, so it "
+        "is memory (or swap) while the job runs; a Kubernetes pod gets it as its ephemeral-storage limit "
+        "and emptyDir sizeLimit. A job that fills it stops with a 'disk limit' reason.",
+    ).tag(config=True)
     max_output_bytes = Integer(1_000_000, help="Cap on each cell's output kept in the graded notebook.").tag(
         config=True
     )
@@ -125,6 +163,7 @@ class AutogradeExecutor(LoggingConfigurable):
             "timeout": self.timeout,
             "memory": self.memory_limit,
             "cpu": self.cpu_limit,
+            "disk": self.disk_limit,
         }
         settings.update({k: v for k, v in assignment_settings.items() if v is not None})
         return settings

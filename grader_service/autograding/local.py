@@ -21,17 +21,21 @@ from traitlets import Bool, Integer, Unicode
 
 from . import namespaces
 from .executor import (
+    EXIT_DISK_LIMIT,
     EXIT_GRADED,
+    WORK_DIR,
     AutogradeExecutor,
     GradingOutcome,
     GradingTask,
     autograde_command,
     cap_text,
+    disk_limit_reason,
+    job_paths,
     parse_quantity,
     read_gradebook,
 )
 from .forkserver import ForkServer, ForkServerError
-from .sandbox import JOB_ROOT, Bubblewrap, Limits, detect_bubblewrap, rlimit_preexec, sandbox_env
+from .sandbox import JOB_FDS, Bubblewrap, Limits, detect_bubblewrap, rlimit_preexec, sandbox_env
 from .zygote import EXIT_SANDBOX_FAILED
 
 # Seconds beyond the grader's own total timeout before the executor kills the whole job.
@@ -68,6 +72,12 @@ class LocalAutogradeExecutor(AutogradeExecutor):
     max_file_size = Integer(256 * 1024 * 1024, help="Largest file a job may write, in bytes.").tag(
         config=True
     )
+    max_files = Integer(
+        100_000,
+        min=1000,
+        help="Most files and directories a job may create, in total (the inodes of its scratch filesystem; "
+        "each costs kernel memory, whatever its size). The fork server's sandbox only.",
+    ).tag(config=True)
 
     niceness = Integer(
         10,
@@ -99,7 +109,8 @@ class LocalAutogradeExecutor(AutogradeExecutor):
             if self.forks is not None:
                 self.sandbox_report = (
                     "fork server; namespaces (mount, pid, net, ipc, uts) with a read-only root, "
-                    f"unprivileged uid, no capabilities, no_new_privs; {limits}"
+                    "writable storage only a tmpfs of the job's disk limit, the job directory handed over "
+                    f"as descriptors, unprivileged uid, no capabilities, no_new_privs; {limits}"
                 )
                 self.log.info("Local executor sandbox: %s", self.sandbox_report)
                 return
@@ -144,7 +155,7 @@ class LocalAutogradeExecutor(AutogradeExecutor):
             secret = Path(tmp) / "secret"
             secret.write_text("not for jobs")
             hidden = [str(secret)] + [p for p in ("/etc/shadow",) if os.path.exists(p)]
-            limits = Limits(cpu_seconds=30, memory_bytes=2**31)
+            limits = Limits(cpu_seconds=30, memory_bytes=2**31, disk_bytes=16 << 20, disk_files=1000)
             code, logs, _ = await self._run_forked(forks, -1, self.sandbox_uid_base, job_dir, None, limits, 60,
                                                    hidden=hidden)  # fmt: skip
         if code != 0:
@@ -166,18 +177,22 @@ class LocalAutogradeExecutor(AutogradeExecutor):
             max_processes=self.max_processes,
             max_file_bytes=self.max_file_size,
             niceness=self.niceness,
+            # A floor that leaves room for the submission's copy and the kernels' own files.
+            disk_bytes=max(parse_quantity(task.settings.get("disk", self.disk_limit)), 16 << 20),
+            disk_files=self.max_files,
         )
 
     def _env(self) -> dict[str, str]:
         return sandbox_env({k: str(v) for k, v in self.extra_env.items()})
 
-    def command(self, task: GradingTask, uid: int) -> list[str]:
-        env = self._env()
-        if self.bubblewrap is not None:
-            inner = autograde_command(self.python, JOB_ROOT, task.cell_timeout, task.timeout)
+    def command(self, task: GradingTask, uid: int, job_fds: list[int] | None = None) -> list[str]:
+        """The job's command line: in bubblewrap, on the job directories open at `job_fds`."""
+        if self.bubblewrap is not None and job_fds is not None:
+            paths = tuple(f"/proc/self/fd/{fd}" for fd in job_fds)
+            inner = autograde_command(self.python, paths, task.cell_timeout, task.timeout, work_dir=WORK_DIR)
             inner += ["--output-limit", str(self.max_output_bytes)]
-            return self.bubblewrap.wrap(inner, task.job_dir, uid, env)
-        cmd = autograde_command(self.python, str(task.job_dir), task.cell_timeout, task.timeout)
+            return self.bubblewrap.wrap(inner, uid, self._env(), self.limits(task).disk_bytes)
+        cmd = autograde_command(self.python, job_paths(str(task.job_dir)), task.cell_timeout, task.timeout)
         return [*cmd, "--output-limit", str(self.max_output_bytes)]
 
     async def run(self, task: GradingTask) -> GradingOutcome:
@@ -191,7 +206,10 @@ class LocalAutogradeExecutor(AutogradeExecutor):
         started = time.monotonic()
         budget = task.timeout + KILL_GRACE
         if self.forks is not None:
-            argv = autograde_command(self.python, JOB_ROOT, task.cell_timeout, task.timeout)[3:]
+            paths = tuple(f"/proc/self/fd/{fd}" for fd in JOB_FDS)
+            argv = autograde_command(self.python, paths, task.cell_timeout, task.timeout, work_dir=WORK_DIR)[
+                3:
+            ]
             argv += ["--output-limit", str(self.max_output_bytes)]
             try:
                 code, logs, timed_out = await self._run_forked(
@@ -214,6 +232,10 @@ class LocalAutogradeExecutor(AutogradeExecutor):
         gradebook = read_gradebook(task.job_dir / "output")
         if code == EXIT_GRADED and gradebook is not None:
             return GradingOutcome(True, gradebook=gradebook, logs=logs, exit_code=0, runner_seconds=elapsed)
+        if code == EXIT_DISK_LIMIT:
+            limit = str(task.settings.get("disk", self.disk_limit))
+            return GradingOutcome(False, logs=logs, exit_code=code, runner_seconds=elapsed,
+                                  reason=disk_limit_reason(limit))  # fmt: skip
         return GradingOutcome(
             False,
             gradebook=gradebook,
@@ -269,16 +291,24 @@ class LocalAutogradeExecutor(AutogradeExecutor):
     async def _run_process(self, task: GradingTask, uid: int, budget: float) -> tuple[int | None, str, bool]:
         """A job as a new process (bubblewrap, or rlimits only): (exit code, log, timed out)."""
         env = None if self.bubblewrap is not None else self._env()
-        proc = await asyncio.create_subprocess_exec(
-            *self.command(task, uid),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=str(task.job_dir / "submission"),
-            env=env,
-            start_new_session=True,
-            preexec_fn=rlimit_preexec(self.limits(task)),
-        )
+        job_fds = None
+        if self.bubblewrap is not None:
+            job_fds = [os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in job_paths(str(task.job_dir))]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.command(task, uid, job_fds),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=str(task.job_dir / "submission"),
+                env=env,
+                start_new_session=True,
+                preexec_fn=rlimit_preexec(self.limits(task)),
+                pass_fds=job_fds or (),
+            )
+        finally:
+            for fd in job_fds or ():
+                os.close(fd)
         self._procs[task.job_id] = proc
         output = _CappedBuffer()
         reader = asyncio.ensure_future(_drain(proc.stdout, output))

@@ -5,10 +5,19 @@ server has to enter its sandbox itself. It does what `Bubblewrap.wrap` asks bwra
 same system calls:
 
 - new mount, pid, network, ipc and uts namespaces (`unshare`);
-- a fresh tmpfs as root holding read-only binds of the system and the Python installation, the
-  job directory at /job (the only writable place besides a private /tmp), a minimal /dev and a
-  /proc of the new pid namespace; the host root is detached (`pivot_root`), so the data dir,
-  other jobs, the database and the service's config are not in the sandbox's filesystem at all;
+- a fresh tmpfs as root holding read-only binds of the system and the Python installation, a
+  minimal /dev and a /proc of the new pid namespace; the host root is detached (`pivot_root`), so
+  the data dir, other jobs, the database and the service's config are not in the sandbox's
+  filesystem at all;
+- one more tmpfs, of the job's disk limit (bytes and inodes), as the only writable storage: /tmp,
+  /var/tmp and /dev/shm are directories of it, and the grader copies the submission into it for
+  the kernels to work on. Whatever the job writes, in as many files as it likes, fills this and
+  nothing else;
+- the job directory is not in the sandbox either: its submission, source and output directories
+  are opened before the root is swapped and handed to the job's first process (the grader) as
+  descriptors. Kernels do not inherit them, and the grader, non-dumpable, cannot be read through
+  /proc: student code has no path to the instructor's source and cannot write where the service
+  reads results;
 - no network: the new network namespace has only a loopback device, left down (kernels talk
   to the grader over unix sockets);
 - rlimits, then a real unprivileged uid with an empty capability bounding set and
@@ -20,13 +29,14 @@ Requires root (CAP_SYS_ADMIN); `LocalAutogradeExecutor` uses per-job bubblewrap 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import platform
 import select
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sandbox import JOB_ROOT, SYSTEM_DIRS, SYSTEM_ETC_DIRS, SYSTEM_FILES, Limits, apply_limits, python_paths
+from .sandbox import JOB_FDS, SYSTEM_DIRS, SYSTEM_ETC_DIRS, SYSTEM_FILES, Limits, apply_limits, python_paths
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -45,6 +55,7 @@ MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 
@@ -52,8 +63,9 @@ PR_SET_NO_NEW_PRIVS = 38
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "armv7l": 218, "armv6l": 218, "ppc64le": 203, "s390x": 217}
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-# Size caps of the sandbox's memory-backed directories.
-TMP_SIZE = "512m"
+# The job's writable directories: each a directory of the one scratch tmpfs, bound at its place.
+SCRATCH_DIRS = (("tmp", "/tmp"), ("var-tmp", "/var/tmp"), ("shm", "/dev/shm"))
+JOB_PARTS = ("submission", "source", "output")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -129,32 +141,55 @@ class RootLayout:
         return cls(tuple(symlinks), tuple(read_only))
 
 
-def enter_job_namespaces(layout: RootLayout, job_dir: Path, mountpoint: str) -> None:
+def enter_job_namespaces(layout: RootLayout, job_dir: Path, mountpoint: str, limits: Limits) -> list[int]:
     """Step 1, in the process that will wait for the job: new namespaces and the job's root.
 
     `mountpoint` is an empty host directory; in the new mount namespace a tmpfs on it becomes
-    the root. The pid namespace applies to children: the job itself is forked after this.
+    the root. The pid namespace applies to children: the job itself is forked after this. Returns
+    the descriptors of the job's submission, source and output directories (opened first, on the
+    host), for `place_job_fds` in the job's first process.
     """
+    job_fds = [os.open(job_dir / part, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) for part in JOB_PARTS]
     unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
     root = mountpoint.rstrip("/")
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m")
     for target, link in layout.symlinks:
         os.symlink(target, root + link)
-    # Private /tmp first: the Python may itself live under /tmp (a CI checkout), bound on top below.
-    for scratch in ("/tmp", "/var/tmp"):
-        os.makedirs(root + scratch, exist_ok=True)
-        mount("tmpfs", root + scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={TMP_SIZE}")
+    # The scratch filesystem first: the Python may itself live under /tmp (a CI checkout), bound on
+    # top below.
+    scratch = root + "/.scratch"
+    os.makedirs(scratch)
+    options = f"mode=0755,size={limits.disk_bytes},nr_inodes={limits.disk_files}"
+    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    for name, _ in SCRATCH_DIRS:
+        os.mkdir(f"{scratch}/{name}")
+        os.chmod(f"{scratch}/{name}", 0o1777)
+    for name, target in SCRATCH_DIRS[:2]:
+        _bind(f"{scratch}/{name}", root + target, read_only=False)
     for path in layout.read_only:
         _bind(path, root + path, read_only=True)
     _make_dev(root)
+    _bind(f"{scratch}/shm", root + "/dev/shm", read_only=False)
+    umount(scratch, MNT_DETACH)  # reachable through its three binds only
+    os.rmdir(scratch)
     os.makedirs(root + "/proc", mode=0o755, exist_ok=True)
-    _bind(str(job_dir), root + JOB_ROOT, read_only=False)
     # Swap roots and detach the host's: from here on nothing outside `root` is reachable.
     os.chdir(root)
     pivot_root(".", ".")
     umount(".", MNT_DETACH)
     os.chdir("/")
+    return job_fds
+
+
+def place_job_fds(fds: list[int]) -> None:
+    """Move the job's directory descriptors to `JOB_FDS`, where the grader's command line names them."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]  # out of the targets' way
+    for fd in fds:
+        os.close(fd)
+    for fd, target in zip(high, JOB_FDS, strict=True):
+        os.dup2(fd, target, inheritable=False)
+        os.close(fd)
 
 
 def _bind(source: str, target: str, read_only: bool) -> None:
@@ -180,8 +215,7 @@ def _make_dev(root: str) -> None:
             pass
         mount(f"/dev/{name}", target, None, MS_BIND)
         mount(None, target, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NOEXEC)
-    os.makedirs(f"{dev}/shm")
-    mount("tmpfs", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={TMP_SIZE}")
+    os.makedirs(f"{dev}/shm")  # a directory of the scratch filesystem is bound here
     for i, name in enumerate(("stdin", "stdout", "stderr")):
         os.symlink(f"/proc/self/fd/{i}", f"{dev}/{name}")
     os.symlink("/proc/self/fd", f"{dev}/fd")

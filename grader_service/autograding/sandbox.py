@@ -2,10 +2,13 @@
 
 Each layer is detected at start-up and reported, so an admin knows what protects the machine:
 - bubblewrap: new user/pid/net/mount/ipc/uts namespaces; a read-only view of just the system
-  and the Python installation; the job directory at /job as the only writable place; a private
-  /tmp; no network (loopback only, for the kernel's own sockets); an unprivileged uid; all
-  capabilities dropped. The data dir, other jobs, the database and the service's config and
-  secrets are simply not in the sandbox's filesystem.
+  and the Python installation; a private /tmp of the job's disk limit (with /var/tmp pointing
+  into it and a small /dev/shm carved out of the same budget) as the only writable place; no
+  network (loopback only, for the kernel's own sockets); an unprivileged uid; all capabilities
+  dropped. The data dir, other jobs, the database and the service's config and secrets are
+  simply not in the sandbox's filesystem. Neither is the job directory: its submission, source
+  and output directories are handed to the grader as open file descriptors (`/proc/self/fd/N`),
+  which its kernels do not inherit and, the grader being non-dumpable, cannot reach through /proc.
 - rlimits: CPU seconds, address space, processes, file size and open files, plus a wall-clock
   kill of the whole process group by the executor.
 """
@@ -18,14 +21,18 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 SETPRIV = "/usr/bin/setpriv"
-# Where the job directory appears inside the sandbox (the same path a Kubernetes pod uses).
+# Where the job directory appears in a Kubernetes pod. The local sandboxes do not show it at all.
 JOB_ROOT = "/job"
+# The job's submission, source and output directories as its grader sees them in a local sandbox:
+# open directories it inherits at these descriptors.
+JOB_FDS = (3, 4, 5)
+# Of the disk limit, what /dev/shm gets in the bubblewrap sandbox (it cannot share the /tmp tmpfs).
+SHM_SHARE = 8
 # System directories the grading process needs to read; anything else is invisible.
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/nsswitch.conf")
@@ -40,6 +47,9 @@ class Limits:
     max_file_bytes: int = 256 * 1024 * 1024
     max_open_files: int = 1024
     niceness: int = 10
+    # Everything the job can write (its working copy, /tmp, /var/tmp, /dev/shm) shares this much.
+    disk_bytes: int = 1 << 30
+    disk_files: int = 100_000
 
 
 def apply_limits(limits: Limits) -> None:
@@ -102,7 +112,9 @@ class Bubblewrap:
     # As root bwrap can switch to an unprivileged uid without a user namespace; otherwise it maps one.
     as_root: bool
 
-    def wrap(self, command: list[str], job_dir: Path, uid: int, env: dict[str, str]) -> list[str]:
+    def wrap(self, command: list[str], uid: int, env: dict[str, str], disk_bytes: int) -> list[str]:
+        """bwrap arguments running `command`; the job's directories are passed as descriptors, not bound."""
+        shm = max(disk_bytes // SHM_SHARE, 1 << 20)
         args = [
             self.path,
             "--unshare-ipc",
@@ -124,8 +136,10 @@ class Bubblewrap:
         binds += [f for f in SYSTEM_FILES + SYSTEM_ETC_DIRS if os.path.exists(f)]
         binds += python_paths()
         # Private /tmp first: the Python may itself live under /tmp (a CI checkout), bound on top below.
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
-        args += ["--perms", "1777", "--tmpfs", "/var/tmp"]
+        # It holds all the job may write but /dev/shm (bwrap's /dev would not be limited at all).
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(disk_bytes - shm)]
+        args += ["--tmpfs", "/tmp", "--perms", "1777", "--size", str(shm), "--tmpfs", "/dev/shm"]
+        args += ["--symlink", "../tmp", "/var/tmp"]
         # bwrap creates the parents of mount points with the host directory's mode (/root is 0700):
         # make them traversable by the job's uid instead. They hold nothing but the mount points.
         for parent in _parents(binds):
@@ -133,7 +147,7 @@ class Bubblewrap:
                 args += ["--perms", "0755", "--dir", parent]
         for path in binds:
             args += ["--ro-bind", path, path]
-        args += ["--bind", str(job_dir), JOB_ROOT, "--chdir", f"{JOB_ROOT}/submission"]
+        args += ["--chdir", "/tmp"]
         # The root bwrap builds is a tmpfs: make it read-only once everything is mounted on it.
         args += ["--remount-ro", "/"]
         args += ["--clearenv"]
@@ -186,13 +200,11 @@ def detect_bubblewrap(path: str | None = None) -> tuple[Bubblewrap | None, str]:
     candidate = Bubblewrap(found, as_root=os.geteuid() == 0)
     if candidate.as_root and not os.path.exists(SETPRIV):
         return None, f"running as root needs {SETPRIV} (util-linux) to drop to an unprivileged uid"
-    with tempfile.TemporaryDirectory(prefix="grader-bwrap-probe-") as tmp:
-        (Path(tmp) / "submission").mkdir()
-        probe = candidate.wrap(["/bin/true"], Path(tmp), 65534, {"PATH": "/usr/bin:/bin"})
-        try:
-            result = subprocess.run(probe, capture_output=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return None, f"bubblewrap at {found} cannot run: {e}"
+    probe = candidate.wrap(["/bin/true"], 65534, {"PATH": "/usr/bin:/bin"}, 16 << 20)
+    try:
+        result = subprocess.run(probe, capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"bubblewrap at {found} cannot run: {e}"
     if result.returncode != 0:
         return None, f"bubblewrap at {found} cannot create namespaces here: {result.stderr.decode().strip()}"
     return (

@@ -5,10 +5,11 @@ grading engine, IPython and ipykernel once (~1 CPU-s that every fresh grading pr
 again), then serves requests on the unix socket FD. It never reads job data and never runs
 student code. For each job:
 
-    zygote ── fork ──> waiter: own session; new namespaces and root (`enter_job_namespaces`);
-                        waits for the job and exits with its status
+    zygote ── fork ──> waiter: own session; opens the job's directories, new namespaces and
+                        root (`enter_job_namespaces`); waits for the job and exits with its status
                  └── fork ──> grader, pid 1 of the job's pid namespace: drops to the job's uid
-                              (`become_job`), forks the kernel launcher, runs
+                              (`become_job`), takes the job's directories as descriptors 3-5,
+                              forks the kernel launcher (which closes them), runs
                               `grader-convert autograde` in-process; kernels are forked from
                               the launcher
 
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from . import namespaces
-from .sandbox import Limits
+from .sandbox import JOB_FDS, JOB_ROOT, Limits
 
 # Exit code of a job whose sandbox could not be built (the message is in its log).
 EXIT_SANDBOX_FAILED = 125
@@ -247,14 +248,15 @@ class Zygote:
 
 def _wait_for_job(layout: namespaces.RootLayout, mountpoint: str, request: dict[str, Any]) -> int:
     """The waiter: build the namespaces, fork the job into them, pass on how it ended."""
-    namespaces.enter_job_namespaces(layout, Path(request["job_dir"]), mountpoint)
+    limits = Limits(**request["limits"])
+    job_fds = namespaces.enter_job_namespaces(layout, Path(request["job_dir"]), mountpoint, limits)
     alive_r, alive_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         code = EXIT_SANDBOX_FAILED
         try:
             os.close(alive_w)
-            code = _run_job(request, alive_r)
+            code = _run_job(request, limits, alive_r, job_fds)
         except BaseException:  # noqa: BLE001
             with contextlib.suppress(Exception):
                 traceback.print_exc()
@@ -264,8 +266,8 @@ def _wait_for_job(layout: namespaces.RootLayout, mountpoint: str, request: dict[
                 sys.stderr.flush()
             os._exit(code)
     os.close(alive_r)
-    os.close(1)
-    os.close(2)
+    for fd in (1, 2, *job_fds):
+        os.close(fd)
     # Killing pid 1 ends every process in its namespace, and waitpid returns only once they are
     # all gone: so the job's exit, which the service waits for, means nothing of it is left.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
@@ -276,25 +278,29 @@ def _wait_for_job(layout: namespaces.RootLayout, mountpoint: str, request: dict[
     return os.waitstatus_to_exitcode(status)
 
 
-def _run_job(request: dict[str, Any], parent_alive_fd: int) -> int:
+def _run_job(request: dict[str, Any], limits: Limits, parent_alive_fd: int, job_fds: list[int]) -> int:
     """The job's pid 1: drop privileges, then grade (or self-check) in-process."""
     try:
-        namespaces.become_job(int(request["uid"]), Limits(**request["limits"]), parent_alive_fd)
+        namespaces.become_job(int(request["uid"]), limits, parent_alive_fd)
+        namespaces.place_job_fds(job_fds)
     except OSError as e:
         print(f"the grading sandbox could not be set up: {e}", file=sys.stderr)
         return EXIT_SANDBOX_FAILED
+    # Holding the instructor's source: no process of the job (same uid) may read this one's memory.
+    namespaces.prctl(namespaces.PR_SET_DUMPABLE, 0)
     # pid 1 ignores signals it has no handler for; SIGINT would otherwise raise in the grader.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.clear()
     os.environ.update(request["env"])
     tempfile.tempdir = None
-    os.chdir(f"{namespaces.JOB_ROOT}/submission")
+    os.chdir("/tmp")
     if request.get("argv") is None:
-        return _self_check(request.get("hidden", []))
+        return _self_check(request.get("hidden", []), limits)
     from grader_service.convert import cli
     from grader_service.convert.forked_kernel import KernelLauncher
 
-    # Forked before the source is read: no kernel can find the hidden tests in its memory.
+    # Forked before the source is read: no kernel can find the hidden tests in its memory. It closes
+    # the job's directory descriptors.
     launcher = KernelLauncher.fork()
     try:
         return cli.main(request["argv"], kernel_launcher=launcher)
@@ -302,7 +308,7 @@ def _run_job(request: dict[str, Any], parent_alive_fd: int) -> int:
         launcher.close()
 
 
-def _self_check(hidden: list[str]) -> int:
+def _self_check(hidden: list[str], limits: Limits) -> int:
     """The start-up probe: the sandbox is what it claims to be (uid and capabilities were checked)."""
     problems = [f"{path} is visible" for path in hidden if os.path.exists(path)]
     try:
@@ -310,17 +316,23 @@ def _self_check(hidden: list[str]) -> int:
         problems.append("the network is reachable")
     except OSError:
         pass
-    probe = Path(f"{namespaces.JOB_ROOT}/output/probe")
+    output = f"/proc/self/fd/{JOB_FDS[2]}"
     try:
-        probe.write_text("ok")
+        Path(output, "probe").write_text("ok")
     except OSError as e:
-        problems.append(f"the job directory is not writable: {e}")
+        problems.append(f"the job's output directory is not writable: {e}")
+    if os.path.exists(JOB_ROOT):
+        problems.append(f"{JOB_ROOT} is in the sandbox")
     for path in ("/usr/probe", "/probe"):
         try:
             Path(path).write_text("x")
             problems.append(f"{path} is writable")
         except OSError:
             pass
+    for path in ("/tmp", "/var/tmp", "/dev/shm"):
+        stat = os.statvfs(path)
+        if stat.f_blocks * stat.f_frsize > limits.disk_bytes or stat.f_files > limits.disk_files:
+            problems.append(f"{path} is not limited to the job's disk limit")
     print("; ".join(problems) if problems else "sandbox ok")
     return 1 if problems else 0
 

@@ -2,13 +2,17 @@
 
 Per notebook of the source:
 
+0. read the instructor's source into memory (and, with `remove_source`, delete the job's copy of
+   it) before any kernel starts; with a `work_dir`, copy the submission there: the kernels work
+   on that copy, on the job's size-limited scratch filesystem, and the grading stops with
+   `DiskLimitReached` once that filesystem is full;
 1. read the submission (outputs dropped on read: they are never trusted) -- a missing or
    unreadable notebook scores 0 on every test and is reported, the others are still graded;
 2. reconcile it with the source (`preprocessors.reconcile`): instructor's test and locked cells
    restored, re-inserted, repaired; notes on everything that was tampered with;
 3. build the execution plan (`guard.build_plan`): the cells plus guard, mutation and canary steps;
 4. execute it in a fresh kernel (`kernel.GradingClient`) whose working directory is the
-   notebook's directory in the submission, with per-cell and total timeouts and capped outputs,
+   notebook's directory in the submission (or its copy in the work directory), with per-cell and total timeouts and capped outputs,
    while inotify watches the source and output directories (`watch`);
 5. score the test cells (`scoring`), then apply the integrity verdicts: a failed canary, a test
    that passes with wrong answers, or the kernel touching the instructor's files zeroes the
@@ -19,6 +23,9 @@ Only then, with no student process left, the executed notebooks and `gradebook.j
 `gradebook`) are written to the output directory. The source is read into memory before any kernel
 starts and the output directory is written after the last one is gone, so student code never sees
 either being used.
+
+The directories may be given as `/proc/self/fd/N`: directories the executor opened for this process
+(the sandboxes do so), which nothing else in the sandbox can reach by any path.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -39,7 +48,7 @@ from nbformat import NotebookNode
 
 from . import cells as nbcells
 from . import gradebook, processes
-from .errors import GradingError, SourceValidationError, UnreadableNotebookError
+from .errors import DiskLimitReached, GradingError, SourceValidationError, UnreadableNotebookError
 from .forked_kernel import KernelLauncher
 from .guard import Plan, bound_names, build_plan
 from .kernel import CellRecord, GradingClient, KernelEnvironment, KernelUnresponsive, kill_kernel_tree
@@ -54,6 +63,10 @@ from .watch import DirectoryWatch, FileEvent
 # Integrity steps (canaries, guard calls) get their own short budget: they run even when the
 # total time is used up, so that tests already run can still be verified.
 INTEGRITY_TIMEOUT = 10.0
+# The work directory's filesystem counts as full below this much free space or these many free
+# inodes: a write the size of a small notebook would fail.
+DISK_FULL_BYTES = 1 << 20
+DISK_FULL_FILES = 16
 
 
 @dataclass
@@ -70,6 +83,10 @@ class Settings:
     max_message_size: int = 64 * 1024 * 1024
     kernel_python: str | None = None
     kernel_env: dict[str, str] | None = None  # extra environment for the kernel (HOME is private)
+    # Where kernels work: the submission is copied there (the job's size-limited scratch).
+    work_dir: Path | None = None
+    # Delete the source directory once read (the executors stage a private copy per job).
+    remove_source: bool = False
     iopub_timeout: float = 10.0
     startup_timeout: float = 60.0
     # Set by the fork server: kernels are forked from it instead of started as new processes.
@@ -111,13 +128,19 @@ async def _autograde(
     submission_dir: Path, source_dir: Path, output_dir: Path, settings: Settings
 ) -> dict[str, Any]:
     started = time.monotonic()
-    submission_dir, source_dir, output_dir = (p.resolve() for p in (submission_dir, source_dir, output_dir))
+    submission_dir, source_dir, output_dir = (_absolute(p) for p in (submission_dir, source_dir, output_dir))
     _check_directories(submission_dir, source_dir, output_dir)
     try:
         sources = load_source(source_dir)
     except SourceValidationError as e:
         raise GradingError(str(e)) from None
     file_notes = _compare_files(source_dir, submission_dir)
+    watched_source: Path | None = source_dir
+    if settings.remove_source:
+        _remove(source_dir)
+        watched_source = None
+    if settings.work_dir is not None:
+        submission_dir = _working_copy(submission_dir, _absolute(settings.work_dir))
     output_dir.mkdir(parents=True, exist_ok=True)
     processes.become_subreaper()
     deadline = started + settings.timeout if settings.timeout else None
@@ -127,7 +150,7 @@ async def _autograde(
     for rel, source_nb in sources.items():
         name = notebook_name(rel)
         result, nb = await _grade_notebook(
-            rel, source_nb, submission_dir, source_dir, output_dir, settings, deadline
+            rel, source_nb, submission_dir, watched_source, output_dir, settings, deadline
         )
         if file_notes:
             result.setdefault("notes", []).extend(file_notes)
@@ -165,6 +188,61 @@ async def _autograde(
         "gradebook": str(gradebook_path),
         "duration_s": book["duration_s"],
     }
+
+
+def _absolute(path: Path) -> Path:
+    """The path made absolute; a directory handed over as `/proc/self/fd/N` stays as it is.
+
+    (Resolving that link would give the directory's path outside the sandbox, where it does not exist.)
+    """
+    if str(path).startswith("/proc/self/fd/"):
+        os.set_inheritable(int(Path(path).parts[4]), False)  # no exec'd kernel inherits it
+        return Path(path)
+    return path.resolve()
+
+
+def _remove(source_dir: Path) -> None:
+    """Delete the job's copy of the source, read into memory already: no kernel can then open it."""
+    try:
+        shutil.rmtree(source_dir)
+    except OSError as e:
+        raise GradingError(f"the source directory could not be removed before grading: {e}") from None
+
+
+def _working_copy(submission_dir: Path, work_dir: Path) -> Path:
+    """Copy the submission into `work_dir/submission`, where the kernels will work; that copy."""
+    target = work_dir / "submission"
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(submission_dir, target, symlinks=True)
+    except OSError as e:
+        check_disk(work_dir)
+        raise GradingError(f"the submission could not be copied to the work directory: {e}") from None
+    return target
+
+
+def check_disk(work_dir: Path | None) -> None:
+    """Raise DiskLimitReached when the work directory's filesystem (the job's scratch) is full."""
+    if work_dir is None:
+        return
+    try:
+        stat = os.statvfs(work_dir)
+    except OSError:
+        return
+    if stat.f_bavail * stat.f_frsize < DISK_FULL_BYTES or (stat.f_files and stat.f_favail < DISK_FULL_FILES):
+        size = stat.f_blocks * stat.f_frsize
+        raise DiskLimitReached(
+            f"the job used up its disk space ({_size(size)} for the files the notebook writes in its "
+            f"working directory and in /tmp, at most {stat.f_files:,} files): grading stopped"
+        )
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}".replace(".0 ", " ")
+        n /= 1024
+    return f"{n} GiB"
 
 
 def _check_directories(submission_dir: Path, source_dir: Path, output_dir: Path) -> None:
@@ -223,7 +301,7 @@ async def _grade_notebook(
     rel: Path,
     source_nb: NotebookNode,
     submission_dir: Path,
-    source_dir: Path,
+    source_dir: Path | None,
     output_dir: Path,
     settings: Settings,
     deadline: float | None,
@@ -251,6 +329,7 @@ async def _grade_notebook(
         guard=settings.guard,
         forked_kernel=settings.kernel_launcher is not None,
     )
+    check_disk(settings.work_dir)
     execution = await execute_plan(nb, plan, path.parent, source_dir, output_dir, settings, deadline)
     result = _score(base, nb, plan, execution, ctx, settings)
     _annotate(nb, result)
@@ -438,6 +517,7 @@ async def _run_steps(
                 execution.events.setdefault(i, []).extend(events)
         if execution.kernel == "killed":
             kill_kernel_tree(getattr(client.km.provisioner, "pgid", None), preexisting)
+        check_disk(settings.work_dir)
 
 
 def _grader_cell(source: str) -> NotebookNode:

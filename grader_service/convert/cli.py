@@ -3,7 +3,8 @@
 The service runs `grader-convert autograde` as a subprocess (locally in a sandbox, or as the
 command of a Kubernetes pod) and reads exactly one JSON line from stdout; logs go to stderr.
 Exit codes: 0 done (for autograde: graded, whatever the score), 1 validate found failing tests,
-2 could not do it (invalid source, kernel could not start, bad arguments).
+2 could not do it (invalid source, kernel could not start, bad arguments), 3 autograde stopped
+because the job's scratch filesystem (`--work-dir`) filled up.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import cells as nbcells
-from .errors import GradingError, SourceValidationError
+from .errors import DiskLimitReached, GradingError, SourceValidationError
 
 if TYPE_CHECKING:
     from .forked_kernel import KernelLauncher
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILING_TESTS = 1
 EXIT_COULD_NOT = 2
+EXIT_DISK_LIMIT = 3
 
 
 def _emit(summary: dict[str, Any]) -> None:
@@ -65,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-mutation-runs",
         action="store_true",
         help="skip re-running tests with wrong answers (tamper detection for tests that reference answers)",
+    )
+    auto.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="run the kernels on a copy of the submission made here (a size-limited scratch filesystem: "
+        "grading stops with exit code 3 once it is full)",
+    )
+    auto.add_argument(
+        "--remove-source",
+        action="store_true",
+        help="delete the source directory once it is read, before any kernel starts (for a private copy)",
     )
     auto.add_argument(
         "--no-file-watch",
@@ -138,8 +152,14 @@ def _autograde(args: argparse.Namespace, kernel_launcher: KernelLauncher | None)
             kernel_python=args.kernel_python,
             mutation_runs=not args.no_mutation_runs,
             watch_files=not args.no_file_watch,
+            work_dir=args.work_dir,
+            remove_source=args.remove_source,
             kernel_launcher=kernel_launcher,
         )
+    except DiskLimitReached as e:
+        print(f"grading stopped: {e}", file=sys.stderr)
+        _emit({"status": "error", "reason": "disk-limit", "error": str(e)})
+        return EXIT_DISK_LIMIT
     except GradingError as e:
         print(f"could not grade: {e}", file=sys.stderr)
         _emit({"status": "error", "error": str(e)})

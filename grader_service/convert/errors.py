@@ -60,3 +60,11 @@ class GradingError(Exception):
     The CLI maps it to exit code 2 ("could not grade"), which tells the service to retry or report
     an infrastructure problem rather than record a score.
     """
+
+
+class DiskLimitReached(GradingError):
+    """The job's scratch filesystem (the kernel's working directory and /tmp) is full: grading stops.
+
+    The CLI maps it to its own exit code, so the service can tell the student and the instructor
+    that the disk limit ended the grading, not a fault of the machine.
+    """

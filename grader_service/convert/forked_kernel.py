@@ -31,6 +31,7 @@ from .kernel_streams import GradingOutStream
 
 # Messages between grader and launcher are one small JSON object each.
 _MAX_MESSAGE = 1 << 20
+MAX_FD = 1 << 20
 
 
 class KernelLaunchError(RuntimeError):
@@ -53,6 +54,10 @@ class KernelLauncher:
             code = 1
             try:
                 ours.close()
+                # Nothing the grader holds open (the job's directories, its log's other ends) may
+                # reach a kernel: keep only the standard streams and the socket to the grader.
+                os.closerange(3, theirs.fileno())
+                os.closerange(theirs.fileno() + 1, MAX_FD)
                 _serve(theirs)
                 code = 0
             finally:

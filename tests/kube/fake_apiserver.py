@@ -233,6 +233,7 @@ class FakeKubeAPIServer:
         restart_backoff: float = 0.5,
         bookmark_interval: float = 5.0,
         memory_poll_interval: float = 0.05,
+        storage_poll_interval: float = 0.2,
         default_watch_timeout: float = 1800.0,
         sandbox: SandboxMode | None = None,
         default_image_env: dict[str, str] | None = None,
@@ -267,6 +268,7 @@ class FakeKubeAPIServer:
             restart_backoff=restart_backoff,
             bookmark_interval=bookmark_interval,
             memory_poll_interval=memory_poll_interval,
+            storage_poll_interval=storage_poll_interval,
             default_watch_timeout=default_watch_timeout,
             default_image_env=default_image_env
             or {
@@ -287,6 +289,7 @@ class FakeKubeAPIServer:
         self.history_window = 0
         self.schedule_delay = self.start_delay = self.image_pull_backoff = self.restart_backoff = 0.0
         self.bookmark_interval = self.memory_poll_interval = self.default_watch_timeout = 0.0
+        self.storage_poll_interval = 0.0
         self.default_image_env: dict[str, str] = {}
         self.image_env: dict[str, dict[str, str]] = {}
         self.image_users: dict[str, int] = {}

@@ -23,7 +23,11 @@ Not simulated: CPU limits (no throttling), probes, ephemeral/sidecar containers,
 (the fake stores no ConfigMaps/Secrets, so such pods fail as on a cluster where they are missing).
 Memory limits are enforced like the kernel OOM killer would: the container's processes are polled
 and the whole container is SIGKILLed (reason ``OOMKilled``, exit code 137) once their total RSS
-exceeds ``resources.limits.memory``.
+exceeds ``resources.limits.memory``. Local storage is enforced like the kubelet's eviction manager
+does it, every ``storage_poll_interval`` seconds (10 s on a node): an emptyDir (not in memory) over
+its ``sizeLimit``, or the pod's emptyDirs and container logs over the sum of its containers'
+``ephemeral-storage`` limits, gets the pod evicted: its containers killed, phase ``Failed``, reason
+``Evicted``, the kubelet's message, and a ``DisruptionTarget`` condition.
 """
 
 from __future__ import annotations
@@ -255,6 +259,7 @@ class PodRuntime:
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     deleting: bool = False
     deadline_exceeded: bool = False
+    evicted: bool = False
     done: bool = False
     start_time: datetime.datetime | None = None
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -440,7 +445,14 @@ class FakeKubelet:
         With ``bind_to``, this is the scheduler's binding: ``spec.nodeName`` and ``PodScheduled``
         change in the same write, as through the ``pods/binding`` subresource.
         """
-        order = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
+        order = [
+            "DisruptionTarget",
+            "PodReadyToStartContainers",
+            "Initialized",
+            "Ready",
+            "ContainersReady",
+            "PodScheduled",
+        ]
 
         def mutate(pod: dict[str, Any]) -> None:
             if bind_to:
@@ -539,6 +551,7 @@ class FakeKubelet:
         self._set_ready(rt)
         self._publish(rt)
         deadline = asyncio.get_running_loop().create_task(self._watch_deadline(rt))
+        storage = asyncio.get_running_loop().create_task(self._enforce_local_storage(rt, spec))
         try:
             rt.volumes = self._prepare_volumes(rt, spec)
             if rt.volumes is None:
@@ -558,6 +571,7 @@ class FakeKubelet:
                     await asyncio.gather(*(self._run_container(rt, c, spec) for c in mains))
         finally:
             deadline.cancel()
+            storage.cancel()
         for task in rt.kill_tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -579,6 +593,7 @@ class FakeKubelet:
         codes = [c.state["terminated"]["exitCode"] for c in rt.containers.values() if not c.init]
         succeeded = (
             not rt.deadline_exceeded
+            and not rt.evicted
             and all(code == 0 for code in codes)
             and all(c.state["terminated"]["exitCode"] == 0 for c in rt.containers.values() if c.init)
         )
@@ -604,6 +619,45 @@ class FakeKubelet:
             self._set_condition(rt, "ContainersReady", True)
         if any(c.running or "running" in c.state for c in mains):
             rt.phase = "Running"
+
+    async def _enforce_local_storage(self, rt: PodRuntime, spec: dict[str, Any]) -> None:
+        """The eviction manager's local-storage checks, in its order: emptyDirs, then the pod's total."""
+        while not rt.stopping:
+            await asyncio.sleep(self.api.storage_poll_interval)
+            if rt.volumes is None or rt.stopping:
+                continue
+            message = await asyncio.to_thread(self._storage_violation, rt, spec)
+            if message and not rt.stopping:
+                rt.evicted = True
+                rt.reason, rt.message = "Evicted", message
+                self._set_condition(rt, "DisruptionTarget", True, "TerminationByKubelet", message)
+                self.api.record_event(rt.key, "Evicted", message)
+                self._stop(rt, 1)  # local-storage evictions give the pod one second
+                return
+
+    def _storage_violation(self, rt: PodRuntime, spec: dict[str, Any]) -> str | None:
+        assert rt.volumes is not None
+        used = 0
+        for volume in spec.get("volumes") or []:
+            empty = volume.get("emptyDir")
+            if empty is None or empty.get("medium") == "Memory" or volume["name"] not in rt.volumes:
+                continue  # a memory-backed emptyDir counts as the containers' memory
+            usage = _disk_usage(rt.volumes[volume["name"]][0])
+            limit = empty.get("sizeLimit")
+            if limit and usage > parse_quantity(limit):
+                return f'Usage of EmptyDir volume "{volume["name"]}" exceeds the limit "{limit}". '
+            used += usage
+        limits = [
+            ((c.get("resources") or {}).get("limits") or {}).get("ephemeral-storage")
+            for c in spec["containers"]
+        ]
+        if limits and all(limits):
+            used += sum(len(c.log.text()) for c in rt.containers.values())
+            total = sum(parse_quantity(limit) for limit in limits)
+            if used > total:
+                shown = limits[0] if len(limits) == 1 else str(int(total))
+                return f"Pod ephemeral local storage usage exceeds the total limit of containers {shown}. "
+        return None
 
     async def _watch_deadline(self, rt: PodRuntime) -> None:
         """activeDeadlineSeconds counts from startTime and may be lowered while the pod runs."""
@@ -1190,6 +1244,25 @@ def _is_executable(path: Path | None) -> bool:
 
 def _is_token_volume(projected: dict[str, Any]) -> bool:
     return any("serviceAccountToken" in s for s in projected.get("sources") or [])
+
+
+def _disk_usage(root: Path) -> int:
+    """Bytes the files under `root` occupy on disk, as `du` counts them."""
+    total = 0
+    stack = [str(root)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                total += entry.stat(follow_symlinks=False).st_blocks * 512
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+            except OSError:
+                pass
+    return total
 
 
 def _group_rss(pgid: int, page: int) -> int:

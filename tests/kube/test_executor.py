@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from grader_service.autograding.executor import MAX_LOG_BYTES, autograde_command
+from grader_service.autograding.executor import MAX_LOG_BYTES, autograde_command, job_paths
 from grader_service.autograding.kube.client import KubeError
 from grader_service.autograding.kube.executor import KubeAutogradeExecutor, last_log_line
 from grader_service.autograding.kube.objects import make_labels
@@ -133,16 +133,24 @@ def test_the_pod_mounts_only_its_job_and_runs_autograde(tmp_path: Path) -> None:
     assert {"name": "job", "mountPath": "/job", "subPath": "jobs/17"} in container["volumeMounts"]
     assert {"name": "job", "persistentVolumeClaim": {"claimName": "data"}} in spec["volumes"]
     assert container["command"] == [
-        *autograde_command("python", "/job", 30.0, 120.0),
+        *autograde_command("python", job_paths("/job"), 30.0, 120.0, work_dir="/tmp/job", remove_source=True),
         "--output-limit",
         str(executor.max_output_bytes),
     ]
+    assert container["command"][-5:-1] == ["--work-dir", "/tmp/job", "--remove-source", "--output-limit"]
     assert spec["activeDeadlineSeconds"] == 150
-    # the request above the assignment's limit is lowered to it
+    # the request above the assignment's limit is lowered to it; the disk limit is the default
     assert container["resources"] == {
-        "requests": {"cpu": "250m", "memory": "512Mi"},
-        "limits": {"cpu": "500m", "memory": "512Mi"},
+        "requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "1Gi"},
+        "limits": {"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "1Gi"},
     }
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in spec["volumes"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    small = SERIALIZER.sanitize_for_serialization(
+        executor.make_pod(make_task(executor, task.job_dir, 17, disk="200Mi"))
+    )
+    assert small["spec"]["containers"][0]["resources"]["limits"]["ephemeral-storage"] == "200Mi"
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "200Mi"}} in small["spec"]["volumes"]
     assert container["image"] == IMAGE
     assert spec["nodeSelector"] == {"kubernetes.io/arch": "arm64"}
     assert spec["imagePullSecrets"] == [{"name": "regcred"}]
@@ -243,6 +251,69 @@ def test_could_not_grade_is_reported_with_the_graders_message(
                 "/job/source: no notebooks in the source directory"
             )
             assert not outcome.retryable  # the assignment is the problem; retrying cannot help
+
+    run(scenario())
+
+
+# What a notebook may write to fill the disk: each is followed by a pause, as a student's
+# notebook would go on computing (the kubelet measures, it does not block writes).
+DISK_FILLERS = {
+    "one_big_file": "open('big.bin', 'wb').write(b'0' * (48 << 20))",
+    "many_files": "for i in range(48):\n    open(f'part{i}.bin', 'wb').write(b'0' * (1 << 20))",
+    "many_small_files": "import os\nos.mkdir('small')\nfor i in range(3000):\n"
+    "    open(f'small/{i}.txt', 'wb').write(b'0' * 16384)",
+    "tmp": "open('/tmp/scratch.bin', 'wb').write(b'0' * (48 << 20))",
+}
+
+
+@pytest.mark.parametrize("filler", sorted(DISK_FILLERS))
+def test_a_job_that_fills_its_disk_is_evicted_with_a_disk_limit_reason(
+    make_executor: MakeExecutor, kube_pvc_dir: Path, tmp_path: Path, filler: str
+) -> None:
+    nb = json.loads((DATA / "tiny_submission.ipynb").read_text())
+    nb["cells"][1]["source"] = (
+        DISK_FILLERS[filler] + "\nimport time\ntime.sleep(20)\ndef double(x):\n    return 2 * x"
+    )
+    submission = tmp_path / "filler.ipynb"
+    submission.write_text(json.dumps(nb))
+
+    async def scenario() -> None:
+        async with started(make_executor()) as executor:
+            job_dir = stage_job(kube_pvc_dir, 18, submission=submission)
+            begin = time.monotonic()
+            outcome = await executor.run(make_task(executor, job_dir, 18, disk="32Mi"))
+            assert time.monotonic() - begin < 15, "evicted long before the cell's end"
+            assert not outcome.graded and not outcome.retryable
+            assert outcome.reason is not None and outcome.reason.startswith(
+                "Grading stopped: the job reached its disk limit (32Mi)"
+            ), outcome.reason
+            assert 'Kubernetes evicted the pod: Usage of EmptyDir volume "tmp" exceeds the limit "32Mi".' in (
+                outcome.reason
+            )
+            # The notebook worked on its copy in the pod's /tmp: nothing landed on the claim.
+            written = sum(p.stat().st_size for p in job_dir.rglob("*") if p.is_file())
+            assert written < 1 << 20, written
+
+    run(scenario())
+
+
+def test_container_ephemeral_storage_limit_counts_logs_and_volumes(
+    make_executor: MakeExecutor, kube_pvc_dir: Path
+) -> None:
+    """The pod-level check: the emptyDirs plus the container's log against its limit."""
+
+    async def scenario() -> None:
+        async with started(make_executor()) as executor:
+            use_command(executor, ["python", "-c", "import sys, time\nsys.stdout.write(('x' * 1023 + '\\n') * (40 << 10))\n"
+                                   "sys.stdout.flush(); time.sleep(20)"])  # fmt: skip
+            job_dir = stage_job(kube_pvc_dir, 19)
+            outcome = await executor.run(make_task(executor, job_dir, 19, disk="32Mi"))
+            assert outcome.reason == (
+                "Grading stopped: the job reached its disk limit (32Mi) with the files the notebook wrote "
+                "(in its working directory and /tmp). Write less, or delete files the notebook no longer "
+                "needs. (Kubernetes evicted the pod: Pod ephemeral local storage usage exceeds the total "
+                "limit of containers 32Mi.)"
+            ), outcome.reason
 
     run(scenario())
 

@@ -70,6 +70,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "memory_limit": "2Gi",
         "active_deadline_seconds": 1800,
     },
+    "disk-limit": {"disk_limit": "1Gi", "memory_limit": "2Gi", "cpu_request": "250m"},
     "arm-node-with-tolerations": {
         "node_selector": {"kubernetes.io/arch": "arm64"},
         "tolerations": [
@@ -168,7 +169,8 @@ def test_security_fields_hold_in_every_configuration(config_name: str) -> None:
 
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["job"] == {"name": "job", "persistentVolumeClaim": {"claimName": KUBE_PVC_CLAIM}}
-    assert volumes["tmp"] == {"name": "tmp", "emptyDir": {}}
+    disk = {"sizeLimit": args["disk_limit"]} if "disk_limit" in args else {}
+    assert volumes["tmp"] == {"name": "tmp", "emptyDir": disk}
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["job"] == {"name": "job", "mountPath": "/job", "subPath": "jobs/42"}
     assert mounts["tmp"] == {"name": "tmp", "mountPath": "/tmp"}
@@ -206,6 +208,21 @@ def test_optional_fields_appear_only_when_given() -> None:
     assert full["serviceAccountName"] == "grading-runner"
     assert full["containers"][0]["imagePullPolicy"] == "Always"
     assert full["terminationGracePeriodSeconds"] == 5
+
+
+def test_disk_limit_is_the_ephemeral_storage_limit_and_the_tmp_size_limit() -> None:
+    """What the pod writes (its /tmp emptyDir, where the kernels work, its container layer and logs)
+    is capped: the kubelet evicts a pod past either limit."""
+    spec = serialize(make_grading_pod(**base_args(**CONFIGS["disk-limit"])))["spec"]
+    (container,) = spec["containers"]
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "ephemeral-storage": "1Gi"},
+        "limits": {"memory": "2Gi", "ephemeral-storage": "1Gi"},
+    }
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in spec["volumes"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "emptyDir": {}} in serialize(make_grading_pod(**base_args()))["spec"]["volumes"]
 
 
 def test_extra_pod_config_merges_recursively_and_last() -> None:

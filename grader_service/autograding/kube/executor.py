@@ -36,13 +36,17 @@ from traitlets import Bool, Callable, Dict, Float, Integer, List, Unicode, defau
 
 from ... import __version__
 from ..executor import (
+    EXIT_DISK_LIMIT,
     EXIT_GRADED,
     MAX_LOG_BYTES,
+    WORK_DIR,
     AutogradeExecutor,
     GradingOutcome,
     GradingTask,
     autograde_command,
     cap_text,
+    disk_limit_reason,
+    job_paths,
     parse_quantity,
     read_gradebook,
 )
@@ -284,7 +288,16 @@ class KubeAutogradeExecutor(AutogradeExecutor):
             ) from None
 
     def grading_command(self, task: GradingTask) -> list[str]:
-        command = autograde_command(self.python, self.job_mount_path, task.cell_timeout, task.timeout)
+        """`grader-convert autograde` on the mounted job: kernels work in the /tmp emptyDir, and the
+        job's copy of the source is gone before the first kernel starts."""
+        command = autograde_command(
+            self.python,
+            job_paths(self.job_mount_path),
+            task.cell_timeout,
+            task.timeout,
+            work_dir=WORK_DIR,
+            remove_source=True,
+        )
         return [*command, "--output-limit", str(self.max_output_bytes)]
 
     def active_deadline(self, task: GradingTask) -> int:
@@ -299,11 +312,13 @@ class KubeAutogradeExecutor(AutogradeExecutor):
             cpu_request = cpu_limit
         if memory_limit and memory_request and parse_quantity(memory_request) > parse_quantity(memory_limit):
             memory_request = memory_limit
+        disk_limit = task.settings.get("disk", self.disk_limit)
         return {
             "cpu_request": cpu_quantity(cpu_request) if cpu_request else None,
             "cpu_limit": cpu_quantity(cpu_limit) if cpu_limit else None,
             "memory_request": memory_quantity(memory_request) if memory_request else None,
             "memory_limit": memory_quantity(memory_limit) if memory_limit else None,
+            "disk_limit": memory_quantity(disk_limit) if disk_limit else None,
         }
 
     def make_pod(self, task: GradingTask, attempt: str = "") -> V1Pod:
@@ -587,9 +602,14 @@ class KubeAutogradeExecutor(AutogradeExecutor):
             reason = f"The grading pod exceeded its time limit of {deadline} s (DeadlineExceeded)"
         elif terminated.get("reason") == "OOMKilled":
             reason = f"The grading pod ran out of memory (OOMKilled, limit {_memory_limit(pod)})"
+        elif status.get("reason") == "Evicted" and _storage_eviction(status.get("message") or ""):
+            detail = f"Kubernetes evicted the pod: {(status.get('message') or '').strip()}"
+            reason = disk_limit_reason(_disk_limit(pod), detail)
         elif status.get("reason") == "Evicted":
             reason = f"The grading pod was evicted from its node ({status.get('message') or 'no message'})"
             retryable = True
+        elif code == EXIT_DISK_LIMIT:
+            reason = disk_limit_reason(_disk_limit(pod))
         elif not terminated:
             why = status.get("reason") or _pending_reason(pod)
             reason = f"The grading pod failed before its container ran ({why})"
@@ -790,12 +810,30 @@ def _pending_reason(pod: Pod) -> str:
     return f"phase {_phase(pod) or 'unknown'}"
 
 
-def _memory_limit(pod: Pod) -> str:
+def _limit(pod: Pod, resource: str) -> str:
     for container in (pod.get("spec") or {}).get("containers") or []:
         if container.get("name") == CONTAINER_NAME:
-            limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+            limit = ((container.get("resources") or {}).get("limits") or {}).get(resource)
             return str(limit) if limit else "none"
     return "unknown"
+
+
+def _memory_limit(pod: Pod) -> str:
+    return _limit(pod, "memory")
+
+
+def _disk_limit(pod: Pod) -> str:
+    return _limit(pod, "ephemeral-storage")
+
+
+def _storage_eviction(message: str) -> bool:
+    """An eviction for what the pod wrote: its ephemeral-storage limit or an emptyDir's sizeLimit.
+
+    The kubelet's messages: "Pod ephemeral local storage usage exceeds the total limit of
+    containers ...", "Container ... exceeded its local ephemeral storage limit ...", "Usage of
+    EmptyDir volume ... exceeds the limit ...". (Node-pressure evictions name the node instead.)
+    """
+    return "ephemeral local storage" in message or "Usage of EmptyDir volume" in message
 
 
 def last_log_line(logs: str) -> str:

@@ -6,9 +6,11 @@ the manifests can be checked against the Kubernetes schemas.
 
 A grading pod runs untrusted student code, so its defaults are the restrictive ones: no service
 account token, no service links, non-root with no capabilities and no privilege escalation, a
-read-only root filesystem with a writable ``/tmp`` (an emptyDir), the job directory mounted from
-the shared PVC through ``subPath`` so the pod sees only its own job, ``restartPolicy: Never`` and an
-``activeDeadlineSeconds`` so the cluster itself enforces the time limit.
+read-only root filesystem with a writable ``/tmp`` (an emptyDir, where the kernels work on a copy
+of the submission), the job directory mounted from the shared PVC through ``subPath`` so the pod
+sees only its own job, ``restartPolicy: Never`` and an ``activeDeadlineSeconds`` so the cluster
+itself enforces the time limit. With a disk limit, the emptyDir gets it as ``sizeLimit`` and the
+container as its ``ephemeral-storage`` limit: the kubelet evicts a pod that writes more.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def make_grading_pod(
     cpu_limit: str | None = None,
     memory_request: str | None = None,
     memory_limit: str | None = None,
+    disk_limit: str | None = None,
     active_deadline_seconds: int | None = None,
     node_selector: Mapping[str, str] | None = None,
     tolerations: Sequence[Mapping[str, Any]] | None = None,
@@ -131,6 +134,10 @@ def make_grading_pod(
     ``extra_pod_config``): mappings merge recursively, any other value (lists included) replaces
     what is there, and ``None`` removes a key. Unknown fields raise ``ValueError`` instead of being
     silently dropped by the API server.
+
+    ``disk_limit`` (a quantity) caps what the pod may write: the ``/tmp`` emptyDir's ``sizeLimit``
+    and the container's ``ephemeral-storage`` limit (which also counts its logs). It is requested
+    as well, so the pod is only scheduled where that much local storage is free.
     """
     if not command:
         raise ValueError("command must not be empty")
@@ -143,8 +150,11 @@ def make_grading_pod(
     resources: dict[str, dict[str, str]] = {}
     for kind, cpu, memory in (("requests", cpu_request, memory_request), ("limits", cpu_limit, memory_limit)):
         values = {k: str(v) for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}
+        if disk_limit is not None:
+            values["ephemeral-storage"] = str(disk_limit)
         if values:
             resources[kind] = values
+    tmp_volume: dict[str, Any] = {"sizeLimit": str(disk_limit)} if disk_limit is not None else {}
 
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
@@ -190,7 +200,7 @@ def make_grading_pod(
         "containers": [container],
         "volumes": [
             {"name": "job", "persistentVolumeClaim": {"claimName": pvc_name}},
-            {"name": "tmp", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": tmp_volume},
             *[dict(v) for v in extra_volumes or ()],
         ],
     }

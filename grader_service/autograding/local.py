@@ -190,7 +190,8 @@ class LocalAutogradeExecutor(AutogradeExecutor):
         if self.bubblewrap is not None and job_fds is not None:
             paths = tuple(f"/proc/self/fd/{fd}" for fd in job_fds)
             inner = autograde_command(self.python, paths, task.cell_timeout, task.timeout, work_dir=WORK_DIR)
-            inner += ["--output-limit", str(self.max_output_bytes)]
+            # /dev/shm is a tmpfs of its own there (a part of the disk limit): full, it stops the job too.
+            inner += ["--scratch", "/dev/shm", "--output-limit", str(self.max_output_bytes)]
             return self.bubblewrap.wrap(inner, uid, self._env(), self.limits(task).disk_bytes)
         cmd = autograde_command(self.python, job_paths(str(task.job_dir)), task.cell_timeout, task.timeout)
         return [*cmd, "--output-limit", str(self.max_output_bytes)]

@@ -139,7 +139,7 @@ class Bubblewrap:
         # It holds all the job may write but /dev/shm (bwrap's /dev would not be limited at all).
         args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(disk_bytes - shm)]
         args += ["--tmpfs", "/tmp", "--perms", "1777", "--size", str(shm), "--tmpfs", "/dev/shm"]
-        args += ["--symlink", "../tmp", "/var/tmp"]
+        args += ["--perms", "0755", "--dir", "/var", "--symlink", "../tmp", "/var/tmp"]
         # bwrap creates the parents of mount points with the host directory's mode (/root is 0700):
         # make them traversable by the job's uid instead. They hold nothing but the mount points.
         for parent in _parents(binds):

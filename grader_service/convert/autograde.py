@@ -85,6 +85,8 @@ class Settings:
     kernel_env: dict[str, str] | None = None  # extra environment for the kernel (HOME is private)
     # Where kernels work: the submission is copied there (the job's size-limited scratch).
     work_dir: Path | None = None
+    # Other size-limited places the job may write (a separate /dev/shm): full, they stop it too.
+    scratch: tuple[Path, ...] = ()
     # Delete the source directory once read (the executors stage a private copy per job).
     remove_source: bool = False
     iopub_timeout: float = 10.0
@@ -216,25 +218,30 @@ def _working_copy(submission_dir: Path, work_dir: Path) -> Path:
         work_dir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(submission_dir, target, symlinks=True)
     except OSError as e:
-        check_disk(work_dir)
+        check_disk([work_dir])
         raise GradingError(f"the submission could not be copied to the work directory: {e}") from None
     return target
 
 
-def check_disk(work_dir: Path | None) -> None:
-    """Raise DiskLimitReached when the work directory's filesystem (the job's scratch) is full."""
-    if work_dir is None:
-        return
-    try:
-        stat = os.statvfs(work_dir)
-    except OSError:
-        return
-    if stat.f_bavail * stat.f_frsize < DISK_FULL_BYTES or (stat.f_files and stat.f_favail < DISK_FULL_FILES):
-        size = stat.f_blocks * stat.f_frsize
-        raise DiskLimitReached(
-            f"the job used up its disk space ({_size(size)} for the files the notebook writes in its "
-            f"working directory and in /tmp, at most {stat.f_files:,} files): grading stopped"
-        )
+def check_disk(places: list[Path]) -> None:
+    """Raise DiskLimitReached when the filesystem of one of `places` (the job's scratch) is full."""
+    for place in places:
+        try:
+            stat = os.statvfs(place)
+        except OSError:
+            continue
+        if stat.f_bavail * stat.f_frsize < DISK_FULL_BYTES or (
+            stat.f_files and stat.f_favail < DISK_FULL_FILES
+        ):
+            size = stat.f_blocks * stat.f_frsize
+            raise DiskLimitReached(
+                f"the job used up its disk space ({place} is full: {_size(size)}, at most "
+                f"{stat.f_files:,} files): grading stopped"
+            )
+
+
+def _scratch(settings: Settings) -> list[Path]:
+    return [settings.work_dir, *settings.scratch] if settings.work_dir is not None else list(settings.scratch)
 
 
 def _size(n: float) -> str:
@@ -329,7 +336,7 @@ async def _grade_notebook(
         guard=settings.guard,
         forked_kernel=settings.kernel_launcher is not None,
     )
-    check_disk(settings.work_dir)
+    check_disk(_scratch(settings))
     execution = await execute_plan(nb, plan, path.parent, source_dir, output_dir, settings, deadline)
     result = _score(base, nb, plan, execution, ctx, settings)
     _annotate(nb, result)
@@ -517,7 +524,7 @@ async def _run_steps(
                 execution.events.setdefault(i, []).extend(events)
         if execution.kernel == "killed":
             kill_kernel_tree(getattr(client.km.provisioner, "pgid", None), preexisting)
-        check_disk(settings.work_dir)
+        check_disk(_scratch(settings))
 
 
 def _grader_cell(source: str) -> NotebookNode:

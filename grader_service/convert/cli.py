@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
         "grading stops with exit code 3 once it is full)",
     )
     auto.add_argument(
+        "--scratch",
+        type=Path,
+        action="append",
+        default=[],
+        help="another size-limited filesystem the job can write (e.g. a separate /dev/shm): grading "
+        "stops with exit code 3 once it is full too (repeatable)",
+    )
+    auto.add_argument(
         "--remove-source",
         action="store_true",
         help="delete the source directory once it is read, before any kernel starts (for a private copy)",
@@ -153,6 +161,7 @@ def _autograde(args: argparse.Namespace, kernel_launcher: KernelLauncher | None)
             mutation_runs=not args.no_mutation_runs,
             watch_files=not args.no_file_watch,
             work_dir=args.work_dir,
+            scratch=tuple(args.scratch),
             remove_source=args.remove_source,
             kernel_launcher=kernel_launcher,
         )

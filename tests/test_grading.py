@@ -108,6 +108,28 @@ def test_hidden_test_spied_on_reaches_no_student_representation(world: World, tm
     assert "Output not shown" in seen["feedback"]
 
 
+def test_disk_limit_ends_grading_with_a_reason_students_and_staff_see(world: World, tmp_path: Path) -> None:
+    ins = world.client("instructor")
+    assert ins.post(A, json={"name": "disky", "settings": {"disk": "32Mi"}}).status_code == 201
+    r = ins.put(f"{A}/disky/files", data=zip_dir(DATA / "tiny"), headers={"Content-Type": "application/zip"})
+    assert r.status_code == 200, r.text
+    assert ins.patch(f"{A}/disky", json={"status": "released"}).status_code == 200
+    nb = json.loads((DATA / "tiny_submission.ipynb").read_text())
+    nb["cells"][1]["source"] = "for i in range(48):\n    open(f'part{i}.bin', 'wb').write(b'0' * (1 << 20))"
+    path = tmp_path / "filler.ipynb"
+    path.write_text(json.dumps(nb))
+    sub = world.submit("student", notebook=path, assignment="disky").json()
+    student = world.client("student")
+    events = wait_graded(student, sub["id"])
+    expected = "Grading stopped: the job reached its disk limit (32Mi)"
+    assert events[-1]["auto_status"] == "failed" and events[-1]["reason"].startswith(expected), events
+    base = f"{A}/disky/submissions/{sub['id']}"
+    assert student.get(f"{base}/logs").text.startswith(expected)
+    assert world.client("tutor").get(f"{base}/logs").text.startswith(expected)
+    assert student.get(base).json()["auto_status"] == "failed"
+    assert ins.patch(f"{A}/disky", json={"settings": {"disk": "a lot"}}).status_code == 400
+
+
 def test_redaction_replaces_hidden_lines() -> None:
     from grader_service.api.redact import redact_gradebook, redact_text
     from grader_service.orm import Assignment

@@ -91,6 +91,33 @@ def test_kernel_cannot_see_the_paths_in_the_grader_command_line(tmp_path: Path, 
     assert json.loads(proc.stdout)["score"] == 1.0
 
 
+def test_remove_source_and_work_dir(tmp_path: Path, tiny: Path) -> None:
+    """For a private copy of the source (as the pods get it): gone before the kernel runs; the kernel
+    works on a copy of the submission in the work directory. (What else the kernel can reach depends
+    on the user it runs as: the sandboxes' tests cover that.)"""
+    source = stage(tiny / "source", tmp_path / "private-source")
+    spy = (
+        "import os\n"
+        f"for path in ({str(source / 'tiny.ipynb')!r}, {str(source)!r}):\n"
+        "    print('EXISTS' if os.path.exists(path) else 'GONE', path)\n"
+        "print('CWD', os.getcwd())\n"
+        "open('written-by-the-kernel', 'w').write('x')"
+    )
+    submission = stage(submit(tiny, "copy", "def f(x):\n    return x + 1", extra=spy), tmp_path / "sub")
+    work = tmp_path / "work"
+    proc = run("autograde", "-i", submission, "-s", source, "-o", tmp_path / "out", "--remove-source",
+               "--work-dir", work)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["score"] == 1.0
+    assert not source.exists()
+    nb = json.loads((tmp_path / "out" / "tiny.ipynb").read_text())
+    seen = "".join(o.get("text", "") for c in nb["cells"] for o in c.get("outputs", []))
+    assert "EXISTS" not in seen and seen.count("GONE") == 2, seen
+    assert f"CWD {work / 'submission'}" in seen
+    assert (work / "submission" / "written-by-the-kernel").exists()
+    assert not (submission / "written-by-the-kernel").exists()
+
+
 def test_validate_exit_codes(tiny: Path, tmp_path: Path) -> None:
     good = submit(tiny, "good", "def f(x):\n    return x + 1") / "tiny.ipynb"
     bad = submit(tiny, "bad", "def f(x):\n    return x") / "tiny.ipynb"

@@ -25,6 +25,7 @@ from grader_service.autograding.kube.client import KubeError
 from grader_service.autograding.kube.executor import KubeAutogradeExecutor, last_log_line
 from grader_service.autograding.kube.objects import make_labels
 
+from ..source_probe import CONTROL_FILE, CONTROL_MARK, probe_report, probing_submission, source_notebook
 from .conftest import KUBE_NAMESPACE, KUBE_PVC_CLAIM
 from .fake_apiserver import FakeKubeAPIServer, RequestRecord
 from .fake_kubelet import PULL_ERRORS, PullFailure
@@ -251,6 +252,42 @@ def test_could_not_grade_is_reported_with_the_graders_message(
                 "/job/source: no notebooks in the source directory"
             )
             assert not outcome.retryable  # the assignment is the problem; retrying cannot help
+
+    run(scenario())
+
+
+def test_kernel_code_in_the_pod_gets_nothing_of_the_source(
+    make_executor: MakeExecutor, kube_pvc_dir: Path, tmp_path: Path
+) -> None:
+    """The pod's copy of the source is gone before the first kernel starts; the grader holding it in
+    memory is out of the kernel's reach (see tests/source_probe.py for what the probe tries)."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "tiny.ipynb").write_text(
+        json.dumps(source_notebook(json.loads((DATA / "tiny" / "tiny.ipynb").read_text())))
+    )
+    submission = tmp_path / "probe.ipynb"
+    submission.write_text(
+        json.dumps(probing_submission(json.loads((DATA / "tiny_submission.ipynb").read_text())))
+    )
+
+    async def scenario() -> None:
+        async with started(make_executor()) as executor:
+            job_dir = stage_job(kube_pvc_dir, 20, submission=submission, source=source)
+            (job_dir / "submission" / CONTROL_FILE).write_text(CONTROL_MARK)
+            outcome = await executor.run(make_task(executor, job_dir, 20))
+            assert outcome.graded and outcome.gradebook is not None, outcome
+            assert outcome.gradebook["score"] == 3.0
+            report = probe_report(json.loads((job_dir / "output" / "tiny.ipynb").read_text()))
+            assert report["found"] == [], report
+            assert "own mem" in report["controls"], report["controls"]
+            assert any(c.endswith(CONTROL_FILE) for c in report["controls"]), report["controls"]
+            # (The fake kubelet's bwrap reaper is readable; a real pod's pid 1 is the grader.)
+            graders = [p for p in report["processes"].values() if "grader_service.convert" in p["cmdline"]]
+            assert graders, report["processes"]
+            for process in graders:
+                assert process["ptrace"] != "attached" and not process["mem"].startswith("read "), process
+            assert not (job_dir / "source").exists()
 
     run(scenario())
 

@@ -83,6 +83,7 @@ def autograde_command(
     *,
     work_dir: str | None = None,
     remove_source: bool = False,
+    confine_kernels: bool = False,
 ) -> list[str]:
     """The grading command on the job's (submission, source, output) directories as the job sees them."""
     submission, source, output = paths
@@ -94,6 +95,8 @@ def autograde_command(
         command += ["--work-dir", work_dir]
     if remove_source:
         command.append("--remove-source")
+    if confine_kernels:
+        command.append("--confine-kernels")
     return command
 
 

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -47,7 +48,7 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
 from . import cells as nbcells
-from . import gradebook, processes
+from . import confine, gradebook, processes
 from .errors import DiskLimitReached, GradingError, SourceValidationError, UnreadableNotebookError
 from .forked_kernel import KernelLauncher
 from .guard import Plan, bound_names, build_plan
@@ -59,6 +60,8 @@ from .release import load_source
 from .scoring import canary_error_held, canary_value_held, mutant_passed, score_record
 from .visibility import student_error
 from .watch import DirectoryWatch, FileEvent
+
+log = logging.getLogger(__name__)
 
 # Integrity steps (canaries, guard calls) get their own short budget: they run even when the
 # total time is used up, so that tests already run can still be verified.
@@ -89,6 +92,9 @@ class Settings:
     scratch: tuple[Path, ...] = ()
     # Delete the source directory once read (the executors stage a private copy per job).
     remove_source: bool = False
+    # Landlock each kernel away from the job's directories (see `confine`): for a pod, whose kernels
+    # would otherwise see the job's volume.
+    confine_kernels: bool = False
     iopub_timeout: float = 10.0
     startup_timeout: float = 60.0
     # Set by the fork server: kernels are forked from it instead of started as new processes.
@@ -137,6 +143,7 @@ async def _autograde(
     except SourceValidationError as e:
         raise GradingError(str(e)) from None
     file_notes = _compare_files(source_dir, submission_dir)
+    protected = [submission_dir, source_dir, output_dir]
     watched_source: Path | None = source_dir
     if settings.remove_source:
         _remove(source_dir)
@@ -152,7 +159,7 @@ async def _autograde(
     for rel, source_nb in sources.items():
         name = notebook_name(rel)
         result, nb = await _grade_notebook(
-            rel, source_nb, submission_dir, watched_source, output_dir, settings, deadline
+            rel, source_nb, submission_dir, watched_source, output_dir, settings, deadline, protected
         )
         if file_notes:
             result.setdefault("notes", []).extend(file_notes)
@@ -312,6 +319,7 @@ async def _grade_notebook(
     output_dir: Path,
     settings: Settings,
     deadline: float | None,
+    protected: list[Path],
 ) -> tuple[dict[str, Any], NotebookNode | None]:
     name = notebook_name(rel)
     base = gradebook.skeleton_notebook(source_nb, rel)
@@ -337,7 +345,9 @@ async def _grade_notebook(
         forked_kernel=settings.kernel_launcher is not None,
     )
     check_disk(_scratch(settings))
-    execution = await execute_plan(nb, plan, path.parent, source_dir, output_dir, settings, deadline)
+    execution = await execute_plan(
+        nb, plan, path.parent, source_dir, output_dir, settings, deadline, protected=protected
+    )
     result = _score(base, nb, plan, execution, ctx, settings)
     _annotate(nb, result)
     return result, nb
@@ -371,8 +381,12 @@ async def execute_plan(
     output_dir: Path | None,
     settings: Settings,
     deadline: float | None,
+    protected: list[Path] | None = None,
 ) -> Execution:
-    """Run every step of `plan` in a new kernel; outputs land in `nb`'s cells."""
+    """Run every step of `plan` in a new kernel; outputs land in `nb`'s cells.
+
+    With `settings.confine_kernels`, the kernel cannot reach the `protected` directories.
+    """
     execution = Execution()
     started = time.monotonic()
     exec_cells: list[NotebookNode] = []
@@ -392,6 +406,7 @@ async def execute_plan(
 
     before = processes.descendants()
     env = KernelEnvironment.create(cwd, settings.kernel_python, settings.kernel_env)
+    confinement = _confinement(settings, protected or [], [cwd, env.root])
     client = GradingClient(
         exec_nb,
         km=env.kernel_manager(settings.kernel_launcher),
@@ -411,7 +426,11 @@ async def execute_plan(
             # The kernel's own stdout/stderr go nowhere: they would reach the job's log, which
             # student code must not be able to write to (what it prints goes to the notebook).
             await client.async_start_new_kernel(
-                cwd=str(cwd), env=env.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                cwd=str(cwd),
+                env=env.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=confinement.apply if confinement is not None else None,
             )
             pgid = getattr(client.km.provisioner, "pgid", None)
             await client.async_start_new_kernel_client()
@@ -443,6 +462,20 @@ async def execute_plan(
         env.remove()
         execution.duration = time.monotonic() - started
     return execution
+
+
+def _confinement(
+    settings: Settings, protected: list[Path], writable: list[Path]
+) -> confine.Confinement | None:
+    if not settings.confine_kernels or settings.kernel_launcher is not None:
+        return None  # (a forked kernel's sandbox has no path to the job's directories at all)
+    abi = confine.abi_version()
+    if abi == 0:
+        log.warning("Landlock is not available here: kernels are not confined to their work directory")
+        return None
+    if settings.work_dir is not None:
+        writable = [*writable, settings.work_dir]
+    return confine.plan(protected, writable, abi)
 
 
 async def _run_steps(

@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete the source directory once it is read, before any kernel starts (for a private copy)",
     )
     auto.add_argument(
+        "--confine-kernels",
+        action="store_true",
+        help="restrict kernels with Landlock: no access to the submission, source and output directories, "
+        "writes only in the work directory and /tmp (for a pod, where those directories are a volume)",
+    )
+    auto.add_argument(
         "--no-file-watch",
         action="store_true",
         help="do not flag kernel access to the source/output directories (use when the source is shared)",
@@ -163,6 +169,7 @@ def _autograde(args: argparse.Namespace, kernel_launcher: KernelLauncher | None)
             work_dir=args.work_dir,
             scratch=tuple(args.scratch),
             remove_source=args.remove_source,
+            confine_kernels=args.confine_kernels,
             kernel_launcher=kernel_launcher,
         )
     except DiskLimitReached as e:

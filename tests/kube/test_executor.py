@@ -134,11 +134,21 @@ def test_the_pod_mounts_only_its_job_and_runs_autograde(tmp_path: Path) -> None:
     assert {"name": "job", "mountPath": "/job", "subPath": "jobs/17"} in container["volumeMounts"]
     assert {"name": "job", "persistentVolumeClaim": {"claimName": "data"}} in spec["volumes"]
     assert container["command"] == [
-        *autograde_command("python", job_paths("/job"), 30.0, 120.0, work_dir="/tmp/job", remove_source=True),
+        *autograde_command(
+            "python",
+            job_paths("/job"),
+            30.0,
+            120.0,
+            work_dir="/tmp/job",
+            remove_source=True,
+            confine_kernels=True,
+        ),
         "--output-limit",
         str(executor.max_output_bytes),
     ]
-    assert container["command"][-5:-1] == ["--work-dir", "/tmp/job", "--remove-source", "--output-limit"]
+    assert container["command"][-6:-1] == [
+        "--work-dir", "/tmp/job", "--remove-source", "--confine-kernels", "--output-limit"
+    ]  # fmt: skip
     assert spec["activeDeadlineSeconds"] == 150
     # the request above the assignment's limit is lowered to it; the disk limit is the default
     assert container["resources"] == {
@@ -288,6 +298,72 @@ def test_kernel_code_in_the_pod_gets_nothing_of_the_source(
             for process in graders:
                 assert process["ptrace"] != "attached" and not process["mem"].startswith("read "), process
             assert not (job_dir / "source").exists()
+
+    run(scenario())
+
+
+PVC_WRITER = """
+import json, os
+attempts = {}
+for path in ('/job/output/planted.txt', '/job/submission/planted.txt', '/job/planted.txt',
+             '/job/source/planted.txt', '/tmp/job/planted-in-work.txt', 'planted-in-cwd.txt'):
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, 'w') as f:
+            f.write('x' * 1000)
+        attempts[path] = 'written'
+    except OSError as e:
+        attempts[path] = type(e).__name__
+for path in ('/job/submission/tiny.ipynb', '/job/output'):
+    try:
+        open(path).read() if path.endswith('.ipynb') else os.listdir(path)
+        attempts['read ' + path] = 'read'
+    except OSError as e:
+        attempts['read ' + path] = type(e).__name__
+try:
+    os.kill(os.getppid(), 0)
+    attempts['signal grader'] = 'allowed'
+except OSError as e:
+    attempts['signal grader'] = type(e).__name__
+print('ATTEMPTS' + json.dumps(attempts))
+def double(x):
+    return x + x
+"""
+
+
+def test_kernels_in_the_pod_cannot_reach_the_jobs_volume(
+    make_executor: MakeExecutor, kube_pvc_dir: Path, tmp_path: Path
+) -> None:
+    """Landlock: the job's volume (the service's data volume) is out of the kernel's reach; its work
+    directory in /tmp is not."""
+    from grader_service.convert import confine
+
+    if confine.abi_version() == 0:
+        pytest.skip("Landlock is not available on this machine")
+    nb = json.loads((DATA / "tiny_submission.ipynb").read_text())
+    nb["cells"][1]["source"] = PVC_WRITER
+    submission = tmp_path / "writer.ipynb"
+    submission.write_text(json.dumps(nb))
+
+    async def scenario() -> None:
+        async with started(make_executor()) as executor:
+            job_dir = stage_job(kube_pvc_dir, 21, submission=submission)
+            outcome = await executor.run(make_task(executor, job_dir, 21))
+            assert outcome.graded and outcome.gradebook is not None and outcome.gradebook["score"] == 3.0, (
+                outcome
+            )
+            graded = json.loads((job_dir / "output" / "tiny.ipynb").read_text())
+            text = "".join(o.get("text", "") for o in graded["cells"][1]["outputs"])
+            attempts = json.loads(text.split("ATTEMPTS", 1)[1])
+            for path in ("/job/output", "/job/submission", "/job", "/job/source"):
+                assert attempts[f"{path}/planted.txt"] == "PermissionError", attempts
+            assert attempts["/tmp/job/planted-in-work.txt"] == "written"
+            assert attempts["planted-in-cwd.txt"] == "written"
+            assert attempts["read /job/submission/tiny.ipynb"] == "PermissionError", attempts
+            assert attempts["read /job/output"] == "PermissionError", attempts
+            if confine.abi_version() >= 6:
+                assert attempts["signal grader"] == "PermissionError", attempts
+            assert not list(job_dir.rglob("planted*"))
 
     run(scenario())
 

@@ -288,8 +288,9 @@ class KubeAutogradeExecutor(AutogradeExecutor):
             ) from None
 
     def grading_command(self, task: GradingTask) -> list[str]:
-        """`grader-convert autograde` on the mounted job: kernels work in the /tmp emptyDir, and the
-        job's copy of the source is gone before the first kernel starts."""
+        """`grader-convert autograde` on the mounted job: the job's copy of the source is gone before
+        the first kernel starts, kernels work in the /tmp emptyDir and (Landlock) cannot reach the
+        job's volume, which is the service's data volume."""
         command = autograde_command(
             self.python,
             job_paths(self.job_mount_path),
@@ -297,6 +298,7 @@ class KubeAutogradeExecutor(AutogradeExecutor):
             task.timeout,
             work_dir=WORK_DIR,
             remove_source=True,
+            confine_kernels=True,
         )
         return [*command, "--output-limit", str(self.max_output_bytes)]
 

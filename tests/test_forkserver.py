@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -58,21 +59,24 @@ def with_executor(body: Callable[[LocalAutogradeExecutor], Awaitable[Any]]) -> A
 
 
 def job_processes() -> list[int]:
-    """Live processes running as a sandbox uid (the executor's pool starts at 61000).
+    """Live processes running as a sandbox uid (the executor's pool starts at 61000) with this Python.
 
     Zombies run nothing; they are left when a job's parent is itself SIGKILLed and the orphan is
     re-parented to this test process (a child subreaper once an in-process autograde ran here).
+    The Python tells this checkout's jobs from those of other test runs on the same machine.
     """
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 status = Path(f"/proc/{entry}/status").read_text()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
                 uid = int(status.split("Uid:")[1].split()[0])
                 state = status.split("State:")[1].split()[0]
             except (OSError, IndexError):
                 continue
-            if 61000 <= uid < 61256 and state != "Z":
+            ours = sys.executable.encode() in cmdline  # a job's kernels are forks of the zygote
+            if 61000 <= uid < 61256 and state != "Z" and ours:
                 found.append(int(entry))
     return found
 

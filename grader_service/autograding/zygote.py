@@ -299,9 +299,9 @@ def _run_job(request: dict[str, Any], limits: Limits, parent_alive_fd: int, job_
     from grader_service.convert import cli
     from grader_service.convert.forked_kernel import KernelLauncher
 
-    # Forked before the source is read: no kernel can find the hidden tests in its memory. It closes
-    # the job's directory descriptors.
-    launcher = KernelLauncher.fork()
+    # Forked before the source is read: no kernel can find the hidden tests in its memory; and
+    # without the job's directory descriptors.
+    launcher = KernelLauncher.fork(close=JOB_FDS)
     try:
         return cli.main(request["argv"], kernel_launcher=launcher)
     finally:

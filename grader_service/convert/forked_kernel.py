@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Iterable
 from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
@@ -31,7 +32,6 @@ from .kernel_streams import GradingOutStream
 
 # Messages between grader and launcher are one small JSON object each.
 _MAX_MESSAGE = 1 << 20
-MAX_FD = 1 << 20
 
 
 class KernelLaunchError(RuntimeError):
@@ -46,18 +46,20 @@ class KernelLauncher:
         self.pid = pid
 
     @classmethod
-    def fork(cls) -> KernelLauncher:
-        """Fork the launcher. Call it before the grader has threads, an event loop, or job data."""
+    def fork(cls, close: Iterable[int] = ()) -> KernelLauncher:
+        """Fork the launcher. Call it before the grader has threads, an event loop, or job data.
+
+        `close`: descriptors of the grader's that no kernel may inherit (the job's directories).
+        """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:  # the launcher
             code = 1
             try:
                 ours.close()
-                # Nothing the grader holds open (the job's directories, its log's other ends) may
-                # reach a kernel: keep only the standard streams and the socket to the grader.
-                os.closerange(3, theirs.fileno())
-                os.closerange(theirs.fileno() + 1, MAX_FD)
+                for fd in close:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
                 _serve(theirs)
                 code = 0
             finally:

@@ -101,13 +101,14 @@ def test_the_charts_config_file_configures_a_valid_pod(grading: dict[str, Any]) 
     assert {"name": "job", "mountPath": "/job", "subPath": "jobs/5"} in container["volumeMounts"]
     if grading:
         assert container["resources"] == {
-            "requests": {"cpu": "500m", "memory": "300Mi"},
-            "limits": {"cpu": "2", "memory": "2Gi"},
+            "requests": {"cpu": "500m", "memory": "300Mi", "ephemeral-storage": "1Gi"},
+            "limits": {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "1Gi"},
         }
         assert pod["spec"]["runtimeClassName"] == "gvisor" and pod["spec"]["serviceAccountName"] == "grading"
         assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     else:
-        assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+        assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "1Gi"}
+        assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in pod["spec"]["volumes"]
         assert "serviceAccountName" not in pod["spec"]
 
 
@@ -258,3 +259,19 @@ def test_in_cluster_the_service_account_and_its_namespace_are_used(
 
     asyncio.run(scenario())
     assert {r.user for r in fake_kube.requests} == {f"system:serviceaccount:{NS}:{account}"}
+
+
+def test_the_charts_disk_limit_is_the_pods_ephemeral_storage() -> None:
+    grading = {"resources": {"limits": {"ephemeral-storage": "3Gi"}}}
+    docs = chart.render({"grading": grading}, show_only=["templates/configmap.yaml"])
+    source = chart.one(docs, "ConfigMap")["data"]["grader_service_config.py"]
+    config = Config()
+    exec(source, {"get_config": lambda: config})
+    executor = KubeAutogradeExecutor(config=config)
+    assert executor.disk_limit == "3Gi"
+    task = make_task(executor, Path(executor.data_mount_path) / "jobs" / "6", 6)
+    pod = client.ApiClient().sanitize_for_serialization(executor.make_pod(task))
+    kubernetes_validate.validate(pod, "1.31", strict=True)
+    resources = pod["spec"]["containers"][0]["resources"]
+    assert resources["limits"]["ephemeral-storage"] == resources["requests"]["ephemeral-storage"] == "3Gi"
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "3Gi"}} in pod["spec"]["volumes"]

@@ -40,6 +40,7 @@ Autograde result (written by `grader-convert autograde`); the skeleton's fields 
           "message": null | "why it could not be graded",
           "score": 9.0,
           "needs_manual": ["<grade_id>", ...],
+          "withheld_from_cell": null | 3,  # index of the first cell that ran hidden-test code (visibility)
           "cells": {
             "<grade_id>": {
               ...skeleton fields...,
@@ -48,11 +49,15 @@ Autograde result (written by `grader-convert autograde`); the skeleton's fields 
               "partial": false,          # points came from the value the test displayed
               "error": null | {"name": "AssertionError", "message": "..."},
               "tampering": ["test code edited by the student; the instructor's version was run"],
-              "duration_s": 0.01 | null
+              "duration_s": 0.01 | null,
+              "withheld": false,         # ran at or after withheld_from_cell: students see less
+              "student_error": {...}     # only when withheld with a kernel-reported error: what
+                                         # students see of it (`visibility.student_error`)
             }
           },
           "notes": [{"cell": "<grade_id>" | null, "kind": "tampering" | "repair" | "integrity" | "info",
-                     "message": "..."}],
+                     "message": "...",   # the grader's own words
+                     "detail": "..."}],  # optional: what the kernel said (staff only)
           "execution": {"kernel": "ok" | "died" | "killed" | "not-started", "duration_s": 1.2,
                         "time_limit_reached": false, "cells_run": 25, "processes_killed": 0}
         }
@@ -63,6 +68,8 @@ Note kinds: *tampering* (the submission changed protected cells or metadata, or 
 touched the instructor's or the output files), *repair* (an answer cell was fixed up),
 *integrity* (checks that could not run, kernel state set aside, differing data files,
 credit a test gives regardless of the answer).
+
+What a student may see of it is `visibility.student_view(gradebook)`.
 
 Status meanings: *passed* ran without raising (partial credit possible, see `partial`); *failed*
 raised AssertionError; *error* raised anything else, or could not run (notebook missing or

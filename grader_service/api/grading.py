@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from ..autograding.scheduler import REGRADE_PRIORITY, enqueue
 from ..orm import Assignment, GradingJob, GradingRun, Submission, User
-from ..storage.feedback import FeedbackUnavailable, feedback_pages
+from ..storage.feedback import PAGES_DIR, FeedbackUnavailable, feedback_pages
 from .base import APIHandler, api_error, isoformat
 from .csv_export import to_csv
 from .lectures import check_fields
@@ -158,7 +158,7 @@ class FeedbackHandler(SubmissionDetailHandler):
             pages = await feedback_pages(results, submission.id)
         except FeedbackUnavailable as e:
             raise api_error(404, f"No feedback for submission {submission_id}: {e}") from None
-        folder = results / "feedback"
+        folder = results / PAGES_DIR
         wanted = self.get_query_argument("notebook", None)
         if wanted is not None:
             pages = [p for p in pages if p.relative_to(folder).with_suffix(".ipynb").as_posix() == wanted]

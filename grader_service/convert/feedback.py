@@ -20,6 +20,7 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
+from . import cells as nbcells
 from .notebooks import atomic_write_text, read_notebook
 from .preprocessors.base import Context, run_pipeline
 from .preprocessors.feedback_cells import AttachResults, HideHiddenTestCode, WithholdOutputs
@@ -96,7 +97,10 @@ def generate_feedback(output_dir: Path, feedback_dir: Path) -> list[Path]:
     for name, entry in book["notebooks"].items():
         rel = Path(entry["path"])
         nb = _load(output_dir / rel, entry)
-        steps = [HideHiddenTestCode(), WithholdOutputs(entry.get("withheld_from_cell")), AttachResults(entry)]
+        first_withheld = entry.get("withheld_from_cell")
+        if first_withheld == -1:  # graded before cells were withheld: find the first hidden test
+            entry["withheld_from_cell"] = first_withheld = _first_hidden_test(nb)
+        steps = [HideHiddenTestCode(), WithholdOutputs(first_withheld), AttachResults(entry)]
         nb = run_pipeline(nb, Context(name), steps)
         resources = {"metadata": {"name": f"Feedback: {name}"}, "grader": _summary(name, entry)}
         body, _ = exporter.from_notebook_node(nb, resources=resources)
@@ -105,6 +109,14 @@ def generate_feedback(output_dir: Path, feedback_dir: Path) -> list[Path]:
         atomic_write_text(page, body)
         pages.append(page)
     return pages
+
+
+def _first_hidden_test(nb: NotebookNode) -> int | None:
+    for index, cell in enumerate(nb.cells):
+        role = (cell.metadata.get("grader") or {}).get("role")
+        if role == "test" and nbcells.has_hidden_tests(nbcells.source_text(cell)):
+            return index
+    return None
 
 
 def _load(path: Path, entry: dict[str, Any]) -> NotebookNode:

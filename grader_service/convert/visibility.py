@@ -78,6 +78,8 @@ def student_view(book: dict[str, Any]) -> dict[str, Any]:
     for entry in (view.get("notebooks") or {}).values():
         if not isinstance(entry, dict):
             continue
+        if "withheld_from_cell" not in entry:
+            _mark_legacy(entry)
         tainted = entry.get("withheld_from_cell") is not None
         withheld_anywhere |= tainted
         for cell in (entry.get("cells") or {}).values():
@@ -97,3 +99,25 @@ def student_view(book: dict[str, Any]) -> dict[str, Any]:
     if withheld_anywhere:
         view.pop("duration_s", None)
     return view
+
+
+def _mark_legacy(entry: dict[str, Any]) -> None:
+    """A gradebook graded before this rule existed: withhold from its first test with hidden parts on.
+
+    Its cells are in notebook order; the instructor's messages were not recorded, so a withheld
+    error keeps only a built-in exception's name.
+    """
+    tainted = False
+    for cell in (entry.get("cells") or {}).values():
+        if not isinstance(cell, dict):
+            continue
+        tainted = tainted or bool(cell.get("hidden_tests"))
+        cell["withheld"] = tainted
+        error = cell.get("error")
+        if tainted and isinstance(error, dict) and "student_error" not in cell:
+            name = str(error.get("name", ""))
+            cell["student_error"] = {
+                "name": name if name in BUILTIN_EXCEPTIONS else OTHER_EXCEPTION,
+                "message": "",
+            }
+    entry["withheld_from_cell"] = -1 if tainted else None  # (the cell's index is not known)

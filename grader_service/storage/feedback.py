@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 
 _locks: dict[int, asyncio.Lock] = {}
+# Where a submission's rendered pages are kept. Renamed whenever what a page may show changes, so no
+# page rendered under an earlier rule is served ("feedback": before outputs after hidden tests were
+# withheld).
+PAGES_DIR = "feedback-v2"
 
 
 class FeedbackUnavailable(Exception):
@@ -21,13 +25,13 @@ class FeedbackUnavailable(Exception):
 
 async def feedback_pages(results_dir: Path, submission_id: int) -> list[Path]:
     """The HTML pages for the submission's latest grading, rendering them if needed."""
-    output, pages = results_dir / "output", results_dir / "feedback"
+    output, pages = results_dir / "output", results_dir / PAGES_DIR
     lock = _locks.setdefault(submission_id, asyncio.Lock())
     async with lock:
         if not pages.is_dir():
             if not output.is_dir():
                 raise FeedbackUnavailable("no graded notebooks are stored for this submission")
-            tmp = results_dir / "feedback.tmp"
+            tmp = results_dir / f"{PAGES_DIR}.tmp"
             await asyncio.to_thread(shutil.rmtree, tmp, True)
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "grader_service.convert.cli", "feedback", "-i", str(output), "-o", str(tmp),

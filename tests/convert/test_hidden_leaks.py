@@ -264,3 +264,35 @@ def test_student_error_rule(name: str, message: str, shown: tuple[str, str]) -> 
 
     source = 'x = 1\nassert g(x) == 2, "g must reverse any string"\nraise ValueError(f"{x}")'
     assert student_error(name, message, source) == {"name": shown[0], "message": shown[1]}
+
+
+def test_gradebooks_graded_before_the_rule_get_it_too() -> None:
+    """Stored gradebooks without the grader's marks: withheld from their first hidden test on."""
+    legacy = {
+        "kind": "autograde",
+        "duration_s": 3.2,
+        "notebooks": {
+            "hw": {
+                "cells": {
+                    "t1": {
+                        "hidden_tests": False,
+                        "error": {"name": "NameError", "message": "name 'x' is not defined"},
+                    },
+                    "t2": {
+                        "hidden_tests": True,
+                        "error": {"name": "LEAK_abc", "message": "c2VjcmV0"},
+                        "duration_s": 1,
+                    },
+                    "t3": {"hidden_tests": False, "error": {"name": "ValueError", "message": "c2VjcmV0"}},
+                },
+                "notes": [{"cell": None, "kind": "integrity", "message": "m", "detail": "c2VjcmV0"}],
+            }
+        },
+    }
+    view = student_view(legacy)
+    cells = view["notebooks"]["hw"]["cells"]
+    assert cells["t1"]["error"] == {"name": "NameError", "message": "name 'x' is not defined"}
+    assert cells["t2"]["error"] == {"name": "Exception", "message": ""} and "duration_s" not in cells["t2"]
+    assert cells["t3"]["error"] == {"name": "ValueError", "message": ""}
+    assert "c2VjcmV0" not in json.dumps(view) and "duration_s" not in view
+    assert legacy["notebooks"]["hw"]["cells"]["t2"]["error"]["message"] == "c2VjcmV0"  # a copy was changed

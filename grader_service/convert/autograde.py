@@ -12,8 +12,8 @@ Per notebook of the source:
    restored, re-inserted, repaired; notes on everything that was tampered with;
 3. build the execution plan (`guard.build_plan`): the cells plus guard, mutation and canary steps;
 4. execute it in a fresh kernel (`kernel.GradingClient`) whose working directory is the
-   notebook's directory in the submission (or its copy in the work directory), with per-cell and total timeouts and capped outputs,
-   while inotify watches the source and output directories (`watch`);
+   notebook's directory in the submission (or in its copy), with per-cell and total timeouts and
+   capped outputs, while inotify watches the source and output directories (`watch`);
 5. score the test cells (`scoring`), then apply the integrity verdicts: a failed canary, a test
    that passes with wrong answers, or the kernel touching the instructor's files zeroes the
    affected tests with a note;
@@ -240,23 +240,15 @@ def check_disk(places: list[Path]) -> None:
         if stat.f_bavail * stat.f_frsize < DISK_FULL_BYTES or (
             stat.f_files and stat.f_favail < DISK_FULL_FILES
         ):
-            size = stat.f_blocks * stat.f_frsize
+            size = stat.f_blocks * stat.f_frsize / 2**20
             raise DiskLimitReached(
-                f"the job used up its disk space ({place} is full: {_size(size)}, at most "
+                f"the job used up its disk space ({place} is full: {size:.0f} MiB, at most "
                 f"{stat.f_files:,} files): grading stopped"
             )
 
 
 def _scratch(settings: Settings) -> list[Path]:
     return [settings.work_dir, *settings.scratch] if settings.work_dir is not None else list(settings.scratch)
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}".replace(".0 ", " ")
-        n /= 1024
-    return f"{n} GiB"
 
 
 def _check_directories(submission_dir: Path, source_dir: Path, output_dir: Path) -> None:

@@ -156,11 +156,16 @@ async def _autograde(
 
     notebooks: dict[str, dict[str, Any]] = {}
     executed: dict[Path, NotebookNode] = {}
+    hidden_tests_ran = False
     for rel, source_nb in sources.items():
         name = notebook_name(rel)
         result, nb = await _grade_notebook(
-            rel, source_nb, submission_dir, watched_source, output_dir, settings, deadline, protected
-        )
+            rel, source_nb, submission_dir, watched_source, output_dir, settings, deadline, protected,
+            after_hidden_tests=hidden_tests_ran,
+        )  # fmt: skip
+        # A later notebook's kernel shares the job's files with this one: what this one kept of its
+        # hidden tests there, the next could print before running any of its own.
+        hidden_tests_ran = hidden_tests_ran or result.get("withheld_from_cell") is not None
         if file_notes:
             result.setdefault("notes", []).extend(file_notes)
         notebooks[name] = result
@@ -312,6 +317,7 @@ async def _grade_notebook(
     settings: Settings,
     deadline: float | None,
     protected: list[Path],
+    after_hidden_tests: bool = False,
 ) -> tuple[dict[str, Any], NotebookNode | None]:
     name = notebook_name(rel)
     base = gradebook.skeleton_notebook(source_nb, rel)
@@ -340,7 +346,7 @@ async def _grade_notebook(
     execution = await execute_plan(
         nb, plan, path.parent, source_dir, output_dir, settings, deadline, protected=protected
     )
-    result = _score(base, nb, plan, execution, ctx, settings)
+    result = _score(base, nb, plan, execution, ctx, settings, after_hidden_tests)
     _annotate(nb, result)
     return result, nb
 
@@ -605,6 +611,7 @@ def _score(
     execution: Execution,
     ctx: Context,
     settings: Settings,
+    after_hidden_tests: bool = False,
 ) -> dict[str, Any]:
     result = dict(base, status="graded", message=None)
     cells = result["cells"]
@@ -614,9 +621,13 @@ def _score(
         if note["cell"] in tamper and note["kind"] in ("tampering", "repair"):
             tamper[note["cell"]].append(note["message"])
 
-    # From the taint point on, what the kernel produced may quote hidden tests (see `visibility`).
-    taint = first_hidden_step(plan, nb)
-    withheld_from = plan.steps[taint].cell_index if taint is not None else None
+    # From the taint point on, what the kernel produced may quote hidden tests (see `visibility`);
+    # after another notebook's hidden tests ran in this job, from the start.
+    if after_hidden_tests:
+        taint, withheld_from = 0, 0
+    else:
+        taint = first_hidden_step(plan, nb)
+        withheld_from = plan.steps[taint].cell_index if taint is not None else None
     result["withheld_from_cell"] = withheld_from
 
     test_steps: dict[str, int] = {}

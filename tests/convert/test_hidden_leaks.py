@@ -296,3 +296,38 @@ def test_gradebooks_graded_before_the_rule_get_it_too() -> None:
     assert cells["t3"]["error"] == {"name": "ValueError", "message": ""}
     assert "c2VjcmV0" not in json.dumps(view) and "duration_s" not in view
     assert legacy["notebooks"]["hw"]["cells"]["t2"]["error"]["message"] == "c2VjcmV0"  # a copy was changed
+
+
+def test_a_later_notebook_cannot_show_what_an_earlier_one_kept(tmp_path: Path, grade_case) -> None:
+    """Notebooks of one job share its files: the second prints what the first's hidden test left in
+    a file before any hidden test of its own ran. It is withheld all the same."""
+    first = [
+        answer("g", "def g(s):\n    ### BEGIN SOLUTION\n    return s[::-1]\n    ### END SOLUTION"),
+        SOURCE_CELLS[4],  # test_hidden
+    ]
+    second = [
+        answer("h", "def h(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION"),
+        graded("test_h", "assert h(1) == 1", 1),
+    ]
+    write(notebook(*first), tmp_path / "source" / "a_first.ipynb")
+    write(notebook(*second), tmp_path / "source" / "b_second.ipynb")
+    release_assignment(tmp_path / "source", tmp_path / "release")
+    spy = (
+        "import sys, base64\ndef g(s):\n"
+        f"    with open({str(tmp_path / 'stash.txt')!r}, 'w') as f:\n"
+        "        f.write(base64.b64encode(repr(sys._getframe(1).f_code.co_consts).encode()).decode())\n"
+        "    return s[::-1]"
+    )
+    show = f"print('LE' + 'AK>' + open({str(tmp_path / 'stash.txt')!r}).read())\ndef h(x):\n    return x"
+    for name, answers in (("a_first", {"g": spy}), ("b_second", {"h": show})):
+        release = json.loads((tmp_path / "release" / f"{name}.ipynb").read_text())
+        write(with_answers(release, answers), tmp_path / "sub" / f"{name}.ipynb")
+
+    _, book, output = grade_case(tmp_path / "sub", tmp_path / "source")
+
+    staff = json.dumps(book) + (output / "b_second.ipynb").read_text()
+    pages = generate_feedback(output, tmp_path / "feedback")
+    student = json.dumps(student_view(book)) + "".join(page.read_text() for page in pages)
+    assert LEAK.findall(staff), "the stash was not printed, so this proves nothing"
+    assert "LEAK" not in student
+    assert student_view(book)["notebooks"]["b_second"]["withheld_from_cell"] == 0

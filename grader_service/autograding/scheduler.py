@@ -610,9 +610,13 @@ def _prepare_job_dir(job_dir: Path, source: Path) -> None:
 
 
 def _open_to_sandbox(job_dir: Path) -> None:
-    """Readable and writable by the sandbox's unprivileged uid, nobody else's business."""
+    """Readable and writable by the sandbox's unprivileged uid, nobody else's business.
+
+    Links are left alone: chmod would change whatever they lead to, not the link.
+    """
     for path in (job_dir, *job_dir.rglob("*")):
-        path.chmod(0o777 if path.is_dir() else 0o666)
+        if not path.is_symlink():
+            path.chmod(0o777 if path.is_dir() else 0o666)
 
 
 __all__ = ["FINAL_STATES", "REGRADE_PRIORITY", "Scheduler", "enqueue", "queue_stats"]

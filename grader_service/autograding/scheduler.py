@@ -118,15 +118,22 @@ class Scheduler(LoggingConfigurable):
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Reconcile, then start the workers, unless the executor refuses to grade here: then
+        nothing is claimed and every queued job waits (the queue's upkeep still runs)."""
         await asyncio.to_thread(self._prune_source_cache)
         adoptions = await self.reconcile()
+        workers = 0 if self.executor.refused is not None else self.workers
         self._tasks = [
-            asyncio.create_task(self._worker(i), name=f"grader-worker-{i}") for i in range(self.workers)
+            asyncio.create_task(self._worker(i), name=f"grader-worker-{i}") for i in range(workers)
         ]
         self._tasks.append(asyncio.create_task(self._reaper(), name="grader-reaper"))
         self._tasks.extend(adoptions)
         self.log.info(
-            "Scheduler %s: %d worker(s), executor %s", self.worker_id, self.workers, self.executor.name
+            "Scheduler %s: %d worker(s), executor %s, sandbox %s",
+            self.worker_id,
+            workers,
+            self.executor.name,
+            self.executor.sandbox,
         )
 
     async def stop(self) -> None:

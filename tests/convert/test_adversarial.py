@@ -16,7 +16,7 @@ import pytest
 from grader_service.convert.release import release_assignment
 
 from .builders import answer, graded, locked, markdown, notebook, with_answers, write
-from .conftest import only_notebook, points
+from .conftest import SUBREAPER_UNDER_QEMU, only_notebook, points
 
 SOURCE_CELLS = [
     markdown("# Cheats\nAnswer the questions."),
@@ -334,6 +334,10 @@ def gradebook_forged(assignment: dict, tmp_path_factory: pytest.TempPathFactory)
     return {"book": book, "notebook": nb, "child": int(texts.split("CHILD ", 1)[1].split()[0])}
 
 
+@pytest.mark.emulation_artifact(
+    SUBREAPER_UNDER_QEMU + ", so the writer survives grading and rewrites the gradebook (in the service, "
+    "the job's PID namespace ends it)"
+)
 def test_writing_the_gradebook_from_the_kernel_changes_nothing(gradebook_forged: dict) -> None:
     book = gradebook_forged["book"]
     assert points(book) == GENUINE
@@ -341,10 +345,7 @@ def test_writing_the_gradebook_from_the_kernel_changes_nothing(gradebook_forged:
     assert any("output directory" in n["message"] for n in only_notebook(book)["notes"])
 
 
-@pytest.mark.emulation_artifact(
-    "qemu-user does not implement prctl(PR_SET_CHILD_SUBREAPER) (EINVAL): a process that leaves the "
-    "kernel's session is re-parented past the grader, which then cannot find it"
-)
+@pytest.mark.emulation_artifact(SUBREAPER_UNDER_QEMU)
 def test_the_gradebook_writer_process_is_killed(gradebook_forged: dict) -> None:
     from .conftest import pid_alive
 

@@ -15,7 +15,7 @@ from grader_service.convert.errors import GradingError
 from grader_service.convert.release import release_assignment
 
 from .builders import answer, graded, markdown, notebook, with_answers, write
-from .conftest import kernel_processes, only_notebook, pid_alive, points, stage
+from .conftest import SUBREAPER_UNDER_QEMU, kernel_processes, only_notebook, pid_alive, points, stage
 
 SOURCE_CELLS = [
     answer("f", "def f(x):\n    ### BEGIN SOLUTION\n    return x + 1\n    ### END SOLUTION"),
@@ -195,12 +195,6 @@ def _tree_digest(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
-
-
-SUBREAPER_UNDER_QEMU = (
-    "qemu-user does not implement prctl(PR_SET_CHILD_SUBREAPER) (EINVAL): a process that leaves the "
-    "kernel's session is re-parented past the grader, which then cannot find it"
-)
 
 
 @pytest.fixture(scope="module")

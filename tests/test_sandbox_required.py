@@ -109,7 +109,7 @@ def test_unsandboxed_grading_only_when_told(data_dir: Path) -> None:
         assert body["grading"] is True and body["sandbox"] == "none" and body["status"] == "ok"
         assert "Local grading is NOT sandboxed" in service.read_log()
         world = World(service)
-        events = wait_graded(world.client("student"), world.submit("student").json()["id"])
+        events = wait_graded(world.client("tutor"), world.submit("student").json()["id"])
         assert events[-1]["auto_status"] == "graded" and events[-1]["score"] == 3.0
     finally:
         service.stop()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +17,43 @@ from .service import ServiceProcess
 
 DATA = Path(__file__).parent / "data"
 _db_counter = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "emulation_artifact(reason): the test checks something CPU emulation (qemu-user) changes, which "
+        "the reason names; skipped with that reason when the tests run emulated (scripts/arm64-smoke)",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("emulation_artifact")
+    if marker is None:
+        return
+    if not marker.args or not str(marker.args[0]).strip():
+        raise pytest.UsageError(f"{item.nodeid}: emulation_artifact needs a reason")
+    emulator = emulated_by()
+    if emulator:
+        pytest.skip(f"emulation artifact under {emulator}: {marker.args[0]}")
+
+
+@functools.cache
+def emulated_by() -> str | None:
+    """The emulator this Python runs under, or None on a real CPU.
+
+    Under qemu-user (binfmt_misc), the system runs the emulator and publishes *its* command line
+    for every process: a child started as `sys.executable ...` shows another program in argv[0].
+    (qemu disguises /proc/self, so the check reads a child's entry.)
+    """
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        argv0 = Path(f"/proc/{child.pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return None
+    finally:
+        child.communicate(b"")
+    return None if argv0 == os.fsencode(sys.executable) else os.fsdecode(argv0)
 
 
 @pytest.fixture(scope="session")

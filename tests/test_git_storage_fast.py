@@ -2,17 +2,21 @@
 
 A new repository must be what `git init --bare --template=` makes, the branch must move by git's
 lock-file protocol (so git and the service interleave safely), and an export must give exactly
-the files that `git archive` + tarfile's "data" filter give, falling back to that for packed
-objects and refusing damaged ones.
+the files that `git archive` + GNU `tar -x` give, falling back to git archive for packed objects
+and refusing damaged ones. Whichever way it reads, the export never writes outside its
+destination: hostile archives and trees are refused (`tar` itself is only the reference for
+harmless ones).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import stat
 import subprocess
+import tarfile
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -67,13 +71,30 @@ def snapshot(root: Path) -> dict[bytes, tuple[str, int, bytes, int]]:
 
 
 def export_both(repo: Path, commit: str, tmp_path: Path) -> tuple[Path, Path]:
-    """`commit` exported by the Python reader (git archive forbidden) and by git archive + tarfile."""
+    """`commit` exported from the loose objects and from git archive's tar, each checked against
+    what GNU tar makes of that tar."""
     new, old = tmp_path / "export-new", tmp_path / "export-old"
     new.mkdir(parents=True)
     old.mkdir(parents=True)
     assert store._export_loose(repo, commit, new), "not exported from the loose objects"
     asyncio.run(store._export_with_git(repo, commit, old))
+    assert snapshot(old) == snapshot(tar_x(repo, commit, tmp_path / "export-tar"))
     return new, old
+
+
+def tar_x(repo: Path, commit: str, dest: Path) -> Path:
+    """`git archive | tar -x` as a user with a 022 umask would run it."""
+    dest.mkdir(parents=True)
+    tar = subprocess.run(
+        ["git", "--git-dir", str(repo), "archive", "--format=tar", commit], capture_output=True, check=True
+    ).stdout
+    subprocess.run(
+        ["tar", "-x", "--no-same-owner", "--no-same-permissions", "-C", str(dest)],
+        input=tar,
+        check=True,
+        preexec_fn=lambda: os.umask(0o022),
+    )
+    return dest
 
 
 def loose_objects(repo: Path) -> list[Path]:
@@ -382,7 +403,7 @@ UNSAFE_LINKS = [
 
 
 @pytest.mark.parametrize(("name", "target"), UNSAFE_LINKS)
-def test_export_refuses_links_the_data_filter_refuses(tmp_path: Path, name: str, target: str) -> None:
+def test_export_refuses_links_that_lead_outside(tmp_path: Path, name: str, target: str) -> None:
     repo, files = tmp_path / "r.git", tmp_path / "files"
     write(files / "sub" / "f", "f\n")
     os.symlink(target, files / name)
@@ -398,9 +419,9 @@ def test_export_refuses_links_the_data_filter_refuses(tmp_path: Path, name: str,
     assert not os.path.lexists(new / name)
 
 
-def test_export_checks_links_against_what_is_on_disk_as_the_filter_does(tmp_path: Path) -> None:
-    """A link is judged when its turn comes, through the links written before it: `a` -> `sub`,
-    then `b` -> `a/../..`, which escapes via `sub` (`sub/../..`) though it reads as inside."""
+def test_export_checks_links_against_what_is_on_disk(tmp_path: Path) -> None:
+    """A link is judged through the links written before it: `a` -> `sub`, then `b` ->
+    `a/../..`, which escapes via `sub` (`sub/../..`) though it reads as inside."""
     repo, files = tmp_path / "r.git", tmp_path / "files"
     write(files / "sub" / "f", "f\n")
     os.symlink("sub", files / "a")
@@ -411,6 +432,151 @@ def test_export_checks_links_against_what_is_on_disk_as_the_filter_does(tmp_path
         dest.mkdir()
         with pytest.raises(store.GitError):
             export(repo, commit, dest)
+
+
+def test_export_judges_links_by_what_later_entries_make_of_them(tmp_path: Path) -> None:
+    """`a` -> `b/b/b/x/y/z/../../../../../..` reads as the destination while `b` does not exist
+    yet, and so passes a check of where it resolves at its turn (tarfile's data filter let it
+    through); once `b` -> `.` is written, it leads three levels above the destination. A job
+    directory's third parent is the data dir, and staging chmods what the job's links lead to."""
+    repo, files = tmp_path / "r.git", tmp_path / "files"
+    write(files / "x" / "y" / "z" / "f", "f\n")
+    os.symlink("b/b/b/x/y/z/../../../../../..", files / "a")
+    os.symlink(".", files / "b")
+    commit = commit_files(repo, files)
+    for name, export in (
+        ("loose", store._export_loose),
+        ("git", lambda r, c, d: asyncio.run(store._export_with_git(r, c, d))),
+    ):
+        dest = tmp_path / name / "jobs" / "1" / "submission"
+        dest.mkdir(parents=True)
+        with pytest.raises(store.GitError, match="could lead outside"):
+            export(repo, commit, dest)
+        assert not os.path.lexists(dest / "a") and not os.path.lexists(dest / "b")
+
+
+def test_staging_never_changes_modes_through_links(tmp_path: Path) -> None:
+    """The job directory is opened to the sandbox's uid by chmod, which follows links: a link in
+    a submission must not make its target (anything the service can reach) world-writable."""
+    from grader_service.autograding.scheduler import _open_to_sandbox
+
+    outside = tmp_path / "service-secret"
+    write(outside, "s\n", 0o600)
+    (tmp_path / "service-dir").mkdir(mode=0o700)
+    job = tmp_path / "job"
+    write(job / "submission" / "nb.ipynb", "{}\n")
+    os.symlink(outside, job / "submission" / "to-file")
+    os.symlink(tmp_path / "service-dir", job / "submission" / "to-dir")
+    _open_to_sandbox(job)
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "service-dir").stat().st_mode) == 0o700
+    assert stat.S_IMODE((job / "submission" / "nb.ipynb").stat().st_mode) == 0o666
+
+
+# Hostile tar archives: what `_export_with_git` does with a tar that git did not write.
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"x\n", **attrs: object) -> tuple:
+    return name, kind, data, attrs
+
+
+def tar_of(*members: tuple) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, data, attrs in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.mtime, info.mode = kind, NOW, 0o664
+            for key, value in attrs.items():
+                setattr(info, key, value)
+            if kind in (tarfile.REGTYPE, tarfile.AREGTYPE):
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> tuple[Path, Path]:
+    """A destination inside `jobs/1/submission`, and an `outside` directory with a file in it."""
+    outside = tmp_path / "outside"
+    write(outside / "secret", "s\n", 0o600)
+    dest = tmp_path / "jobs" / "1" / "submission"
+    dest.mkdir(parents=True)
+    return dest, outside
+
+
+HOSTILE_TARS = {
+    "absolute name": lambda out: [member(str(out / "evil"))],
+    "climbs out": lambda out: [member("../../../outside/evil")],
+    "climbs out from a directory": lambda out: [member("sub", tarfile.DIRTYPE), member("sub/../../evil")],
+    "dot part": lambda out: [member("./evil")],
+    "empty part": lambda out: [member("sub//evil")],
+    "absolute link": lambda out: [member("l", tarfile.SYMTYPE, linkname=str(out))],
+    "link climbs out": lambda out: [member("l", tarfile.SYMTYPE, linkname="../../../outside")],
+    "file through an outside link": lambda out: [
+        member("l", tarfile.SYMTYPE, linkname=str(out)),
+        member("l/evil"),
+    ],
+    "file through an inside link": lambda out: [
+        member("sub", tarfile.DIRTYPE),
+        member("l", tarfile.SYMTYPE, linkname="sub"),
+        member("l/f"),
+    ],
+    "link then a file of its name": lambda out: [
+        member("l", tarfile.SYMTYPE, linkname=str(out / "secret")),
+        member("l", data=b"overwritten\n"),
+    ],
+    "link made outside by a later link": lambda out: [
+        member("a", tarfile.SYMTYPE, linkname="b/b/b/x/../../../.."),
+        member("b", tarfile.SYMTYPE, linkname="."),
+        member("x", tarfile.DIRTYPE),
+    ],
+    "hard link out": lambda out: [member("h", tarfile.LNKTYPE, linkname=str(out / "secret"))],
+    "hard link in": lambda out: [member("f"), member("h", tarfile.LNKTYPE, linkname="f")],
+    "character device": lambda out: [member("null", tarfile.CHRTYPE, devmajor=1, devminor=3)],
+    "block device": lambda out: [member("disk", tarfile.BLKTYPE, devmajor=8, devminor=0)],
+    "fifo": lambda out: [member("pipe", tarfile.FIFOTYPE)],
+    "git directory": lambda out: [member(".git", tarfile.DIRTYPE), member(".git/config")],
+    "file under a file": lambda out: [member("f"), member("f/g")],
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_TARS)
+def test_hostile_tar_is_refused_and_nothing_lands_outside(hostile: tuple[Path, Path], case: str) -> None:
+    dest, outside = hostile
+    before = snapshot(outside.parent)
+    with pytest.raises(store.GitError, match="refuse"):
+        store._extract(tar_of(*HOSTILE_TARS[case](outside)), dest, "0" * 40)
+    # Nothing outside the destination changed; no link left in it leads anywhere.
+    after = snapshot(outside.parent)
+    assert {k: v for k, v in after.items() if not k.startswith(b"jobs/")} == {
+        k: v for k, v in before.items() if not k.startswith(b"jobs/")
+    }
+    assert (outside / "secret").read_text() == "s\n"
+    assert stat.S_IMODE((outside / "secret").stat().st_mode) == 0o600
+    assert not [p for p in dest.rglob("*") if p.is_symlink()]
+
+
+def test_tar_modes_and_owners_are_the_services(hostile: tuple[Path, Path]) -> None:
+    """Set-id and sticky bits, group and world write, and the archive's owners are all dropped."""
+    dest, _ = hostile
+    tar = tar_of(
+        member("suid", mode=0o4777, uid=0, gid=0),
+        member("sgid", mode=0o2666, uid=4242, gid=4242, uname="root", gname="root"),
+        member("private", mode=0o600),
+        member("dir", tarfile.DIRTYPE, mode=0o7777),
+        member("dir/f", mode=0o1755),
+        member("ok-link", tarfile.SYMTYPE, linkname="dir/f"),
+    )
+    store._extract(tar, dest, "0" * 40)
+    modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in dest.rglob("*") if not p.is_symlink()}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert modes == {"suid": 0o755, "sgid": 0o644, "private": 0o644, "dir": 0o777 & ~umask, "f": 0o755}
+    assert {p.lstat().st_uid for p in dest.rglob("*")} == {os.getuid()}
+    assert os.readlink(dest / "ok-link") == "dir/f" and (dest / "ok-link").read_text() == "x\n"
+    assert (dest / "suid").stat().st_mtime == NOW
 
 
 def test_export_falls_back_to_git_when_objects_are_packed(tmp_path: Path) -> None:

@@ -200,6 +200,7 @@ def test_health_reports_queue(world: World) -> None:
     health = world.client(None).get("health").json()
     assert set(health["queue"]) == {"queued", "running", "oldest_queued_seconds", "backlogged"}
     assert health["executor"] == "local"
+    assert health["sandbox"] == "fork-server" and health["grading"] is True and "grading_reason" not in health
 
 
 def test_sandbox_holds(world: World, tmp_path: Path) -> None:
@@ -219,6 +220,7 @@ def test_per_job_bubblewrap_sandbox_holds(tmp_path_factory: pytest.TempPathFacto
     service.start("--upgrade-db")
     try:
         assert "Local executor sandbox: bubblewrap" in service.read_log()
+        assert service.client(None).get("health").json()["sandbox"] == "bubblewrap"
         check_escape_notebook(World(service), tmp_path)
     finally:
         service.stop()

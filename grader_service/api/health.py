@@ -1,4 +1,5 @@
-"""Liveness and readiness: no authentication, cheap, and honest about the database and the queue."""
+"""Liveness and readiness: no authentication, cheap, and honest about the database, the queue and
+whether this process grades (and in which sandbox)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,17 @@ class HealthHandler(APIHandler):
             queue["backlogged"] = scheduler is not None and queue["queued"] > scheduler.max_queue_length
             body["queue"] = queue
         if scheduler is not None:
-            body["executor"] = scheduler.executor.name
-            body["grading"] = self.service.grading
+            executor = scheduler.executor
+            body["executor"] = executor.name
+            body["sandbox"] = executor.sandbox
+            body["grading"] = self.service.grading and executor.refused is None
+            if executor.refused is not None:
+                # Serving, so still 200 (submissions are taken and kept), but not what was meant.
+                body["status"] = "degraded"
+                body["grading_reason"] = executor.refused.reason
+                body["grading_fix"] = executor.refused.fix
+            elif not self.service.grading:
+                body["grading_reason"] = "this process only serves the API (c.GraderService.grading = False)"
         self.set_status(status)
         self.finish(body)
 

@@ -135,6 +135,18 @@ def read_gradebook(output_dir: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+@dataclass(frozen=True)
+class GradingRefused:
+    """Why an executor will not run jobs on this machine, and what would change that.
+
+    The service still starts and accepts submissions (they stay queued); /health and the log say
+    this, so an admin finds out from the service rather than from student code run unprotected.
+    """
+
+    reason: str
+    fix: str
+
+
 class AutogradeExecutor(LoggingConfigurable):
     """Base class: defaults for the per-assignment settings, and the run interface."""
 
@@ -159,6 +171,10 @@ class AutogradeExecutor(LoggingConfigurable):
     name = "base"
     # Set by the scheduler: where report_status sends what a running job waits for.
     status_listener: StatusListener | None = None
+    # What isolates a job from the service (named by /health and the start-up log); set by start().
+    sandbox = "none"
+    # Set by start() when jobs must not run here: no worker claims a job while it is set.
+    refused: GradingRefused | None = None
 
     def effective_settings(self, assignment_settings: dict[str, Any]) -> dict[str, Any]:
         settings: dict[str, Any] = {
@@ -181,7 +197,7 @@ class AutogradeExecutor(LoggingConfigurable):
             self.status_listener(task, detail)
 
     async def start(self) -> None:
-        """Check the environment (and report what isolation is available) before jobs run."""
+        """Check the environment before jobs run: set `sandbox`, or `refused` if jobs must not run."""
 
     async def stop(self) -> None:
         """Stop every running job's process or pod."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from .executor import (
     WORK_DIR,
     AutogradeExecutor,
     GradingOutcome,
+    GradingRefused,
     GradingTask,
     autograde_command,
     cap_text,
@@ -43,8 +45,8 @@ KILL_GRACE = 30.0
 _READ_CHUNK = 65536
 
 
-class SandboxUnavailable(RuntimeError):
-    pass
+# The one setting that lets jobs run without a sandbox (named by the log where none works).
+UNSANDBOXED_SETTING = "c.LocalAutogradeExecutor.require_sandbox = False"
 
 
 class LocalAutogradeExecutor(AutogradeExecutor):
@@ -53,9 +55,12 @@ class LocalAutogradeExecutor(AutogradeExecutor):
     name = "local"
 
     require_sandbox = Bool(
-        False,
-        help="Refuse to start when neither the fork server nor bubblewrap can isolate jobs (instead of "
-        "rlimits only, with a warning).",
+        True,
+        help="Grade only inside a sandbox (the fork server's namespaces or bubblewrap). Where neither works, "
+        "the service starts and accepts submissions but grades none of them (they stay queued until it "
+        "restarts with a sandbox), and /health says why and what to do. False grades with rlimits only "
+        "where no sandbox works: for development only, as a job can then read whatever the service's "
+        "user can read.",
     ).tag(config=True)
     bwrap_path = Unicode("", help="Path of the bwrap binary; empty: look it up on PATH.").tag(config=True)
     sandbox_uid_base = Integer(
@@ -104,29 +109,54 @@ class LocalAutogradeExecutor(AutogradeExecutor):
             self._free_uids.put_nowait(self.sandbox_uid_base + i)
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         limits = "rlimits: cpu, address space, processes, file size, open files"
+        fork_problem = "turned off (c.LocalAutogradeExecutor.fork_server = False)"
         if self.fork_server:
-            self.forks, why = await self._start_fork_server()
+            self.forks, fork_problem = await self._start_fork_server()
             if self.forks is not None:
-                self.sandbox_report = (
+                self._use(
+                    "fork-server",
                     "fork server; namespaces (mount, pid, net, ipc, uts) with a read-only root, "
                     "writable storage only a tmpfs of the job's disk limit, the job directory handed over "
-                    f"as descriptors, unprivileged uid, no capabilities, no_new_privs; {limits}"
+                    f"as descriptors, unprivileged uid, no capabilities, no_new_privs; {limits}",
                 )
-                self.log.info("Local executor sandbox: %s", self.sandbox_report)
                 return
-            self.log.warning("Fork server unavailable (%s): each job starts a new sandboxed process", why)
-        bwrap, report = await asyncio.to_thread(detect_bubblewrap, self.bwrap_path or None)
-        self.bubblewrap = bwrap
-        if bwrap is None:
-            message = (
-                f"Local grading is NOT sandboxed ({report}): jobs run with rlimits only and can read files "
-                "the service user can read. Install bubblewrap (Debian: apt-get install bubblewrap)."
+            self.log.warning(
+                "Fork server unavailable (%s): each job starts a new sandboxed process", fork_problem
             )
-            if self.require_sandbox:
-                raise SandboxUnavailable(message + " require_sandbox is set: refusing to start.")
-            self.log.warning("!" * 20 + " %s " + "!" * 20, message)
-        self.sandbox_report = f"{report}; {limits}"
-        self.log.info("Local executor sandbox: %s", self.sandbox_report)
+        bwrap, report = await asyncio.to_thread(detect_bubblewrap, self.bwrap_path or None)
+        if bwrap is not None:
+            self.bubblewrap = bwrap
+            self._use("bubblewrap", f"{report}; {limits}")
+            return
+        problem = f"no sandbox works here (fork server: {fork_problem}; bubblewrap: {report})"
+        if self.require_sandbox:
+            installed = bool(self.bwrap_path and os.path.exists(self.bwrap_path)) or (
+                not self.bwrap_path and shutil.which("bwrap") is not None
+            )
+            self.refused = GradingRefused(
+                problem, sandbox_fix(self.fork_server, os.geteuid() == 0, installed)
+            )
+            self.log.error(
+                "Grading is OFF: %s. Submissions are accepted and stay queued until the service restarts "
+                "with a sandbox. To fix: %s. For development only, %s grades without a sandbox (jobs "
+                "can then read whatever this service's user can read).",
+                problem,
+                self.refused.fix,
+                UNSANDBOXED_SETTING,
+            )
+            self.sandbox_report = f"none ({problem})"
+            return
+        self.log.warning(
+            "!" * 20 + " Local grading is NOT sandboxed (%s): %s is set, so jobs run with rlimits only "
+            "and can read files the service's user can read. " + "!" * 20,
+            problem,
+            UNSANDBOXED_SETTING,
+        )
+        self._use("none", f"none, rlimits only ({problem}); {limits}")
+
+    def _use(self, sandbox: str, report: str) -> None:
+        self.sandbox, self.sandbox_report = sandbox, report
+        self.log.info("Local executor sandbox: %s", report)
 
     async def _start_fork_server(self) -> tuple[ForkServer | None, str]:
         """Start the fork server and prove its sandbox works here, or say why it cannot be used."""
@@ -197,6 +227,8 @@ class LocalAutogradeExecutor(AutogradeExecutor):
         return [*cmd, "--output-limit", str(self.max_output_bytes)]
 
     async def run(self, task: GradingTask) -> GradingOutcome:
+        if self.refused is not None:  # the scheduler claims nothing then; this is the last line
+            raise RuntimeError(f"Grading is refused: {self.refused.reason}")
         uid = await self._free_uids.get()
         try:
             return await self._run(task, uid)
@@ -368,6 +400,28 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def sandbox_fix(fork_server: bool, as_root: bool, bwrap_installed: bool) -> str:
+    """What an admin can do so that jobs get a sandbox, given why none works."""
+    ways = []
+    if not bwrap_installed:
+        ways.append("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap)")
+    else:
+        ways.append(
+            "let bubblewrap create user namespaces (sysctl kernel.unprivileged_userns_clone=1; on "
+            "Ubuntu 24.04 kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap)"
+        )
+    if not fork_server:
+        ways.append("turn the fork server back on (c.LocalAutogradeExecutor.fork_server = True; needs root)")
+    elif not as_root:
+        ways.append("run the service as root, so that the fork server builds its own namespaces")
+    else:
+        ways.append(
+            "in a container, allow creating namespaces (CAP_SYS_ADMIN, and seccomp and AppArmor "
+            "profiles that allow unshare and mount), or grade in pods with the kube executor"
+        )
+    return "; or ".join(ways)
+
+
 def _failure_reason(code: int | None, logs: str) -> str:
     if code is not None and code < 0:
         try:
@@ -385,4 +439,4 @@ def _failure_reason(code: int | None, logs: str) -> str:
     )
 
 
-__all__ = ["LocalAutogradeExecutor", "SandboxUnavailable"]
+__all__ = ["UNSANDBOXED_SETTING", "LocalAutogradeExecutor", "sandbox_fix"]

@@ -118,15 +118,22 @@ class Scheduler(LoggingConfigurable):
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Reconcile, then start the workers, unless the executor refuses to grade here: then
+        nothing is claimed and every queued job waits (the queue's upkeep still runs)."""
         await asyncio.to_thread(self._prune_source_cache)
         adoptions = await self.reconcile()
+        workers = 0 if self.executor.refused is not None else self.workers
         self._tasks = [
-            asyncio.create_task(self._worker(i), name=f"grader-worker-{i}") for i in range(self.workers)
+            asyncio.create_task(self._worker(i), name=f"grader-worker-{i}") for i in range(workers)
         ]
         self._tasks.append(asyncio.create_task(self._reaper(), name="grader-reaper"))
         self._tasks.extend(adoptions)
         self.log.info(
-            "Scheduler %s: %d worker(s), executor %s", self.worker_id, self.workers, self.executor.name
+            "Scheduler %s: %d worker(s), executor %s, sandbox %s",
+            self.worker_id,
+            workers,
+            self.executor.name,
+            self.executor.sandbox,
         )
 
     async def stop(self) -> None:
@@ -610,9 +617,13 @@ def _prepare_job_dir(job_dir: Path, source: Path) -> None:
 
 
 def _open_to_sandbox(job_dir: Path) -> None:
-    """Readable and writable by the sandbox's unprivileged uid, nobody else's business."""
+    """Readable and writable by the sandbox's unprivileged uid, nobody else's business.
+
+    Links are left alone: chmod would change whatever they lead to, not the link.
+    """
     for path in (job_dir, *job_dir.rglob("*")):
-        path.chmod(0o777 if path.is_dir() else 0o666)
+        if not path.is_symlink():
+            path.chmod(0o777 if path.is_dir() else 0o666)
 
 
 __all__ = ["FINAL_STATES", "REGRADE_PRIORITY", "Scheduler", "enqueue", "queue_stats"]

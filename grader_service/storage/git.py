@@ -14,8 +14,11 @@ Python, by git's own rules and file formats, so git reads and writes the same re
   lock-file protocol: a compare-and-swap under `refs/heads/main.lock`, which git itself honours and
   creates, so it stays safe against anything else touching the repository.
 - `export` reads loose objects (checked against their names) and writes the files as `git archive`
-  + tarfile's "data" filter would. A packed repository (after `git gc`), `.gitattributes` (which
-  git archive obeys) or anything else unexpected is handed to git for the whole export.
+  + `tar -x` would. A packed repository (after `git gc`), `.gitattributes` (which git archive
+  obeys) or anything else unexpected is handed to git archive for the whole export, whose tar is
+  read member by member here. Both end in one writer, `_write_entries`, which refuses what could
+  reach outside the destination (absolute or `..` paths, writing through a link, links that lead
+  out, devices, hard links) and sets every mode itself.
 
 Git stays for the rare paths (zip download, file listing, deleting the branch): there it costs
 little and saves reimplementing pack files.
@@ -387,20 +390,59 @@ async def export(repo: Path, commit: str, dest: Path) -> None:
 
 
 async def _export_with_git(repo: Path, commit: str, dest: Path) -> None:
-    """git writes the tar archive and a thread unpacks it, rather than a `tar` process. The "data"
-    filter refuses members or links that would land outside `dest` and special files, and keeps
-    no owner: files are 0644, or 0755 when executable, as `tar -x` gives with a 022 umask.
-    """
+    """git writes the tar archive; a thread reads it and writes its files (no `tar` process)."""
     tar = await git("--git-dir", str(repo), "archive", "--format=tar", commit)
     await asyncio.to_thread(_extract, tar, dest, commit)
 
 
 def _extract(tar: bytes, dest: Path, commit: str) -> None:
     try:
-        with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as archive:
-            archive.extractall(dest, filter="data")
+        entries, mtime = _tar_entries(tar)
     except tarfile.TarError as e:
         raise GitError(f"extracting {commit[:12]} failed: {e}") from e
+    _write_entries(os.fsencode(dest), entries, mtime)
+
+
+def _tar_entries(tar: bytes) -> tuple[list[tuple[bytes, int, bytes]], int]:
+    """A tar archive's members as `(path, kind, content)` entries for `_write_entries`, and their
+    date (git archive dates every member at the commit time).
+
+    Members are read, never extracted by tarfile (whose extraction filters need Python 3.11.4):
+    only directories, regular files and symbolic links are accepted, under relative names without
+    empty, `.` or `..` parts, each name once, and no name git itself would refuse. Owners and
+    modes are not taken from the archive; a file is executable if its owner could execute it.
+    """
+    entries: list[tuple[bytes, int, bytes]] = []
+    seen: set[bytes] = set()
+    mtime = 0
+    with tarfile.open(
+        fileobj=io.BytesIO(tar), mode="r:", encoding="utf-8", errors="surrogateescape"
+    ) as archive:
+        for member in archive:
+            path = member.name.encode("utf-8", "surrogateescape")
+            if (
+                path.startswith(b"/")
+                or b"\0" in path
+                or any(p in (b"", b".", b"..") for p in path.split(b"/"))
+            ):
+                raise GitError(f"archive member {path[:200]!r} has an unsafe name, refused")
+            if path in seen:
+                raise GitError(f"archive member {path[:200]!r} appears twice, refused")
+            seen.add(path)
+            _check_name(path, symlink=member.issym())
+            if member.isdir():
+                entries.append((path, _DIR, b""))
+            elif member.isreg():
+                data = archive.extractfile(member)
+                assert data is not None  # a regular file always has data
+                entries.append((path, _EXECUTABLE if member.mode & stat.S_IXUSR else _FILE, data.read()))
+            elif member.issym():
+                entries.append((path, _LINK, member.linkname.encode("utf-8", "surrogateescape")))
+            else:
+                kind = "a hard link" if member.islnk() else "a device, fifo or other special file"
+                raise GitError(f"archive member {path[:200]!r} is {kind}, refused")
+            mtime = max(mtime, int(member.mtime))
+    return entries, mtime
 
 
 class _NotLoose(Exception):
@@ -498,15 +540,45 @@ def _read_tree(objects: Path, sha: str, prefix: bytes, entries: list[tuple[bytes
 
 
 def _write_entries(dest: bytes, entries: list[tuple[bytes, int, bytes]], mtime: int) -> None:
-    """What `tarfile.extractall(dest, filter="data")` makes of git archive's tar, in the same
-    order: directories with the default mode, files 0644 or 0755, every file and directory dated
-    at the commit time, links as they are, but a link is refused (at its turn, against what is on
-    disk by then, as the filter checks it) if its target is absolute or resolves outside `dest`.
-    Nothing is followed through a link already in `dest`.
+    """Write the entries under `dest` as `tar -x` would with a 022 umask: directories with the
+    default mode, files 0644 or 0755, every file and directory dated at the commit time (a
+    directory last, deepest first, as writing into it changes its time), links as they are.
+
+    Nothing is ever followed through a link: an entry is written only into `dest` or a directory
+    that is really one (made here, or found by `lstat`), never through a link, even one this
+    export wrote. Links are judged once everything is written, since a later entry can change
+    where an earlier link leads (`_leads_outside`); if one could lead outside `dest`, every link
+    written is removed again and the export fails.
     """
-    root = os.path.realpath(dest)
     directories: list[bytes] = []
+    links: list[bytes] = []
+    try:
+        _write_all(dest, entries, mtime, directories, links)
+        for path, kind, content in entries:
+            if kind == _LINK and _leads_outside(dest, path, content):
+                raise GitError(
+                    f"link {path[:200]!r} points to {content[:200]!r}, which could lead outside: refused"
+                )
+    except BaseException:
+        for path in links:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(dest, path))
+        raise
+    for directory in sorted(directories, reverse=True):
+        os.utime(directory, (mtime, mtime), follow_symlinks=False)
+
+
+def _write_all(
+    dest: bytes,
+    entries: list[tuple[bytes, int, bytes]],
+    mtime: int,
+    directories: list[bytes],
+    links: list[bytes],
+) -> None:
+    """Write every entry, noting the directories and links written."""
+    real = {b""}  # directories (relative to dest) known not to be links
     for path, kind, content in entries:
+        _ensure_directory(dest, path.rpartition(b"/")[0], real)
         target = os.path.join(dest, path)
         if kind == _DIR:
             try:
@@ -514,25 +586,64 @@ def _write_entries(dest: bytes, entries: list[tuple[bytes, int, bytes]], mtime: 
             except FileExistsError:
                 if not stat.S_ISDIR(os.lstat(target).st_mode):
                     raise GitError(f"{target!r} is in the way of a directory") from None
+            real.add(path)
             directories.append(target)
         elif kind == _LINK:
-            if os.path.isabs(content) or not content or b"\0" in content:
-                raise GitError(f"link {path!r} points to {content[:200]!r}, which is refused")
-            resolved = os.path.realpath(os.path.join(root, os.path.dirname(path), content))
-            if os.path.commonpath([resolved, root]) != root:
-                raise GitError(f"link {path!r} points to {content!r}, outside the destination, refused")
             if os.path.lexists(target):
                 os.unlink(target)
             os.symlink(content, target)
+            links.append(path)
         else:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(content)
                 os.fchmod(fd, 0o755 if kind == _EXECUTABLE else 0o644)
             os.utime(target, (mtime, mtime), follow_symlinks=False)
-    # Last, deepest first, as extractall does: writing into a directory changes its time.
-    for directory in sorted(directories, reverse=True):
-        os.utime(directory, (mtime, mtime))
+
+
+def _ensure_directory(dest: bytes, path: bytes, real: set[bytes]) -> None:
+    """Make sure `dest/path` is a directory and none of its parts is a link (creating missing
+    parts, as tar does for a member listed without its directory)."""
+    if path in real:
+        return
+    _ensure_directory(dest, path.rpartition(b"/")[0], real)
+    where = os.path.join(dest, path)
+    try:
+        mode = os.lstat(where).st_mode
+    except FileNotFoundError:
+        os.mkdir(where)
+    else:
+        if not stat.S_ISDIR(mode):
+            kind = "a link" if stat.S_ISLNK(mode) else "not a directory"
+            raise GitError(f"{path[:200]!r} is {kind}: nothing is written through it, refused")
+    real.add(path)
+
+
+def _leads_outside(dest: bytes, link: bytes, target: bytes) -> bool:
+    """Whether following `link` (a path under `dest`) could lead outside `dest`: its target is
+    empty or absolute, climbs above `dest`, or climbs (`..`) after passing through a link, where
+    `..` leaves the link's target rather than the directory it reads as. A `..` is safe only
+    where the path so far is real, which is checked against the files as written.
+
+    (Resolving the final path instead, as tarfile's data filter does, is fooled by a link written
+    before the links it passes through: `a -> b/x/../..` then `b -> .` reads as `dest` but leads to
+    its parent.)
+    """
+    if not target or os.path.isabs(target) or b"\0" in target:
+        return True
+    parts = [p for p in target.split(b"/") if p not in (b"", b".")]
+    last_up = max((i for i, p in enumerate(parts) if p == b".."), default=-1)
+    where = link.split(b"/")[:-1]  # the link's directory: a real one (`_ensure_directory`)
+    for part in parts[: last_up + 1]:
+        if part == b"..":
+            if not where:
+                return True
+            where.pop()
+        else:
+            where.append(part)
+            if os.path.islink(os.path.join(dest, *where)):
+                return True  # a `..` follows this link
+    return False
 
 
 class RepoLocks:

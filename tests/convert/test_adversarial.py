@@ -16,7 +16,7 @@ import pytest
 from grader_service.convert.release import release_assignment
 
 from .builders import answer, graded, locked, markdown, notebook, with_answers, write
-from .conftest import only_notebook, points
+from .conftest import SUBREAPER_UNDER_QEMU, only_notebook, points
 
 SOURCE_CELLS = [
     markdown("# Cheats\nAnswer the questions."),
@@ -304,12 +304,15 @@ def test_fake_kernel_and_shadow_modules_in_the_submission_are_ignored(assignment
     assert points(book) == GENUINE
 
 
-def test_writing_the_gradebook_from_the_kernel_changes_nothing(assignment: dict, tmp_path: Path) -> None:
-    """The student guesses the output path, writes a full-marks gradebook, and keeps rewriting it."""
+@pytest.fixture(scope="module")
+def gradebook_forged(assignment: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The student guesses the output path, writes a full-marks gradebook, and starts a process
+    (in a session of its own) that keeps rewriting it; graded once for the checks below."""
     from grader_service.convert.autograde import autograde
 
-    from .conftest import pid_alive, stage
+    from .conftest import stage
 
+    tmp_path = tmp_path_factory.mktemp("forged")
     output = tmp_path / "output"
     output.mkdir()
     forged = json.dumps({"score": 100, "notebooks": {}})
@@ -326,13 +329,27 @@ def test_writing_the_gradebook_from_the_kernel_changes_nothing(assignment: dict,
     source = stage(assignment["source"], tmp_path / "src")
     autograde(sub, source, output, cell_timeout=10)
     book = json.loads((output / "gradebook.json").read_text())
-    assert points(book) == GENUINE
     nb = json.loads((output / "cheats.ipynb").read_text())
-    assert len(nb["cells"]) > 5
     texts = "".join(o.get("text", "") for c in nb["cells"] for o in c.get("outputs", []))
-    child = int(texts.split("CHILD ", 1)[1].split()[0])
-    assert not pid_alive(child), "the student's writer process was killed"
+    return {"book": book, "notebook": nb, "child": int(texts.split("CHILD ", 1)[1].split()[0])}
+
+
+@pytest.mark.emulation_artifact(
+    SUBREAPER_UNDER_QEMU + ", so the writer survives grading and rewrites the gradebook (in the service, "
+    "the job's PID namespace ends it)"
+)
+def test_writing_the_gradebook_from_the_kernel_changes_nothing(gradebook_forged: dict) -> None:
+    book = gradebook_forged["book"]
+    assert points(book) == GENUINE
+    assert len(gradebook_forged["notebook"]["cells"]) > 5
     assert any("output directory" in n["message"] for n in only_notebook(book)["notes"])
+
+
+@pytest.mark.emulation_artifact(SUBREAPER_UNDER_QEMU)
+def test_the_gradebook_writer_process_is_killed(gradebook_forged: dict) -> None:
+    from .conftest import pid_alive
+
+    assert not pid_alive(gradebook_forged["child"]), "the student's writer process was killed"
 
 
 def test_reading_the_source_notebook_zeroes_later_tests(assignment: dict, tmp_path: Path) -> None:

@@ -27,14 +27,27 @@ from .conftest import (
     requires_numpy,
 )
 
+EXPECTED = json.loads((Path(__file__).resolve().parents[1] / "data" / "corpus" / "expected.json").read_text())
 CASES = [
     (assignment, student)
-    for assignment, students in json.loads(
-        (Path(__file__).resolve().parents[1] / "data" / "corpus" / "expected.json").read_text()
-    )["submissions"].items()
+    for assignment, students in EXPECTED["submissions"].items()
     for student in students
     if HAVE_NUMPY or assignment != "numpy"
 ]
+# Tests whose legitimate solutions compute for seconds: emulated (~20 times slower), a correct
+# answer overruns the 10 s cell timeout, so a case that expects points from one cannot be checked.
+LONG_TESTS = {("slow", "test_collatz_bulk")}
+
+
+def case_param(assignment: str, student: str) -> object:
+    scores = EXPECTED["submissions"][assignment][student]["scores"]
+    timed = [test for a, test in LONG_TESTS if a == assignment and scores.get(test)]
+    marks = [
+        pytest.mark.emulation_artifact(
+            f"{', '.join(timed)} needs about 2 s of CPU natively and overruns the 10 s cell timeout emulated"
+        )
+    ]
+    return pytest.param(assignment, student, id=f"{assignment}-{student}", marks=marks if timed else [])
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +63,7 @@ def graded(corpus: Path, grade_case) -> dict:
     return results
 
 
-@pytest.mark.parametrize("assignment, student", CASES, ids=[f"{a}-{s}" for a, s in CASES])
+@pytest.mark.parametrize("assignment, student", [case_param(a, s) for a, s in CASES])
 def test_scores_match_expected(graded: dict, expected: dict, assignment: str, student: str) -> None:
     case = expected["submissions"][assignment][student]
     summary, book, _ = graded[(assignment, student)]

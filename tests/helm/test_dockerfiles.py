@@ -149,6 +149,39 @@ def test_base_images_are_pinned(dockerfile):
             assert re.match(r"^3\.11\.\d+-slim", tag), f"python base {image} is not pinned to 3.11.x-slim"
 
 
+ARCHITECTURE = re.compile(r"\b(amd64|x86_64|x86-64|i386|aarch64|arm64|armhf|armel|armv\d+l?|arm/v\d)\b", re.I)
+
+
+@pytest.mark.parametrize("name", list(DOCKERFILES))
+def test_builds_for_every_platform(name):
+    """One Dockerfile serves `buildx --platform linux/amd64,linux/arm64`: no stage is tied to a
+    platform (`FROM --platform=...` would put the build machine's wheels in the other's image) and
+    no instruction names an architecture; the builder makes wheels for the platform it runs as."""
+    instructions = [
+        line
+        for line in DOCKERFILES[name].read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert not [line for line in instructions if line.upper().startswith("FROM") and "--platform" in line]
+    assert not [line for line in instructions if ARCHITECTURE.search(line)]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_image_python_is_supported(dockerfile):
+    """The images' Python is one the package supports and is tested with (setup.cfg's floor)."""
+    _, df = dockerfile
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO_ROOT / "setup.cfg")
+    floor = cfg["options"]["python_requires"].strip()
+    assert floor.startswith(">="), floor
+    tag = resolve(df.stages[0].base, df.global_args).rpartition(":")[2]
+    version = re.match(r"(\d+\.\d+\.\d+)", tag).group(1)
+    assert _version(version) >= _version(floor[2:]), f"image Python {version} is below {floor}"
+
+
 def test_multi_stage_with_builder(dockerfile):
     _, df = dockerfile
     assert len(df.stages) >= 2

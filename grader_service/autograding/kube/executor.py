@@ -84,6 +84,7 @@ class KubeAutogradeExecutor(AutogradeExecutor):
     """Grades each job in a Kubernetes pod of its own."""
 
     name = "kube"
+    sandbox = "pod"
 
     # --- connection -----------------------------------------------------------------------------
     kubeconfig = Unicode(

@@ -12,6 +12,8 @@ from typing import Any
 
 # A slow client must not make the service hold unbounded events for it.
 MAX_PENDING = 256
+# Put in every subscriber's queue when the service stops: streams end instead of holding shutdown.
+CLOSED: dict[str, Any] = {}
 
 
 class EventBus:
@@ -29,6 +31,14 @@ class EventBus:
             subscribers.discard(queue)
             if not subscribers:
                 del self._subscribers[(kind, key)]
+
+    def close(self) -> None:
+        """End every stream (the service is stopping); clients reconnect."""
+        for subscribers in self._subscribers.values():
+            for queue in subscribers:
+                if queue.full():
+                    queue.get_nowait()
+                queue.put_nowait(CLOSED)
 
     def publish(self, submission_id: int, assignment_id: int, event: dict[str, Any]) -> None:
         for key in (("submission", submission_id), ("assignment", assignment_id)):

@@ -94,14 +94,12 @@ class EventStream:
         self.last_event_id: str | None = None
         self.finished = False
         self.server_retry: float | None = None
-        self._failures = 0
-        self._failing_since: float | None = None
+        self._retry = Retry(reconnect_timeout)
 
     def check(self, response: httpx.Response) -> None:
         """4xx ends the subscription (raised); 5xx is retried like a dropped connection."""
         check(response)
-        self._failures = 0
-        self._failing_since = None
+        self._retry.reset()
 
     def accept(self, sse: ServerSentEvent) -> StatusEvent | None:
         if sse.retry is not None:
@@ -121,14 +119,30 @@ class EventStream:
 
         `error` is None when the service ended the stream cleanly (a restart, a replica going away).
         """
-        now = time.monotonic()
         if error is None:
             return self.server_retry if self.server_retry is not None else 0.2
-        if self._failing_since is None:
-            self._failing_since = now
-        elif now - self._failing_since > self.reconnect_timeout:
+        return self._retry.delay(error)
+
+
+class Retry:
+    """Exponential backoff (0.2 s doubling up to 5 s) until `timeout` seconds of failures, then the error."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.failures = 0
+        self.since: float | None = None
+
+    def reset(self) -> None:
+        self.failures = 0
+        self.since = None
+
+    def delay(self, error: Exception) -> float:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        elif now - self.since > self.timeout:
             if isinstance(error, ConnectionFailed | ServerError):
                 raise error
-            raise ConnectionFailed(f"Event stream lost: {error}")
-        self._failures += 1
-        return min(0.1 * 2**self._failures, 5.0)
+            raise ConnectionFailed(f"Gave up after {self.timeout:g} s: {error}")
+        self.failures += 1
+        return min(0.1 * 2**self.failures, 5.0)

@@ -24,7 +24,7 @@ from httpx_sse import aconnect_sse
 
 from . import _common, models, operations, uploads
 from .config import Credentials
-from .errors import ServerError
+from .errors import ConnectionFailed, ServerError
 from .operations import UNSET, Call, Page
 
 T = TypeVar("T")
@@ -347,11 +347,27 @@ class AsyncGraderClient:
                 error = _common.transport_error(e, self.url)
             await asyncio.sleep(stream.retry_delay(error))
 
-    async def wait(self, lecture: str, assignment: str, submission: int) -> models.Submission:
-        """Until automatic grading of `submission` ends; the graded submission."""
-        async for _ in self.events(submission=submission):
-            pass
-        return await self.submission(lecture, assignment, submission)
+    async def wait(
+        self,
+        lecture: str,
+        assignment: str,
+        submission: int,
+        on_event: Callable[[models.StatusEvent], None] | None = None,
+    ) -> models.Submission:
+        """Until automatic grading of `submission` ends; the graded submission.
+
+        `on_event` sees each status change. Like the event stream, this rides out a restart of the
+        service (for up to `reconnect_timeout` seconds).
+        """
+        async for event in self.events(submission=submission):
+            if on_event is not None:
+                on_event(event)
+        retry = _common.Retry(self.reconnect_timeout)
+        while True:
+            try:
+                return await self.submission(lecture, assignment, submission)
+            except (ConnectionFailed, ServerError) as e:
+                await asyncio.sleep(retry.delay(e))
 
 
 __all__ = ["AsyncGraderClient"]

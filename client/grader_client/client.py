@@ -337,11 +337,27 @@ class GraderClient:
                 error = _common.transport_error(e, self.url)
             time.sleep(stream.retry_delay(error))
 
-    def wait(self, lecture: str, assignment: str, submission: int) -> models.Submission:
-        """Block until automatic grading of `submission` ends; the graded submission."""
-        for _ in self.events(submission=submission):
-            pass
-        return self.submission(lecture, assignment, submission)
+    def wait(
+        self,
+        lecture: str,
+        assignment: str,
+        submission: int,
+        on_event: Callable[[models.StatusEvent], None] | None = None,
+    ) -> models.Submission:
+        """Block until automatic grading of `submission` ends; the graded submission.
+
+        `on_event` sees each status change. Like the event stream, this rides out a restart of the
+        service (for up to `reconnect_timeout` seconds).
+        """
+        for event in self.events(submission=submission):
+            if on_event is not None:
+                on_event(event)
+        retry = _common.Retry(self.reconnect_timeout)
+        while True:
+            try:
+                return self.submission(lecture, assignment, submission)
+            except (ConnectionFailed, ServerError) as e:
+                time.sleep(retry.delay(e))
 
 
 __all__ = ["ConnectionFailed", "GraderClient"]

@@ -19,9 +19,14 @@ CLOSED: dict[str, Any] = {}
 class EventBus:
     def __init__(self) -> None:
         self._subscribers: dict[tuple[str, int], set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self.closed = False
 
     def subscribe(self, kind: str, key: int) -> asyncio.Queue[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_PENDING)
+        if self.closed:
+            # A client that reconnected over a kept-alive connection while the service stops: it
+            # gets the current state, then the stream ends, and it reconnects to a live process.
+            queue.put_nowait(CLOSED)
         self._subscribers[(kind, key)].add(queue)
         return queue
 
@@ -33,7 +38,8 @@ class EventBus:
                 del self._subscribers[(kind, key)]
 
     def close(self) -> None:
-        """End every stream (the service is stopping); clients reconnect."""
+        """End every stream (the service is stopping), now and from now on; clients reconnect."""
+        self.closed = True
         for subscribers in self._subscribers.values():
             for queue in subscribers:
                 if queue.full():

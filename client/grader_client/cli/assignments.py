@@ -168,6 +168,17 @@ def assignment_release(session: Session, name: str | None, lecture: str | None, 
         output.note(f"Released {released.lecture}/{released.name}: students can download and submit it")
 
 
+@command("release-feedback", "grader assignment release-feedback basics", assignment)
+@click.argument("name", required=False)
+@lecture_option
+@with_client
+def assignment_release_feedback(session: Session, name: str | None, lecture: str | None) -> None:
+    """Let the students see the feedback generated so far (instructors)."""
+    code, name = session.lecture(lecture), session.assignment(name)
+    count = session.client().release_feedback(code, name)
+    output.note(f"Feedback of {count} submission(s) of {code}/{name} released")
+
+
 @command("download", "grader assignment download basics -o basics/", assignment)
 @click.argument("name", required=False)
 @click.option(

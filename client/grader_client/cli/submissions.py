@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import APIError, GraderError
 from . import output
 from .common import Session, assignment_option, command, group, json_option, lecture_option, with_client
+
+if TYPE_CHECKING:
+    from ..models import StatusEvent
 
 submissions = group("submissions", "List and show submissions.")
 score = group("score", "Set scores by hand.")
@@ -41,11 +45,14 @@ def submit(
             output.print_json(submission)
         return
     last = submission.auto_status
-    for event in client.events(submission=submission.id):
+
+    def show_change(event: StatusEvent) -> None:
+        nonlocal last
         if event.auto_status != last and not as_json:
             output.note(f"  {event.auto_status}" + (f": {event.reason}" if event.reason else ""))
         last = event.auto_status
-    final = client.submission(code, name, submission.id)
+
+    final = client.wait(code, name, submission.id, on_event=show_change)
     if as_json:
         output.print_json(final)
     else:

@@ -26,7 +26,14 @@ Shell completion uses click's own mechanism: `grader completion bash >> ~/.bashr
 def _commands(
     command: click.Command, parent: click.Context | None, name: str
 ) -> Iterator[tuple[click.Context, click.Command]]:
-    ctx = click.Context(command, info_name=name, parent=parent, terminal_width=WIDTH, max_content_width=WIDTH)
+    ctx = click.Context(
+        command,
+        info_name=name,
+        parent=parent,
+        terminal_width=WIDTH,
+        max_content_width=WIDTH,
+        help_option_names=["-h", "--help"],  # as the command has (click caches the option)
+    )
     yield ctx, command
     if isinstance(command, click.Group):
         for sub_name in sorted(command.commands):

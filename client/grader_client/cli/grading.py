@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -42,6 +41,8 @@ def regrade(
 
     Regrades wait behind fresh submissions, so students are never held up by them.
     """
+    import asyncio
+
     if ids and everything:
         raise click.UsageError("Give submission IDs or --all, not both")
     code, name = session.lecture(lecture), session.assignment(assignment)
@@ -87,6 +88,8 @@ def _rate(done: int, started: float) -> str:
 
 
 async def _watch_run(session: Session, code: str, name: str, run: GradingRun) -> GradingRun:
+    import asyncio
+
     async with session.async_client() as client:
         wake = asyncio.Event()
 
@@ -122,6 +125,8 @@ async def _watch_run(session: Session, code: str, name: str, run: GradingRun) ->
 
 
 async def _watch_submissions(session: Session, code: str, name: str, ids: tuple[int, ...]) -> None:
+    import asyncio
+
     async with session.async_client() as client:
         progress, task = _progress(len(ids))
         started = time.monotonic()
@@ -152,6 +157,8 @@ def watch(session: Session, lecture: str | None, assignment: str | None, as_json
     Follows the given assignment, or else every assignment the lecture has when it starts.
     --json prints one JSON object per line.
     """
+    import asyncio
+
     code = session.lecture(lecture)
     name = assignment or session.defaults.assignment
     with contextlib.suppress(KeyboardInterrupt):
@@ -159,6 +166,8 @@ def watch(session: Session, lecture: str | None, assignment: str | None, as_json
 
 
 async def _watch(session: Session, code: str, name: str | None, as_json: bool) -> None:
+    import asyncio
+
     async with session.async_client() as client:
         names = [name] if name else [a.name async for a in client.assignments(code)]
         if not names:

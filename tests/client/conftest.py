@@ -9,11 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
 from ..service import ServiceProcess
+
+if TYPE_CHECKING:
+    from grader_client import AsyncGraderClient, GraderClient
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC_PATH = REPO / "grader_service" / "api" / "openapi.yaml"
@@ -41,7 +45,9 @@ def _record_requests(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for cls in (httpx.Client, httpx.AsyncClient):
         original = cls.send
 
-        def send(self, request, *args, __original=original, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        def send(
+            self: Any, request: httpx.Request, *args: Any, __original: Any = original, **kwargs: Any
+        ) -> Any:
             SENT.append((request.method, request.url.path))
             return __original(self, request, *args, **kwargs)
 
@@ -106,12 +112,12 @@ class Course:
             ins.upload_assignment(self.lecture, self.assignment, EXAMPLES / "source" / "basics")
             ins.release_assignment(self.lecture, self.assignment)
 
-    def client(self, who: str, **kwargs):  # noqa: ANN003, ANN201 - GraderClient
+    def client(self, who: str, **kwargs: Any) -> GraderClient:
         from grader_client import GraderClient
 
         return GraderClient(self.url, self.tokens[who], **kwargs)
 
-    def async_client(self, who: str, **kwargs):  # noqa: ANN003, ANN201 - AsyncGraderClient
+    def async_client(self, who: str, **kwargs: Any) -> AsyncGraderClient:
         from grader_client import AsyncGraderClient
 
         return AsyncGraderClient(self.url, self.tokens[who], **kwargs)

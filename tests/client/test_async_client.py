@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -11,6 +14,7 @@ from grader_client import AsyncGraderClient, errors, models
 
 from .conftest import EXAMPLES, Course
 
+T = TypeVar("T")
 SOLVED = EXAMPLES / "submission" / "basics.ipynb"
 
 
@@ -47,11 +51,11 @@ def test_one_instance_serves_concurrent_tasks(course: Course) -> None:
     asyncio.run(main())
 
 
-async def _collect(iterator):  # noqa: ANN001, ANN202
+async def _collect(iterator: AsyncIterator[T]) -> list[T]:
     return [item async for item in iterator]
 
 
-def test_submit_and_follow_events(course: Course, tmp_path) -> None:  # noqa: ANN001
+def test_submit_and_follow_events(course: Course) -> None:
     async def main() -> None:
         async with course.async_client("student") as alice:
             submission = await alice.submit("intro", "basics", SOLVED)
@@ -65,7 +69,7 @@ def test_submit_and_follow_events(course: Course, tmp_path) -> None:  # noqa: AN
     asyncio.run(main())
 
 
-def test_assignment_stream_replays_what_changed_while_disconnected(course: Course, tmp_path) -> None:  # noqa: ANN001
+def test_assignment_stream_replays_what_changed_while_disconnected(course: Course, tmp_path: Path) -> None:
     """Last-Event-ID: a tutor who reconnects gets the grading that ended while they were away."""
 
     async def main() -> None:

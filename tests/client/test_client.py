@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -161,7 +162,7 @@ def test_submit_wait_and_results(course: Course) -> None:
             alice.submission("intro", "basics", submission.id)
 
 
-def test_submit_a_directory_and_refuse_one_without_a_notebook(course: Course, tmp_path) -> None:  # noqa: ANN001
+def test_submit_a_directory_and_refuse_one_without_a_notebook(course: Course, tmp_path: Path) -> None:
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "basics.ipynb").write_bytes(SOLVED.read_bytes())
     (tmp_path / "work" / ".ipynb_checkpoints").mkdir()

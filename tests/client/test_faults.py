@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
@@ -25,11 +26,11 @@ class Dropped(httpx.SyncByteStream, httpx.AsyncByteStream):
     def __init__(self, data: bytes):
         self.data = data
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self) -> Iterator[bytes]:
         yield self.data
         raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
 
-    async def __aiter__(self):  # noqa: ANN204
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         yield self.data
         raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
 
@@ -42,7 +43,7 @@ RUNNING = '{"submission": 7, "auto_status": "running", "job": 3}'
 GRADED = '{"submission": 7, "auto_status": "graded", "job": 3, "score": 10.0, "max_score": 10.0}'
 
 
-def dropped_then_resumed(requests: list[httpx.Request]):  # noqa: ANN201
+def dropped_then_resumed(requests: list[httpx.Request]) -> Callable[[httpx.Request], httpx.Response]:
     def answer(request: httpx.Request) -> httpx.Response:
         requests.append(request)
         if len(requests) == 1:
@@ -162,3 +163,21 @@ def test_health_of_a_degraded_service_is_an_answer_not_an_error() -> None:
         with GraderClient(URL, "t") as client:
             health = client.health()
     assert not health.ok and health.database == "unavailable"
+
+
+def test_grader_health_exits_1_when_degraded_and_3_when_unreachable() -> None:
+    from click.testing import CliRunner
+
+    from grader_client.cli import cli
+
+    with respx.mock(base_url=API) as mock:
+        mock.get("health").respond(503, json={"status": "degraded", "database": "unavailable"})
+        result = CliRunner().invoke(cli, ["--url", URL, "health"])
+    assert result.exit_code == 1 and "degraded" in result.stdout
+    with respx.mock(base_url=API) as mock:
+        mock.get("health").mock(side_effect=httpx.ConnectTimeout("timed out"))
+        result = CliRunner().invoke(cli, ["--url", URL, "health"])
+    assert (
+        result.exit_code == 3
+        and result.stderr == "grader: http://grader.test/ did not answer in time (ConnectTimeout)\n"
+    )

@@ -6,6 +6,7 @@ import io
 import zipfile
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,10 +14,13 @@ from ..errors import GraderError, UsageError
 from . import output
 from .common import DATETIME, Session, command, group, json_option, lecture_option, with_client
 
+if TYPE_CHECKING:
+    from ..models import Assignment
+
 assignment = group("assignment", "Assignments of the current lecture.")
 
 
-def _settings_rows(found) -> list[tuple[str, object]]:  # noqa: ANN001 - an Assignment
+def _settings_rows(found: Assignment) -> list[tuple[str, object]]:
     return [
         ("lecture", found.lecture),
         ("name", found.name),

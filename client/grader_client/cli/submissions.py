@@ -12,7 +12,7 @@ from . import output
 from .common import Session, assignment_option, command, group, json_option, lecture_option, with_client
 
 if TYPE_CHECKING:
-    from ..models import StatusEvent
+    from ..models import StatusEvent, Submission
 
 submissions = group("submissions", "List and show submissions.")
 score = group("score", "Set scores by hand.")
@@ -61,7 +61,7 @@ def submit(
         click.get_current_context().exit(1)
 
 
-def show_result(session: Session, submission) -> None:  # noqa: ANN001 - a Submission
+def show_result(session: Session, submission: Submission) -> None:
     """The score table if the caller may see the gradebook, else the score alone."""
     if submission.auto_status == "graded":
         try:

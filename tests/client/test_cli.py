@@ -319,9 +319,11 @@ def test_submit_wait_as_a_subprocess_with_environment_credentials(course: Course
 
 
 def test_watch_feed_until_interrupted(course: Course, tmp_path: Path) -> None:
+    with course.client("instructor") as ins:  # a second assignment: the feed follows both
+        ins.create_assignment("intro", "watched")
     watcher = subprocess.Popen(
         [GRADER, "watch", "--json"],
-        env=grader_env(course, "tutor", tmp_path),
+        env={**grader_env(course, "tutor", tmp_path), "GRADER_ASSIGNMENT": ""},  # the whole lecture
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -7,6 +7,8 @@ overwriting changed files, or a failed grading with `submit --wait`; 2 usage err
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .. import __version__
@@ -53,6 +55,10 @@ for module in (account, lectures, assignments, submissions, grading):
 
 
 def main() -> None:
+    # httpx imports its own command line tool (click, rich.progress, rich.syntax, pygments' lexers)
+    # when those are installed, as they are with this package: half the start-up time of a `grader`
+    # command. This process never runs httpx's tool; httpx then defines a stub `main` instead.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     cli(prog_name="grader")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,12 +37,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+CPU: dict[str, float] = {}  # CPU seconds (user + system) per run of the last timed command
+
+
 def timed(command: list[str], env: dict[str, str], runs: int) -> list[float]:
+    """Wall-clock seconds per run; the command's own CPU time per run goes to CPU[command name]."""
     times = []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for _ in range(runs):
         started = time.perf_counter()
         subprocess.run(command, env=env, check=True, capture_output=True)
         times.append(time.perf_counter() - started)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU[" ".join(command[1:3])] = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / runs
     return times
 
 
@@ -106,6 +114,10 @@ def main() -> None:
     print(
         f"  client share (p50 difference): {(statistics.median(times) - statistics.median(service_times)) * 1000:.0f} ms"
     )
+    print(
+        f"  CPU of the grader process per run: {CPU[' '.join(command[1:3])] * 1000:.0f} ms (load-independent)"
+    )
+    print(f"CPU of `grader --help` per run: {CPU['--help'] * 1000:.0f} ms")
 
 
 def client_job_seconds(svc: ServiceProcess, submission_id: int) -> float:

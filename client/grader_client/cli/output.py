@@ -34,6 +34,12 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def preload() -> None:
+    """Import what tables need, e.g. in a thread while waiting for the service."""
+    import rich.console
+    import rich.table  # noqa: F401
+
+
 def print_json(value: Any) -> None:
     """`value`: a model, a list of models, or plain JSON."""
     if isinstance(value, list):

@@ -147,12 +147,15 @@ class Submission(Model):
     late_seconds: float = 0.0
     auto_status: str = "not_queued"
     manual_status: str = "not_graded"
+    # False: a student whose result is held back (score, comment null until the instructor releases it)
+    results_released: bool | None = None
     score: float | None = None
     auto_score: float | None = None
     manual_score: float | None = None
     max_score: float | None = None
     comment: str | None = None
     feedback_status: str = "none"
+    status_detail: str | None = None  # staff only: what grading waits for, or why it failed
 
     @property
     def finished(self) -> bool:
@@ -274,6 +277,8 @@ class StatusEvent(Model):
     score: float | None = None
     max_score: float | None = None
     reason: str | None = None
+    status_detail: str | None = None  # staff only
+    results_released: bool | None = None  # students' streams: whether the score is shown
 
     @property
     def finished(self) -> bool:

@@ -57,13 +57,14 @@ async def _collect(iterator: AsyncIterator[T]) -> list[T]:
 
 def test_submit_and_follow_events(course: Course) -> None:
     async def main() -> None:
-        async with course.async_client("student") as alice:
+        async with course.async_client("student") as alice, course.async_client("tutor") as tutor:
             submission = await alice.submit("intro", "basics", SOLVED)
             states = [e.auto_status async for e in alice.events(submission=submission.id)]
             assert states[-1] == "graded" and set(states) <= {"queued", "running", "graded"}
             graded = await alice.wait("intro", "basics", submission.id)
-            assert graded.score == 10.0
-            book = await alice.gradebook("intro", "basics", submission.id)
+            assert graded.finished and graded.results_released is False  # basics: manual release
+            assert (await tutor.submission("intro", "basics", submission.id)).score == 10.0
+            book = await tutor.gradebook("intro", "basics", submission.id)
             assert isinstance(book, models.Gradebook) and book.score == 10.0
 
     asyncio.run(main())

@@ -77,6 +77,8 @@ def test_walkthrough_with_grader_alone(
             "2099-01-15T23:59",
             "--max-submissions",
             "5",
+            "--feedback-policy",
+            "immediate",
             **admin,
         )
     )
@@ -87,6 +89,7 @@ def test_walkthrough_with_grader_alone(
     assert (
         shown["status"] == "released"
         and shown["max_submissions"] == 5
+        and shown["feedback_policy"] == "immediate"
         and shown["due_date"].startswith("2099-01-")
     )
 
@@ -315,7 +318,21 @@ def test_submit_wait_as_a_subprocess_with_environment_credentials(course: Course
     )
     assert done.returncode == 0, done.stderr
     assert "Submitted" in done.stderr and "graded" in done.stderr
-    assert "test_fizzbuzz" in done.stdout and "total" in done.stdout
+    # basics releases results by hand: the student is told, and sees no score yet
+    assert "Graded. The gradebook of this submission has not been released yet" in done.stderr
+    assert done.stdout == ""
+    tutor = subprocess.run(
+        [GRADER, "submit", str(SOLVED), "--wait"],
+        env=grader_env(course, "tutor", tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tutor.returncode == 0, tutor.stderr
+    assert row(tutor.stdout, "test_fizzbuzz")[:2] == ["2", "2"] and row(tutor.stdout, "total")[:2] == [
+        "10",
+        "10",
+    ]
 
 
 def test_watch_feed_until_interrupted(course: Course, tmp_path: Path) -> None:
@@ -355,7 +372,7 @@ def test_service_restarted_during_submit_wait(course: Course, tmp_path: Path) ->
     notebook.write_bytes(slow_notebook(6))
     waiter = subprocess.Popen(
         [GRADER, "submit", str(notebook), "--wait"],
-        env=grader_env(course, "student", tmp_path),
+        env=grader_env(course, "tutor", tmp_path),  # staff: sees the score table at once
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

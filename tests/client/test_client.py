@@ -120,25 +120,28 @@ def test_assignment_create_update_delete(course: Course) -> None:
 
 
 def test_submit_wait_and_results(course: Course) -> None:
+    """basics has feedback_policy manual: the student's result is held back until released."""
     with course.client("student") as alice:
         submission = alice.submit("intro", "basics", SOLVED)
         assert isinstance(submission, models.Submission) and submission.user == "alice"
         events = list(alice.events(submission=submission.id))
-        assert events[-1].auto_status == "graded" and events[-1].score == 10.0
-        assert all(e.id for e in events), "every event carries an id"
+        assert events[-1].auto_status == "graded" and all(e.id for e in events), "every event has an id"
+        assert events[-1].score is None and events[-1].results_released is False
         graded = alice.wait("intro", "basics", submission.id)
-        assert graded.finished and graded.score == 10.0 and graded.max_score == 10.0
-        book = alice.gradebook("intro", "basics", submission.id)
-        results = book.results()
-        assert [r.name for r in results][:2] == ["test_add", "test_fizzbuzz"]
-        assert sum(r.points for r in results) == 10.0 and book.score == 10.0
-        assert "graded" in alice.logs("intro", "basics", submission.id)
+        assert graded.finished and graded.score is None and graded.results_released is False
+        with pytest.raises(errors.Forbidden, match="has not been released yet"):
+            alice.gradebook("intro", "basics", submission.id)
         files = zipfile.ZipFile(io.BytesIO(alice.download_submission("intro", "basics", submission.id)))
         assert files.namelist() == ["basics.ipynb"]
         assert submission.id in [s.id for s in alice.submissions("intro", "basics")]
-        with pytest.raises(errors.Forbidden, match="not been released"):
-            alice.feedback("intro", "basics", submission.id)
     with course.client("instructor") as ins:
+        seen = ins.submission("intro", "basics", submission.id)
+        assert seen.score == 10.0 and seen.max_score == 10.0 and seen.status_detail is None
+        book = ins.gradebook("intro", "basics", submission.id)
+        results = book.results()
+        assert [r.name for r in results][:2] == ["test_add", "test_fizzbuzz"]
+        assert sum(r.points for r in results) == 10.0 and book.score == 10.0
+        assert "graded" in ins.logs("intro", "basics", submission.id)
         assert "<html" in ins.feedback("intro", "basics", submission.id).lower()
         changed = ins.update_submission("intro", "basics", submission.id, manual_score=9.0, comment="ok")
         assert changed.score == 9.0 and changed.auto_score == 10.0 and changed.comment == "ok"
@@ -156,6 +159,9 @@ def test_submit_wait_and_results(course: Course) -> None:
         assert ins.grading_run("intro", "basics", run.id).id == run.id
         assert ins.release_feedback("intro", "basics") >= 1
     with course.client("student") as alice:
+        released = alice.submission("intro", "basics", submission.id)
+        assert released.results_released is True and released.score == 9.0 and released.comment == "ok"
+        assert alice.gradebook("intro", "basics", submission.id).score == 10.0
         assert "<html" in alice.feedback("intro", "basics", submission.id).lower()
         alice.delete_submission("intro", "basics", submission.id)
         with pytest.raises(errors.NotFound):

@@ -49,13 +49,14 @@ def submit(
 
         # The score table's imports (~30 ms) overlap the wait for grading instead of following it.
         threading.Thread(target=output.preload, daemon=True).start()
-    last = submission.auto_status
+    last = (submission.auto_status, None)
 
     def show_change(event: StatusEvent) -> None:
         nonlocal last
-        if event.auto_status != last and not as_json:
-            output.note(f"  {event.auto_status}" + (f": {event.reason}" if event.reason else ""))
-        last = event.auto_status
+        now = (event.auto_status, event.status_detail or event.reason)
+        if now != last and not as_json:
+            output.note(f"  {now[0]}" + (f": {now[1]}" if now[1] else ""))
+        last = now
 
     final = client.wait(code, name, submission.id, on_event=show_change)
     if as_json:
@@ -71,10 +72,11 @@ def show_result(session: Session, submission: Submission) -> None:
     if submission.auto_status == "graded":
         try:
             book = session.client().gradebook(submission.lecture, submission.assignment, submission.id)
-        except APIError as e:
-            output.note(
-                f"Score {output.score(submission.score, submission.max_score)} (no details: {e.message})"
-            )
+        except APIError as e:  # e.g. results held back until the instructor releases them
+            if submission.score is None:
+                output.note(f"Graded. {e.message}")
+            else:
+                output.note(f"Score {output.score(submission.score, submission.max_score)} ({e.message})")
             return
         output.score_table(book)
     elif submission.auto_status == "failed":

@@ -356,6 +356,8 @@ class GraderService(Application):
         await stop.wait()
         self.log.info("Shutting down: no new connections, waiting for %d request(s)", self.requests_in_flight)
         server.stop()
+        if self.events is not None:
+            self.events.close()  # event streams never end by themselves
         deadline = loop.time() + self.shutdown_timeout
         while self.requests_in_flight > 0 and loop.time() < deadline:
             await asyncio.sleep(0.05)

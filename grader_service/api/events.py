@@ -3,43 +3,63 @@
 `GET events?submission=ID` streams one submission's state changes (students: their own) and
 ends after a final state; `GET events?lecture=CODE&assignment=NAME` streams every submission of
 an assignment (tutors) until the client disconnects.
+
+A stream opens with the current state: the submission's, or every pending submission of the
+assignment. Each event has an `id:` (milliseconds since the epoch when it was sent); a client that
+reconnects with `Last-Event-ID` gets, besides the pending ones, the current state of every
+submission whose grading started or ended since then, so a dropped connection loses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from tornado.iostream import StreamClosedError
 
-from ..orm import Submission
+from ..autograding.events import CLOSED
+from ..orm import Assignment, GradingJob, Submission
 from .base import APIHandler, api_error
 from .params import ID_MAX
 from .permissions import ResultView
 
 KEEPALIVE_SECONDS = 15.0
 FINAL = ("graded", "failed")
+# How long a browser's EventSource waits before reconnecting (the SSE `retry:` field).
+RETRY_MILLISECONDS = 1000
+# Replayed changes reach back this much before Last-Event-ID: event ids come from one replica's
+# clock, grading timestamps from another's, and an event is sent a moment after its change.
+REPLAY_MARGIN_SECONDS = 5.0
 
 
 class EventsHandler(APIHandler):
+    _last_id = 0
+
     async def get(self) -> None:
         self._view: ResultView | None = None  # None: the caller is staff and sees every event whole
-        if self.get_query_argument("submission", None) is not None:
-            submission_id = self.int_argument("submission", 0, minimum=1, maximum=ID_MAX)
-            kind, key, assignment_id, initial = self._submission_stream(submission_id)
-        else:
-            kind, key, assignment_id, initial = self._assignment_stream()
+        since = self._last_event_id()
         events = self.service.events
         if events is None:
             raise api_error(503, "Grading is not running in this service process")
+        # Subscribe before reading the current state, with no await in between: a change published
+        # meanwhile is then sent twice (harmless, events are states) rather than lost.
+        if self.get_query_argument("submission", None) is not None:
+            submission_id = self.int_argument("submission", 0, minimum=1, maximum=ID_MAX)
+            kind, key = "submission", self._submission_or_404(submission_id).id
+        else:
+            kind, key = "assignment", self._assignment_or_404().id
         queue = events.subscribe(kind, key)
-        # The database session is not needed while streaming: release its connection now.
-        self.db.close()
-        self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
-        self.set_header("X-Accel-Buffering", "no")
         try:
+            initial = self._current(kind, key, since)
+            # The database session is not needed while streaming: release its connection now.
+            self.db.close()
+            self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
+            self.set_header("X-Accel-Buffering", "no")
+            self.write(f"retry: {RETRY_MILLISECONDS}\n\n")
             for event in initial:
                 await self._send(event)
             if kind == "submission" and initial and initial[-1]["auto_status"] in FINAL:
@@ -51,6 +71,8 @@ class EventsHandler(APIHandler):
                     self.write(": keep-alive\n\n")
                     await self.flush()
                     continue
+                if event is CLOSED:
+                    return  # the service is stopping: the client reconnects (to it or another replica)
                 await self._send(event)
                 if kind == "submission" and event.get("auto_status") in FINAL:
                     return
@@ -62,10 +84,20 @@ class EventsHandler(APIHandler):
     async def _send(self, event: dict[str, Any]) -> None:
         if self._view is not None:
             event = self._view.event(event)
-        self.write(f"event: status\ndata: {json.dumps(event)}\n\n")
+        # Ids never go backwards within a stream, even if the clock does.
+        self._last_id = max(self._last_id, time.time_ns() // 1_000_000)
+        self.write(f"id: {self._last_id}\nevent: status\ndata: {json.dumps(event)}\n\n")
         await self.flush()
 
-    def _submission_stream(self, submission_id: int) -> tuple[str, int, int, list[dict[str, Any]]]:
+    def _last_event_id(self) -> datetime | None:
+        raw = self.request.headers.get("Last-Event-ID")
+        if raw is None or raw == "":
+            return None
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 15:
+            raise api_error(400, f"Last-Event-ID must be an event id this service sent, got {raw[:40]!r}")
+        return datetime.fromtimestamp(int(raw) / 1000 - REPLAY_MARGIN_SECONDS, UTC)
+
+    def _submission_or_404(self, submission_id: int) -> Submission:
         submission = self.db.get(Submission, submission_id)
         if (
             submission is None
@@ -77,21 +109,37 @@ class EventsHandler(APIHandler):
         ):
             raise api_error(404, f"Submission {submission_id} not found")
         self._view = self.permissions.result_view(submission)
-        return "submission", submission.id, submission.assignment_id, [_state(submission)]
+        return submission
 
-    def _assignment_stream(self) -> tuple[str, int, int, list[dict[str, Any]]]:
+    def _assignment_or_404(self) -> Assignment:
         code = self.get_query_argument("lecture", None)
         name = self.get_query_argument("assignment", None)
         if not code or not name:
             raise api_error(400, "Give ?submission=ID, or ?lecture=CODE&assignment=NAME")
         lecture = self.lecture_or_404(code, "tutor")
-        assignment = self.assignment_or_404(lecture, name)
-        pending = self.db.scalars(
-            select(Submission).where(
-                Submission.assignment_id == assignment.id, Submission.auto_status.in_(("queued", "running"))
+        return self.assignment_or_404(lecture, name)
+
+    def _current(self, kind: str, key: int, since: datetime | None) -> list[dict[str, Any]]:
+        """The state a (re)connecting client starts from."""
+        if kind == "submission":
+            return [_state(self.db.get(Submission, key))]
+        wanted = Submission.auto_status.in_(("queued", "running"))
+        if since is not None:
+            changed = (
+                select(GradingJob.id)
+                .where(
+                    GradingJob.submission_id == Submission.id,
+                    or_(GradingJob.started_at >= since, GradingJob.finished_at >= since),
+                )
+                .exists()
             )
+            wanted = or_(wanted, changed)
+        rows = self.db.scalars(
+            select(Submission)
+            .where(Submission.assignment_id == key, Submission.deleted_at.is_(None), wanted)
+            .order_by(Submission.id)
         ).all()
-        return "assignment", assignment.id, assignment.id, [_state(s) for s in pending]
+        return [_state(s) for s in rows]
 
 
 def _state(submission: Submission) -> dict[str, Any]:

@@ -12,14 +12,21 @@ from typing import Any
 
 # A slow client must not make the service hold unbounded events for it.
 MAX_PENDING = 256
+# Put in every subscriber's queue when the service stops: streams end instead of holding shutdown.
+CLOSED: dict[str, Any] = {}
 
 
 class EventBus:
     def __init__(self) -> None:
         self._subscribers: dict[tuple[str, int], set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self.closed = False
 
     def subscribe(self, kind: str, key: int) -> asyncio.Queue[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_PENDING)
+        if self.closed:
+            # A client that reconnected over a kept-alive connection while the service stops: it
+            # gets the current state, then the stream ends, and it reconnects to a live process.
+            queue.put_nowait(CLOSED)
         self._subscribers[(kind, key)].add(queue)
         return queue
 
@@ -29,6 +36,15 @@ class EventBus:
             subscribers.discard(queue)
             if not subscribers:
                 del self._subscribers[(kind, key)]
+
+    def close(self) -> None:
+        """End every stream (the service is stopping), now and from now on; clients reconnect."""
+        self.closed = True
+        for subscribers in self._subscribers.values():
+            for queue in subscribers:
+                if queue.full():
+                    queue.get_nowait()
+                queue.put_nowait(CLOSED)
 
     def publish(self, submission_id: int, assignment_id: int, event: dict[str, Any]) -> None:
         for key in (("submission", submission_id), ("assignment", assignment_id)):

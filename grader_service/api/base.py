@@ -355,6 +355,7 @@ class APIHandler(web.RequestHandler):
             # response rather than read a body nobody wants. Say so, or a keep-alive client's next
             # request on this connection fails.
             self.set_header("Connection", "close")
+            self._forget_body()
         if status_code == 405:
             allowed = self.allowed_methods()
             self.set_header("Allow", ", ".join(allowed))
@@ -370,6 +371,18 @@ class APIHandler(web.RequestHandler):
             for method in cls.SUPPORTED_METHODS
             if getattr(cls, method.lower(), None) is not getattr(web.RequestHandler, method.lower(), None)
         ]
+
+    def _forget_body(self) -> None:
+        """Tell tornado that no body follows a request answered before its body was read.
+
+        Tornado reads the framing from these very headers once prepare() is over: without this it would
+        judge a body nobody wants, and answer one too long or malformed with a second, bare 400 after
+        ours. (A body it has started to read already is read and dropped until the connection closes.)
+        """
+        headers = self.request.headers
+        if "Transfer-Encoding" in headers or "Content-Length" in headers:
+            headers.pop("Transfer-Encoding", None)
+            headers["Content-Length"] = "0"
 
     def log_exception(self, typ, value, tb) -> None:  # noqa: ANN001 - tornado's signature
         if isinstance(value, web.HTTPError) and value.status_code < 500:

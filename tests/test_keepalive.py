@@ -114,6 +114,13 @@ def cases(world: World) -> dict[str, tuple[bytes, int, bool]]:
             400,
             False,
         ),
+        "400 Content-Length in other digits": (
+            raw("PATCH", f"lectures/{world.lecture}", instructor, Content_Length="12").replace(
+                b"12", b"\xb2"
+            ),
+            400,
+            False,
+        ),
         "413 JSON body by its Content-Length": (
             raw("PATCH", f"lectures/{world.lecture}", instructor, Content_Length=str(2 << 20)),
             413,
@@ -157,6 +164,7 @@ def cases(world: World) -> dict[str, tuple[bytes, int, bool]]:
         "400 malformed JSON",
         "400 malformed JSON, chunked",
         "400 invalid Content-Length",
+        "400 Content-Length in other digits",
         "413 JSON body by its Content-Length",
         "413 upload by its Content-Length",
         "413 upload without a token",

@@ -17,6 +17,7 @@ request without a body is answered in step 3, which keeps a keep-alive connectio
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import sys
@@ -130,8 +131,8 @@ class APIHandler(web.RequestHandler):
         if length is not None and int(length) > limit:
             self.refuse(api_error(413, f"Request body of {length} bytes exceeds the limit of {limit} bytes"))
             return
-        self._request_body = RequestBody(limit, service.body_spool_size, service.layout.tmp_dir())
         if self._body_expected:
+            self._request_body = RequestBody(limit, service.body_spool_size, service.layout.tmp_dir())
             # Tornado answers a chunked body past its own limit with a bare 400 and no body; with none,
             # data_received answers 413 in JSON. Its body timeout is only a backstop for the minimum rate.
             self.request.connection.set_max_body_size(limit if not chunked else sys.maxsize)
@@ -279,8 +280,7 @@ class APIHandler(web.RequestHandler):
 
     def body_file(self) -> Any:
         """The request body from its first byte, as a seekable binary file (an upload: maybe large)."""
-        assert self._request_body is not None
-        return self._request_body.file()
+        return self._request_body.file() if self._request_body is not None else io.BytesIO()
 
     def on_finish(self) -> None:
         self._end_request()

@@ -141,6 +141,21 @@ def test_sigterm_under_attack_finishes_within_shutdown_timeout(tmp_path: Path) -
     assert "Stopped" in svc.read_log()
 
 
+def test_sigterm_does_not_wait_for_event_streams(tmp_path: Path) -> None:
+    """An event stream lasts as long as its client wants: shutdown closes it instead of waiting."""
+    svc = ServiceProcess(tmp_path / "data", f"sqlite:///{tmp_path / 'events.sqlite'}")
+    svc.start()
+    world = World(svc)
+    params = {"lecture": world.lecture, "assignment": world.released}
+    with world.client("tutor").get("events", params=params, stream=True, timeout=30) as stream:
+        assert stream.status_code == 200
+        t = time.perf_counter()
+        svc.proc.send_signal(signal.SIGTERM)
+        code = svc.proc.wait(30)
+    assert code == 0 and time.perf_counter() - t < 5, time.perf_counter() - t
+    svc.stop()
+
+
 def test_stalled_uploads_keep_memory_flat(tmp_path: Path) -> None:
     """Twelve 40 MiB uploads stalled just before their end: the bodies are on disk, not in memory,
     and nothing is left behind when their clients leave."""

@@ -282,6 +282,13 @@ class APIHandler(web.RequestHandler):
         """The request body from its first byte, as a seekable binary file (an upload: maybe large)."""
         return self._request_body.file() if self._request_body is not None else io.BytesIO()
 
+    def lasts_until_the_client_leaves(self) -> None:
+        """For a response as long as its client wants (an event stream): shutdown does not wait for it,
+        it closes it."""
+        if self._in_flight:
+            self.service.requests_in_flight -= 1
+            self._in_flight = False
+
     def on_finish(self) -> None:
         self._end_request()
 

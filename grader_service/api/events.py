@@ -37,6 +37,7 @@ class EventsHandler(APIHandler):
         queue = events.subscribe(kind, key)
         # The database session is not needed while streaming: release its connection now.
         self.db.close()
+        self.lasts_until_the_client_leaves()
         self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
         self.set_header("X-Accel-Buffering", "no")
         try:

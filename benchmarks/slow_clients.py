@@ -215,6 +215,7 @@ def run(svc: ServiceProcess, tmp_path: Path, args: argparse.Namespace) -> None:
     probe.thread.start()
     time.sleep(3)
     rss_before = service.memory_info().rss
+    cpu_before = sum(service.cpu_times()[:2])
     attack_start = time.perf_counter()
     attack.start()
 
@@ -234,6 +235,8 @@ def run(svc: ServiceProcess, tmp_path: Path, args: argparse.Namespace) -> None:
         rss_peak = max(rss_peak, service.memory_info().rss)
         connections = max(connections, len(service.net_connections("tcp")))
         time.sleep(0.25)
+    service_cpu = sum(service.cpu_times()[:2]) - cpu_before
+    load = os.getloadavg()[0]
     stop_users.set()
     for thread in threads:
         thread.join(70)
@@ -261,6 +264,10 @@ def run(svc: ServiceProcess, tmp_path: Path, args: argparse.Namespace) -> None:
     )
     print(f"attackers dropped        {dict(attack.dropped)} (of {dict(attack.connected)} connections made)")
     print(f"open TCP connections     {connections} at most")
+    print(
+        f"service CPU              {100 * service_cpu / args.duration:.0f}% of one core during the attack "
+        f"(machine load average {load:.1f} on {os.cpu_count()} cores, this benchmark and grading included)"
+    )
     print(
         f"service RSS              {rss_before / mib:.0f} MiB before, {rss_peak / mib:.0f} MiB peak, "
         f"{rss_after / mib:.0f} MiB 3 s after the attackers left"

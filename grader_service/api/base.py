@@ -309,8 +309,11 @@ class APIHandler(web.RequestHandler):
             if uploads[self._upload_of] <= 0:
                 del uploads[self._upload_of]
             self._upload_of = None
-        if self._request_body is not None:
-            self._request_body.close()
+        body, self._request_body = self._request_body, None
+        if body is not None and body.on_disk:
+            asyncio.get_running_loop().run_in_executor(None, body.close)  # off the event loop
+        elif body is not None:
+            body.close()
         if hasattr(self, "_db"):
             self._db.close()
         if self._in_flight:

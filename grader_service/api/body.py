@@ -27,6 +27,11 @@ class RequestBody:
     def exceeded(self) -> bool:
         return self.size > self.limit
 
+    @property
+    def on_disk(self) -> bool:
+        """Whether the body went to a file (closing it frees its pages: milliseconds for a large one)."""
+        return self._file is not None and min(self.size, self.limit) > self._spool_size
+
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.exceeded or not chunk:

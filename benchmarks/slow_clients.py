@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.throughput import percentile, tiny_assignment  # noqa: E402
 from tests.attackers import Attack  # noqa: E402
 from tests.conftest import zip_dir  # noqa: E402
+from tests.postgres import PostgresServer, create_database  # noqa: E402
 from tests.service import ServiceProcess  # noqa: E402
 
 SUBMIT = "lectures/bench/assignments/tiny/submissions"
@@ -168,6 +169,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60, help="seconds of attack")
     parser.add_argument("--ramp", type=float, default=10, help="seconds over which the attackers arrive")
     parser.add_argument("--db-url", default="", help="default: SQLite in the temp dir")
+    parser.add_argument(
+        "--postgres", action="store_true", help="start a throwaway PostgreSQL server (Debian's) and use it"
+    )
     parser.add_argument("--config", default="", help="extra config lines for the service")
     args = parser.parse_args()
 
@@ -175,12 +179,19 @@ def main() -> None:
         tmp_path = Path(tmp)
         config = f"c.GraderService.max_request_size = {(args.upload_mib + 5) << 20}\n{args.config}\n"
         db_url = args.db_url or f"sqlite:///{tmp_path / 'bench.sqlite'}"
+        postgres = PostgresServer() if args.postgres else None
+        if postgres is not None:
+            postgres.start()
+            db_url = create_database(postgres.url, "bench")
         svc = ServiceProcess(tmp_path / "data", db_url, config=config)
         svc.start("--upgrade-db")
         try:
+            print(f"database                 {svc.engine.dialect.name}")
             run(svc, tmp_path, args)
         finally:
             svc.stop(timeout=5)
+            if postgres is not None:
+                postgres.stop()
 
 
 def run(svc: ServiceProcess, tmp_path: Path, args: argparse.Namespace) -> None:

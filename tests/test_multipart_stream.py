@@ -95,11 +95,11 @@ def test_a_delimiter_needs_the_whole_boundary_line(block_size: int) -> None:
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
-        (b"no boundary anywhere", "no boundary line"),
+        (b"no boundary anywhere", "is not found in the body"),
         (b"--" + BOUNDARY + b"\r\nContent-Disposition: form-data; name=a\r\n\r\nabc", "ends inside a part"),
-        (b"--" + BOUNDARY + b"\r\nX: " + b"y" * 20000 + b"\r\n\r\nabc", "headers are too long"),
+        (b"--" + BOUNDARY + b"\r\nX: " + b"y" * 20000 + b"\r\n\r\nabc", "headers are longer than"),
         (b"--" + BOUNDARY + b"\r\nX: \xff\xfe\r\n\r\nabc\r\n--" + BOUNDARY + b"--", "not UTF-8"),
-        (b"--" + BOUNDARY, "cut off"),
+        (b"--" + BOUNDARY, "without a final boundary"),
     ],
 )
 def test_malformed_bodies_are_400_naming_the_problem(data: bytes, fragment: str) -> None:
@@ -108,17 +108,26 @@ def test_malformed_bodies_are_400_naming_the_problem(data: bytes, fragment: str)
     assert e.value.status == 400 and fragment in e.value.message, e.value.message
 
 
-def test_a_part_without_headers_and_padding_after_a_boundary() -> None:
-    data = b"--" + BOUNDARY + b" \t\r\n\r\nno headers\r\n--" + BOUNDARY + b"--"
-    assert read_all(data, 4) == [(None, "text/plain", b"no headers")]
+def test_padding_after_a_boundary_and_parts_that_are_not_form_data() -> None:
+    disposition = 'Content-Disposition: form-data; name="a"'
+    data = b"--" + BOUNDARY + b" \t\r\n" + disposition.encode() + b"\r\n\r\nvalue\r\n--" + BOUNDARY + b"--"
+    assert read_all(data, 4) == [(None, "text/plain", b"value")]
+    for headers, fragment in (
+        (b"", "missing, not form-data"),
+        (b"Content-Disposition: inline", "inline, not"),
+    ):
+        data = b"--" + BOUNDARY + b"\r\n" + headers + b"\r\n\r\nvalue\r\n--" + BOUNDARY + b"--"
+        with pytest.raises(UploadError) as e:
+            read_all(data, 4)
+        assert e.value.status == 400 and fragment in e.value.message, e.value.message
 
 
 @pytest.mark.parametrize(
     ("content_type", "fragment"),
     [
-        ("multipart/form-data", "needs a boundary"),
+        ("multipart/form-data", "names no boundary"),
         ("multipart/form-data; boundary=" + "x" * 71, "1 to 70"),
-        ('multipart/form-data; boundary="ü"', "ASCII"),
+        ('multipart/form-data; boundary="ü"', "not ASCII"),
     ],
 )
 def test_boundary_from_content_type(content_type: str, fragment: str) -> None:

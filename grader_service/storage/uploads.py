@@ -235,16 +235,18 @@ class MultipartReader:
             pass
         return self.buf.startswith(prefix)
 
-    def _until(self, marker: bytes, limit: int, problem: str) -> bytes:
+    def _until(self, marker: bytes, limit: int, too_long: str, cut_off: str) -> bytes:
         """The bytes before `marker` (consumed with it), which must come within `limit` bytes."""
         while (end := self.buf.find(marker)) < 0:
-            if len(self.buf) > limit or not self._fill():
-                raise UploadError(400, f"Malformed multipart/form-data body: {problem}")
+            if len(self.buf) > limit:
+                raise malformed(too_long)
+            if not self._fill():
+                raise malformed(cut_off)
         data = bytes(self.buf[:end])
         del self.buf[: end + len(marker)]
         return data
 
-    def _content(self, problem: str) -> Iterator[bytes]:
+    def _content(self, cut_off: str) -> Iterator[bytes]:
         """The bytes up to the next delimiter (consumed with it), in blocks."""
         keep = len(self.delimiter) - 1  # a delimiter may straddle two blocks
         while (end := self.buf.find(self.delimiter)) < 0:
@@ -252,37 +254,47 @@ class MultipartReader:
                 yield bytes(self.buf[:-keep])
                 del self.buf[:-keep]
             if not self._fill():
-                raise UploadError(400, f"Malformed multipart/form-data body: {problem}")
+                raise malformed(cut_off)
         if end:
             yield bytes(self.buf[:end])
         del self.buf[: end + len(self.delimiter)]
 
     def parts(self) -> Iterator[tuple[Message, Iterator[bytes]]]:
-        """(headers, content blocks) of each part; a part's content must be read before the next part."""
-        for _ in self._content("no boundary line, or not the one Content-Type names"):
-            pass  # a preamble before the first boundary means nothing
-        while not self._starts_with(
-            b"--"
-        ):  # "--" after a boundary closes the body; an epilogue means nothing
-            if self._until(b"\r\n", 1024, "a boundary line is cut off").strip(b" \t"):
-                raise UploadError(400, "Malformed multipart/form-data body: text after a boundary")
+        """(headers, content blocks) of each part; a part's content must be read before the next part.
+
+        A preamble before the first boundary and an epilogue after the closing one mean nothing.
+        """
+        for _ in self._content("the boundary Content-Type names is not found in the body"):
+            pass
+        while not self._starts_with(b"--"):  # "--" right after a boundary closes the body
+            padding = self._until(b"\r\n", 1024, "text after a boundary", "it ends without a final boundary")
+            if padding.strip(b" \t"):
+                raise malformed("text after a boundary")
             if self._starts_with(b"\r\n"):
                 del self.buf[:2]
                 raw = b""  # a part without headers
             else:
                 raw = self._until(
-                    b"\r\n\r\n", MAX_PART_HEADER_SIZE, "a part's headers are too long or cut off"
+                    b"\r\n\r\n",
+                    MAX_PART_HEADER_SIZE,
+                    f"a part's headers are longer than {MAX_PART_HEADER_SIZE} bytes",
+                    "it ends inside a part's headers (a blank line must end them)",
                 )
             try:
                 headers = HeaderParser().parsestr(raw.decode("utf-8"))
             except UnicodeDecodeError:
-                raise UploadError(
-                    400, "Malformed multipart/form-data body: a part's headers are not UTF-8"
-                ) from None
-            content = self._content("it ends inside a part, without a closing boundary")
+                raise malformed("a part's headers are not UTF-8") from None
+            disposition = headers.get_content_disposition()
+            if disposition != "form-data":
+                raise malformed(f"a part's Content-Disposition is {disposition or 'missing'}, not form-data")
+            content = self._content("it ends inside a part, without a final boundary")
             yield headers, content
             for _ in content:
                 pass  # whatever the caller left unread
+
+
+def malformed(problem: str) -> UploadError:
+    return UploadError(400, f"Malformed multipart/form-data body: {problem}")
 
 
 def multipart_boundary(content_type: str) -> bytes:
@@ -290,13 +302,11 @@ def multipart_boundary(content_type: str) -> bytes:
     header["Content-Type"] = content_type
     boundary = header.get_param("boundary")
     if not isinstance(boundary, str) or not 1 <= len(boundary) <= 70:
-        raise UploadError(
-            400, "A multipart/form-data body needs a boundary of 1 to 70 characters in Content-Type"
-        )
+        raise malformed("Content-Type names no boundary of 1 to 70 characters")
     try:
         return boundary.encode("ascii")
     except UnicodeEncodeError:
-        raise UploadError(400, "The multipart boundary must be ASCII") from None
+        raise malformed("the boundary in Content-Type is not ASCII") from None
 
 
 def extract_multipart(content_type: str, source: BinaryIO, writer: _Writer) -> None:

@@ -12,9 +12,11 @@ import contextlib
 import gc
 import logging
 import os
+import resource
 import secrets
 import signal
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from tornado import web
-from tornado.httpserver import HTTPServer
-from traitlets import Bool, Float, Instance, Int, Integer, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Instance, Int, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application, catch_config_error
 from traitlets.utils.importstring import import_item
 
@@ -35,6 +36,8 @@ from .autograding import EXECUTOR_ALIASES
 from .autograding.events import EventBus
 from .autograding.local import LocalAutogradeExecutor
 from .autograding.scheduler import Scheduler, enqueue
+from .dbpool import ConnectionGate
+from .httpserver import GraderHTTPServer
 from .orm import ApiToken, Submission, User, utcnow
 from .orm.api_token import PREFIX_LENGTH, hash_token, new_token
 from .storage.git import RepoLocks
@@ -146,17 +149,67 @@ class GraderService(Application):
         200 * 1024 * 1024, help="Largest total size of the files in one upload after unzipping, in bytes."
     ).tag(config=True)
     max_files_per_upload = Integer(1000, help="Most files one upload may contain.").tag(config=True)
+    max_uploads_per_user = Integer(
+        3,
+        help="Uploads (submissions, source files) one user may have in progress at once, in this process; "
+        "one more is answered 429. Bounds what one user's slow or stalled uploads hold.",
+    ).tag(config=True)
+    body_spool_size = Integer(
+        64 * 1024,
+        help="Request bodies larger than this many bytes go to an unnamed temporary file in <data_dir>/tmp "
+        "as they arrive, instead of staying in memory.",
+    ).tag(config=True)
+    header_timeout = Float(
+        20.0,
+        help="Seconds a new connection has to send its complete request headers; then it is closed.",
+    ).tag(config=True)
+    keep_alive_timeout = Float(
+        75.0,
+        help="Seconds an open (keep-alive) connection may wait for the next request's headers; then it is "
+        "closed. Keep it longer than the idle timeout of a proxy in front of the service, so that the proxy "
+        "closes first.",
+    ).tag(config=True)
+    body_timeout = Float(
+        30.0,
+        help="Seconds a request body may take, plus one second for every body_min_rate bytes that arrive: "
+        "a body that stalls or trickles slower is answered 408 and its connection closed.",
+    ).tag(config=True)
+    body_min_rate = Integer(
+        1024,
+        help="Bytes per second a request body must keep arriving at, after its first body_timeout seconds.",
+    ).tag(config=True)
+    max_connections = Integer(
+        1000,
+        help="Open client connections this process accepts; past it a new connection is answered 503 and "
+        "closed. The service raises its open-file limit to fit, when the hard limit allows.",
+    ).tag(config=True)
+    db_pool_size = Integer(
+        10, help="Database connections kept open in the pool (PostgreSQL; SQLite too)."
+    ).tag(config=True)
+    db_max_overflow = Integer(
+        20, help="Database connections opened beyond db_pool_size when all are in use, closed when idle."
+    ).tag(config=True)
+    db_wait_timeout = Float(
+        10.0,
+        help="Seconds a request waits for a database connection when all db_pool_size + db_max_overflow are "
+        "in use; then it is answered 503 with Retry-After. The wait never blocks other requests.",
+    ).tag(config=True)
     cookie_secret_file = Unicode(
         help="File holding the secret that signs cookies. Default: <data_dir>/cookie_secret (created 0600)."
     ).tag(config=True)
     shutdown_timeout = Float(
-        30.0, help="Seconds to wait for in-flight requests to finish after SIGTERM."
+        30.0,
+        help="Seconds from SIGTERM to exit: in-flight requests may finish meanwhile; then open connections "
+        "are closed and grading jobs in progress go back to the queue.",
     ).tag(config=True)
 
     engine = Instance(Engine, allow_none=True)
     session_factory = Instance(sessionmaker, allow_none=True)
     authenticator = Instance(Authenticator, allow_none=True)
     requests_in_flight = Int(0)
+    http_server = Instance(GraderHTTPServer, allow_none=True)
+    uploads_in_flight = Dict()  # user id -> uploads in progress (max_uploads_per_user)
+    db_gate = Instance(ConnectionGate, allow_none=True)
     repo_locks = Instance(RepoLocks, ())
     scheduler = Instance(Scheduler, allow_none=True)
     events = Instance(EventBus, allow_none=True)
@@ -177,6 +230,29 @@ class GraderService(Application):
     def _validate_base_url(self, proposal: dict[str, Any]) -> str:
         value = proposal["value"]
         return "/" + value.strip("/") + "/" if value.strip("/") else "/"
+
+    @validate(
+        "header_timeout",
+        "keep_alive_timeout",
+        "body_timeout",
+        "body_min_rate",
+        "db_wait_timeout",
+        "shutdown_timeout",
+    )
+    def _validate_positive(self, proposal: dict[str, Any]) -> Any:
+        if proposal["value"] <= 0:
+            raise TraitError(
+                f"GraderService.{proposal['trait'].name} must be positive, not {proposal['value']}"
+            )
+        return proposal["value"]
+
+    @validate("max_connections", "max_uploads_per_user", "db_pool_size", "body_spool_size")
+    def _validate_at_least_one(self, proposal: dict[str, Any]) -> Any:
+        if proposal["value"] < 1:
+            raise TraitError(
+                f"GraderService.{proposal['trait'].name} must be at least 1, not {proposal['value']}"
+            )
+        return proposal["value"]
 
     @property
     def layout(self) -> DataLayout:
@@ -205,8 +281,11 @@ class GraderService(Application):
     def init_db(self) -> None:
         """Create the engine and make sure the schema is current (or refuse with a clear message)."""
         Path(self.data_dir).mkdir(parents=True, exist_ok=True)
-        self.engine = db.make_engine(self.db_url)
+        self.engine = db.make_engine(
+            self.db_url, pool_size=self.db_pool_size, max_overflow=self.db_max_overflow
+        )
         self.session_factory = db.make_session_factory(self.engine)
+        self.db_gate = ConnectionGate(self.engine, self.db_pool_size + self.db_max_overflow)
         current, head = db.current_revision(self.engine), db.head_revision()
         if current == head:
             return
@@ -333,6 +412,20 @@ class GraderService(Application):
         print(f"Wrote {path}")
 
     async def serve(self) -> None:
+        await self.start_serving()
+        # Everything loaded so far lives as long as the process: keep the collector's full passes
+        # (~0.1 s over ~200k start-up objects, each a pause of every request) off it.
+        gc.collect()
+        gc.freeze()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.stop_serving()
+
+    async def start_serving(self) -> None:
+        """Everything up to accepting connections: database, authenticator, grading, the HTTP server."""
         self.init_db()
         self.init_authenticator()
         await self.authenticator.start()
@@ -340,33 +433,91 @@ class GraderService(Application):
         await self.scheduler.executor.start()
         if self.grading:
             await self.scheduler.start()
-        server = HTTPServer(self.make_web_app(), max_body_size=self.max_request_size, xheaders=True)
-        server.listen(self.port, self.ip)
-        # Everything loaded so far lives as long as the process: keep the collector's full passes
-        # (~0.1 s over ~200k start-up objects, each a pause of every request) off it.
-        gc.collect()
-        gc.freeze()
+        self.layout.tmp_dir().mkdir(parents=True, exist_ok=True)
+        self.raise_open_file_limit()
+        self.http_server = self.make_http_server()
+        self.http_server.listen(self.port, self.ip)
         self.log.info(
             "grader-service %s listening on http://%s:%d%s", __version__, self.ip, self.port, self.base_url
         )
-        stop = asyncio.Event()
+
+    def make_http_server(self) -> GraderHTTPServer:
+        from .api.base import JSON_BODY_LIMIT
+
+        return GraderHTTPServer(
+            self.make_web_app(),
+            xheaders=True,
+            header_timeout=self.header_timeout,
+            keep_alive_timeout=self.keep_alive_timeout,
+            max_connections=self.max_connections,
+            # API handlers raise both for their own bodies; these hold for every other route.
+            max_body_size=JSON_BODY_LIMIT,
+            body_timeout=self.body_timeout + 2 * JSON_BODY_LIMIT / self.body_min_rate,
+        )
+
+    def raise_open_file_limit(self) -> None:
+        """Make room for max_connections open sockets, besides files, pipes and the database."""
+        wanted = self.max_connections + 1024
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft >= wanted:
+            return
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if new > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < wanted:
+            self.log.warning(
+                "Open-file limit %d is too low for max_connections = %d (wants %d): lower max_connections "
+                "or raise the limit (ulimit -n)",
+                new,
+                self.max_connections,
+                wanted,
+            )
+
+    async def stop_serving(self) -> None:
+        """Stop within shutdown_timeout: let requests finish, close connections, hand back grading jobs.
+
+        Each step gets what is left of the time; a watchdog ends the process if even that overruns
+        (a step that blocked the event loop), so SIGTERM always ends it.
+        """
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        deadline = loop.time() + self.shutdown_timeout
+        watchdog = threading.Timer(self.shutdown_timeout + 1, self._shutdown_overrun)
+        watchdog.daemon = True
+        watchdog.start()
         self.log.info("Shutting down: no new connections, waiting for %d request(s)", self.requests_in_flight)
-        server.stop()
+        self.http_server.stop()
         if self.events is not None:
             self.events.close()  # event streams never end by themselves
-        deadline = loop.time() + self.shutdown_timeout
-        while self.requests_in_flight > 0 and loop.time() < deadline:
+        # Leave time for the steps after the wait: closing connections and handing jobs back.
+        wait_until = deadline - min(5.0, self.shutdown_timeout / 3)
+        while self.requests_in_flight > 0 and loop.time() < wait_until:
             await asyncio.sleep(0.05)
-        await server.close_all_connections()
+        if self.requests_in_flight > 0:
+            self.log.warning(
+                "Closing %d unfinished request(s) at the shutdown timeout", self.requests_in_flight
+            )
+        steps = [self.http_server.close_all_connections()]
         if self.grading:
-            await self.scheduler.stop()
-        await self.authenticator.stop()
+            steps.append(self.scheduler.stop())
+        steps.append(self.authenticator.stop())
+        for step in steps:
+            try:
+                await asyncio.wait_for(step, max(0.1, deadline - loop.time()))
+            except TimeoutError:
+                self.log.warning("Shutdown step %s did not finish in time", step.__qualname__)
+            except Exception:
+                self.log.exception("Shutdown step %s failed", step.__qualname__)
         self.engine.dispose()
+        watchdog.cancel()
         self.log.info("Stopped")
+
+    def _shutdown_overrun(self) -> None:
+        # A thread: the event loop may be the thing that is stuck.
+        self.log.critical(
+            "Shutdown took longer than shutdown_timeout (%s s): exiting now", self.shutdown_timeout
+        )
+        logging.shutdown()
+        os._exit(1)
 
 
 class _DatabaseCommand(GraderService):

@@ -15,11 +15,14 @@ from pathlib import Path
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
+
+# Seconds a new PostgreSQL connection may take before it fails (libpq's connect_timeout).
+CONNECT_TIMEOUT = 5
 
 
 def alembic_dir() -> Path:
@@ -30,12 +33,26 @@ def alembic_dir() -> Path:
     return Path(sys.prefix) / "share" / "grader-service" / "alembic"
 
 
-def make_engine(db_url: str, echo: bool = False) -> Engine:
+def make_engine(db_url: str, echo: bool = False, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+    """An engine whose pool never waits: an exhausted pool raises `sqlalchemy.exc.TimeoutError` at once.
+
+    Checkouts are synchronous; on the event loop, a checkout that waited for a connection would stop
+    every request, the health check and grading for as long as it waited. Request handlers wait for a
+    free connection asynchronously instead (`dbpool.ConnectionGate`).
+    """
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": 0}
     if db_url.startswith("sqlite"):
-        engine = create_engine(db_url, echo=echo, connect_args={"timeout": 30})
+        if ":memory:" in db_url or db_url.rstrip("/") == "sqlite:":
+            pool = {}  # an in-memory database lives in one connection: SQLAlchemy picks its own pool
+        engine = create_engine(db_url, echo=echo, connect_args={"timeout": 30}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(db_url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # A connection attempt runs on the event loop too: bound it when the server does not answer.
+    postgres = make_url(db_url).get_backend_name() == "postgresql"
+    connect_args = (
+        {"connect_timeout": CONNECT_TIMEOUT} if postgres and "connect_timeout" not in db_url else {}
+    )
+    return create_engine(db_url, echo=echo, pool_pre_ping=True, connect_args=connect_args, **pool)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

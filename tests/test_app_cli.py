@@ -41,6 +41,48 @@ def test_generate_config_writes_commented_traits(tmp_path: Path) -> None:
     assert again.returncode != 0 and "not overwriting" in again.stderr
 
 
+LIMITS = (
+    "max_request_size",
+    "max_extracted_size",
+    "max_files_per_upload",
+    "max_uploads_per_user",
+    "body_spool_size",
+    "header_timeout",
+    "keep_alive_timeout",
+    "body_timeout",
+    "body_min_rate",
+    "max_connections",
+    "db_pool_size",
+    "db_max_overflow",
+    "db_wait_timeout",
+    "shutdown_timeout",
+)
+
+
+def test_every_limit_is_configurable_and_documented(tmp_path: Path) -> None:
+    """Each limit is a trait with help in the generated config, in docs/deployment.md and the README."""
+    from grader_service.app import GraderService
+
+    result = run("--generate-config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "grader_service_config.py").read_text()
+    root = Path(__file__).resolve().parent.parent
+    deployment = (root / "docs" / "deployment.md").read_text()
+    readme = (root / "README.md").read_text()
+    traits = GraderService.class_traits(config=True)
+    for name in LIMITS:
+        assert traits[name].help, name
+        assert f"# c.GraderService.{name} = " in text, name
+        assert f"| `{name}` |" in deployment, f"docs/deployment.md does not list {name}"
+        assert name in readme, f"README.md does not list {name}"
+
+
+def test_limits_must_be_positive() -> None:
+    result = run("--GraderService.body_min_rate=0", "--port=1")
+    assert result.returncode != 0
+    assert "body_min_rate must be positive" in result.stderr
+
+
 def test_token_create_list_revoke(tmp_path: Path) -> None:
     opts = ("--data-dir", str(tmp_path / "data"))
     created = run("token", "create", "--user", "alice", "--admin", "--expires-in", "3600", *opts)

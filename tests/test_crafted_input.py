@@ -221,17 +221,22 @@ def test_pagination_bounds(world: World) -> None:
 @pytest.mark.parametrize(
     ("content_type", "body", "fragment"),
     [
-        ("multipart/form-data; boundary=xyz", b"--xyz\r\nno final boundary", "no final boundary"),
-        ("multipart/form-data", b"--xyz\r\n\r\n--xyz--", "boundary not found"),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\nno final boundary", "ends inside a part's headers"),
+        ("multipart/form-data", b"--xyz\r\n\r\n--xyz--", "names no boundary"),
         (
             "multipart/form-data; boundary=xyz",
             b'--xyz\r\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n--xyz--\r\n',
-            "missing headers",
+            "ends inside a part's headers",
         ),
         (
             "multipart/form-data; boundary=xyz",
             b'--xyz\r\nContent-Disposition: attachment; filename="a.txt"\r\n\r\nx\r\n--xyz--\r\n',
-            "Invalid multipart/form-data",
+            "attachment, not form-data",
+        ),
+        (
+            "multipart/form-data; boundary=xyz",
+            b'--xyz\r\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n\r\ncut off here',
+            "without a final boundary",
         ),
     ],
 )

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..orm import Assignment, Submission
 from ..orm.assignment import ASSIGNMENT_STATUSES, FEEDBACK_POLICIES, GRADING_POLICIES
-from ..storage.release import ReleaseFailed, release_assignment
+from ..storage.release import Released, ReleaseFailed, release_assignment
 from .base import APIHandler, api_error
 from .lectures import check_fields, slug_field, string_field
 from .params import ID_MAX
@@ -161,27 +161,32 @@ class AssignmentHandler(APIHandler):
         assignment = self.assignment_or_404(lecture, name)
         body = self.json_body()
         check_fields(body, EDITABLE)
-        apply_fields(assignment, body)
+        # Check the fields on a copy: the release below takes a while, and the session's connection
+        # goes back to the pool meanwhile, which commits (so nothing may be changed yet).
+        apply_fields(Assignment(due_date=assignment.due_date, late_until=assignment.late_until), body)
         status = body.get("status", assignment.status)
         if status not in ASSIGNMENT_STATUSES:
             raise api_error(400, f"Field 'status' must be one of {', '.join(ASSIGNMENT_STATUSES)}")
-        if status != assignment.status:
-            if (assignment.status, status) not in TRANSITIONS:
-                raise api_error(409, f"Assignment status cannot change from {assignment.status} to {status}")
-            if status == "released" and assignment.release_commit is None:
-                await self.release(assignment)
-            assignment.status = status
+        if status != assignment.status and (assignment.status, status) not in TRANSITIONS:
+            raise api_error(409, f"Assignment status cannot change from {assignment.status} to {status}")
+        released = None
+        if status != assignment.status and status == "released" and assignment.release_commit is None:
+            released = await self.release(assignment)
+        apply_fields(assignment, body)
+        if released is not None:
+            released.apply_to(assignment)
+        assignment.status = status
         self.db.commit()
         self.write_json(assignment_model(assignment, True))
 
-    async def release(self, assignment: Assignment) -> None:
+    async def release(self, assignment: Assignment) -> Released:
         if assignment.source_commit is None:
             raise api_error(409, "Upload the assignment's source files before releasing it")
+        self.release_db()  # the conversion takes a while: hold no database connection meanwhile
         try:
-            released = await release_assignment(self.service, assignment.id, assignment.source_commit)
+            return await release_assignment(self.service, assignment.id, assignment.source_commit)
         except ReleaseFailed as e:
             raise api_error(422, str(e)) from None
-        released.apply_to(assignment)
 
     def delete(self, code: str, name: str) -> None:
         lecture = self.lecture_or_404(code, "instructor")

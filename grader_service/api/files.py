@@ -33,14 +33,19 @@ class UploadMixin:
     async def extracted_upload(
         self, limits: UploadLimits, filename: str | None = None
     ) -> AsyncIterator[Path]:
-        """The request body's files in a temporary directory, removed afterwards whatever happens."""
+        """The request body's files in a temporary directory, removed afterwards whatever happens.
+
+        Extracting takes a while: the request's database connection goes back to the pool meanwhile.
+        """
+        self.release_db()
         tmp_root = self.service.layout.tmp_dir()
         tmp_root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=tmp_root, prefix="upload-"))
         try:
             content_type = self.request.headers.get("Content-Type", "")
+            body = self.body_file()
             try:
-                await asyncio.to_thread(extract_upload, content_type, self.body, tmp, limits, filename)
+                await asyncio.to_thread(extract_upload, content_type, body, tmp, limits, filename)
             except UploadError as e:
                 raise api_error(e.status, e.message) from None
             yield tmp
@@ -49,6 +54,7 @@ class UploadMixin:
 
 
 async def send_zip(handler: APIHandler, repo: Path, commit: str, filename: str) -> None:
+    handler.release_db()  # no database connection held while git builds the archive
     data = await git.archive_zip(repo, commit)
     handler.set_header("Content-Type", "application/zip")
     handler.set_header("Content-Disposition", f'attachment; filename="{filename}"')

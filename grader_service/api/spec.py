@@ -11,9 +11,7 @@ SPEC_PATH = Path(__file__).with_name("openapi.yaml")
 
 class OpenAPIHandler(APIHandler):
     auth_required = False
-
-    async def prepare(self) -> None:
-        self._chunks, self._received = [], 0
+    authenticates = False
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/yaml; charset=UTF-8")

@@ -89,6 +89,9 @@ class SubmissionsHandler(UploadMixin, APIHandler):
                     raise api_error(
                         403, f"You have used all {assignment.max_submissions} submissions for {name!r}"
                     )
+            # Git works next: hold no database connection meanwhile. (The count stays true: this user's
+            # submissions to this assignment all wait for the repository's lock.)
+            self.release_db()
             parent = await git.head(repo)
             commit = await git.commit_directory(repo, files, f"submission by {self.user.name}", parent)
             # The branch moves first and the row is written after, with no await in between: an open

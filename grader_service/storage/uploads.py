@@ -3,6 +3,9 @@
 Everything here treats the upload as hostile: paths are confined to the target directory,
 links and special files are refused, and sizes are counted as bytes are written rather than
 trusted from archive headers, so a zip bomb stops at the limit instead of filling the disk.
+
+The body is read from a file, a block at a time (the API spools bodies to disk as they arrive), so
+extracting an upload needs memory for a block, not for the upload.
 """
 
 from __future__ import annotations
@@ -10,14 +13,18 @@ from __future__ import annotations
 import io
 import re
 import stat
+import tempfile
 import unicodedata
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from email.message import Message
+from email.parser import HeaderParser
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import nbformat
-from tornado.httputil import HTTPFile, HTTPInputError, parse_body_arguments
 
 from .. import safejson
 
@@ -34,6 +41,8 @@ _HFS_IGNORED = dict.fromkeys(
     [0x200C, 0x200D, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF]
 )
 _CHUNK = 1 << 16
+# The headers of one part of a multipart body (its name, file name and type) fit in this many bytes.
+MAX_PART_HEADER_SIZE = 16 * 1024
 
 
 class UploadError(Exception):
@@ -151,16 +160,20 @@ class _Writer:
         if self.total > self.limits.max_extracted_size:
             raise UploadError(413, f"Upload expands to more than {self.limits.max_extracted_size} bytes")
 
-    def write_bytes(self, name: str, data: bytes) -> None:
-        _, f = self.open(name)
-        with f:
-            self.count(len(data))
-            f.write(data)
+    def write_stream(self, name: str, source: BinaryIO | Iterator[bytes]) -> None:
+        """A file from a binary file or an iterator of blocks, counted as it is written."""
+        blocks = iter(lambda: source.read(_CHUNK), b"") if hasattr(source, "read") else source
+        _, out = self.open(name)
+        with out:
+            for block in blocks:
+                self.count(len(block))
+                out.write(block)
 
 
-def extract_zip(data: bytes, writer: _Writer) -> None:
+def extract_zip(source: BinaryIO, writer: _Writer) -> None:
+    """Extract a zip archive from a seekable binary file."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, ValueError) as e:
         raise UploadError(422, f"Body is not a valid zip archive: {e}") from None
     with archive:
@@ -198,21 +211,123 @@ def extract_zip(data: bytes, writer: _Writer) -> None:
                 raise UploadError(422, f"Zip entry {info.filename!r} cannot be read: {e}") from None
 
 
-def extract_multipart(content_type: str, data: bytes, writer: _Writer) -> None:
-    arguments: dict[str, list[bytes]] = {}
-    files: dict[str, list[HTTPFile]] = {}
+class MultipartReader:
+    """The parts of a multipart body (RFC 7578), read from a file a block at a time.
+
+    Each part's content is yielded in blocks as it is found, so a part of any size passes through a
+    buffer of a block and a delimiter.
+    """
+
+    def __init__(self, source: BinaryIO, boundary: bytes, block_size: int = _CHUNK):
+        self.source = source
+        self.block_size = block_size
+        self.delimiter = b"\r\n--" + boundary
+        # The first boundary need not follow a line break: pretend one precedes the body.
+        self.buf = bytearray(b"\r\n")
+
+    def _fill(self) -> bool:
+        block = self.source.read(self.block_size)
+        self.buf += block
+        return bool(block)
+
+    def _starts_with(self, prefix: bytes) -> bool:
+        while len(self.buf) < len(prefix) and self._fill():
+            pass
+        return self.buf.startswith(prefix)
+
+    def _until(self, marker: bytes, limit: int, too_long: str, cut_off: str) -> bytes:
+        """The bytes before `marker` (consumed with it), which must come within `limit` bytes."""
+        while (end := self.buf.find(marker)) < 0:
+            if len(self.buf) > limit:
+                raise malformed(too_long)
+            if not self._fill():
+                raise malformed(cut_off)
+        data = bytes(self.buf[:end])
+        del self.buf[: end + len(marker)]
+        return data
+
+    def _content(self, cut_off: str) -> Iterator[bytes]:
+        """The bytes up to the next delimiter (consumed with it), in blocks."""
+        keep = len(self.delimiter) - 1  # a delimiter may straddle two blocks
+        while (end := self.buf.find(self.delimiter)) < 0:
+            if len(self.buf) > keep:
+                yield bytes(self.buf[:-keep])
+                del self.buf[:-keep]
+            if not self._fill():
+                raise malformed(cut_off)
+        if end:
+            yield bytes(self.buf[:end])
+        del self.buf[: end + len(self.delimiter)]
+
+    def parts(self) -> Iterator[tuple[Message, Iterator[bytes]]]:
+        """(headers, content blocks) of each part; a part's content must be read before the next part.
+
+        A preamble before the first boundary and an epilogue after the closing one mean nothing.
+        """
+        for _ in self._content("the boundary Content-Type names is not found in the body"):
+            pass
+        while not self._starts_with(b"--"):  # "--" right after a boundary closes the body
+            padding = self._until(b"\r\n", 1024, "text after a boundary", "it ends without a final boundary")
+            if padding.strip(b" \t"):
+                raise malformed("text after a boundary")
+            if self._starts_with(b"\r\n"):
+                del self.buf[:2]
+                raw = b""  # a part without headers
+            else:
+                raw = self._until(
+                    b"\r\n\r\n",
+                    MAX_PART_HEADER_SIZE,
+                    f"a part's headers are longer than {MAX_PART_HEADER_SIZE} bytes",
+                    "it ends inside a part's headers (a blank line must end them)",
+                )
+            try:
+                headers = HeaderParser().parsestr(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise malformed("a part's headers are not UTF-8") from None
+            disposition = headers.get_content_disposition()
+            if disposition != "form-data":
+                raise malformed(f"a part's Content-Disposition is {disposition or 'missing'}, not form-data")
+            content = self._content("it ends inside a part, without a final boundary")
+            yield headers, content
+            for _ in content:
+                pass  # whatever the caller left unread
+
+
+def malformed(problem: str) -> UploadError:
+    return UploadError(400, f"Malformed multipart/form-data body: {problem}")
+
+
+def multipart_boundary(content_type: str) -> bytes:
+    header = Message()
+    header["Content-Type"] = content_type
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not 1 <= len(boundary) <= 70:
+        raise malformed("Content-Type names no boundary of 1 to 70 characters")
     try:
-        parse_body_arguments(content_type, data, arguments, files)
-    except HTTPInputError as e:
-        raise UploadError(400, f"Malformed multipart/form-data body: {e}") from None
-    uploads = [f for field in files.values() for f in field]
-    if not uploads:
-        raise UploadError(422, "Multipart upload contains no files")
-    for upload in uploads:
-        if upload.filename.lower().endswith(".zip") and upload.content_type in ZIP_TYPES:
-            extract_zip(upload.body, writer)
+        return boundary.encode("ascii")
+    except UnicodeEncodeError:
+        raise malformed("the boundary in Content-Type is not ASCII") from None
+
+
+def extract_multipart(content_type: str, source: BinaryIO, writer: _Writer) -> None:
+    """Every file part: a zip (by name and type) is extracted, anything else is a file of its name."""
+    found = False
+    for headers, content in MultipartReader(source, multipart_boundary(content_type)).parts():
+        filename = headers.get_filename()
+        if not filename:
+            continue  # a plain form field, or a file input left empty
+        found = True
+        if filename.lower().endswith(".zip") and headers.get_content_type() in ZIP_TYPES:
+            # zipfile needs to seek: the part goes to an unnamed temporary file first, beside the target.
+            with tempfile.TemporaryFile(dir=writer.root.parent) as archive:
+                for block in content:
+                    archive.write(block)
+                archive.seek(0)
+                extract_zip(archive, writer)
         else:
-            writer.write_bytes(upload.filename, upload.body)
+            writer.write_stream(filename, content)
+    if not found:
+        raise UploadError(422, "Multipart upload contains no files")
 
 
 def validate_notebooks(root: Path) -> None:
@@ -234,21 +349,24 @@ def validate_notebooks(root: Path) -> None:
 
 
 def extract_upload(
-    content_type: str, data: bytes, target: Path, limits: UploadLimits, filename: str | None = None
+    content_type: str, source: BinaryIO, target: Path, limits: UploadLimits, filename: str | None = None
 ) -> list[str]:
-    """Write the upload's files into the empty directory `target`; return their relative paths."""
+    """Write the upload's files, read from the binary file `source`, into the empty directory `target`.
+
+    Returns their relative paths.
+    """
     mime = content_type.split(";", 1)[0].strip().lower()
     writer = _Writer(target, limits)
     if mime in ZIP_TYPES:
-        extract_zip(data, writer)
+        extract_zip(source, writer)
     elif mime == MULTIPART_TYPE:
-        extract_multipart(content_type, data, writer)
+        extract_multipart(content_type, source, writer)
     elif mime in NOTEBOOK_TYPES:
         if not filename:
             raise UploadError(400, "A single-notebook upload needs ?filename=<name>.ipynb")
         if not filename.endswith(".ipynb"):
             raise UploadError(422, f"Notebook file name {filename!r} must end in .ipynb")
-        writer.write_bytes(filename, data)
+        writer.write_stream(filename, source)
     else:
         raise UploadError(
             415,

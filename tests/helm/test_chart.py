@@ -404,6 +404,7 @@ def test_config_defaults(docs):
     assert gs.executor_class == "kube"
     assert cfg.Scheduler.concurrency == 2
     assert gs.log_level == "INFO"
+    assert gs.shutdown_timeout == 25  # done 5 s before the pod's grace period of 30 s ends
     assert hub.hub_api_url == "http://hub:8081/hub/api"
     assert hub.service_name == "grader"
     assert hub.admin_from_hub is True

@@ -21,8 +21,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-SOLUTION_MARK = "solution-mark-8d1f"
-HIDDEN_MARK = "hidden-mark-77a2"
+# Spelled so that neither this file nor its bytecode holds a marker (a "+" of literals would be folded):
+# the probe walks /tmp, where a checkout of this repository may live.
+SOLUTION_MARK = "-".join(("solution", "mark", "8d1f"))
+HIDDEN_MARK = "-".join(("hidden", "mark", "77a2"))
 CONTROL_FILE = "control.txt"
 CONTROL_MARK = "control-mark-5c3e"
 

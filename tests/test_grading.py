@@ -229,7 +229,7 @@ def test_per_job_bubblewrap_sandbox_holds(tmp_path_factory: pytest.TempPathFacto
 def check_escape_notebook(world: World, tmp_path: Path) -> None:
     """Every escape attempt in the escape notebook fails; a 10000 s sleep only costs its own cell."""
     ins = world.client("instructor")
-    assert ins.post(A, json={"name": "escape", "settings": {"cell_timeout": 3}}).status_code == 201
+    assert ins.post(A, json={"name": "escape", "settings": {"cell_timeout": 6}}).status_code == 201
     assert (
         ins.put(
             f"{A}/escape/files", data=zip_dir(DATA / "escape"), headers={"Content-Type": "application/zip"}

@@ -398,18 +398,22 @@ class GradingClient(NotebookClient):
             # what it waited for was killed -- had the check evaluated too: it must not run twice.)
             rec.carried = self._last_carried
         if rec.truncated:
-            cell.outputs.append(
-                output_from_msg(
-                    {
-                        "msg_type": "stream",
-                        "content": {
-                            "name": "stderr",
-                            "text": f"\n[output truncated by the grader: this cell produced {rec.output_bytes:,} "
-                            f"bytes of output, more than the limit of {self.output_limit:,}]\n",
-                        },
-                        "header": {"msg_type": "stream"},
-                    }
-                )
+            _notice(
+                cell,
+                f"[output truncated by the grader: this cell produced {rec.output_bytes:,} "
+                f"bytes of output, more than the limit of {self.output_limit:,}]",
+            )
+        if rec.status == "timeout":
+            _notice(
+                cell,
+                f"[stopped by the grader: this cell exceeded its time limit of {self.current_timeout:g} s; "
+                "the notebook's processes were ended and the next cells ran with what it had defined]",
+            )
+        elif rec.status == "unresponsive":
+            _notice(
+                cell,
+                f"[stopped by the grader: this cell exceeded its time limit of {self.current_timeout:g} s "
+                "and did not stop when interrupted; the kernel was killed]",
             )
         if rec.iopub_incomplete and rec.status in ("ok", "timeout"):
             await self.reconnect_iopub()
@@ -445,6 +449,14 @@ class GradingClient(NotebookClient):
         if content.get("status") != "ok":
             return "error", f"{content.get('ename')}: {content.get('evalue')}"
         return _expression_result((content.get("user_expressions") or {}).get("r") or {})
+
+
+def _notice(cell: NotebookNode, text: str) -> None:
+    """Append the grader's own message to a cell's outputs (on stderr, like Python's warnings)."""
+    content = {"name": "stderr", "text": f"\n{text}\n"}
+    cell.outputs.append(
+        output_from_msg({"msg_type": "stream", "content": content, "header": {"msg_type": "stream"}})
+    )
 
 
 def _settled_at_once(method: Any) -> Any:

@@ -611,11 +611,20 @@ async def _replace_kernel(
 
     The fresh kernel has none of the notebook's state: the tests it costs fail there, and their
     feedback says why (see `_score`). Student code gains nothing by it: every step after the
-    timeout runs, guarded, as it would have in the old kernel. Otherwise (restarts used up, total
-    time over) the notebook's grading stops here, as `execution.kernel == "killed"` says.
+    timeout runs, guarded, as it would have in the old kernel. Only a notebook cell's timeout is
+    forgiven this way: a kernel stuck in a mutation run, a canary or a guard call (where student
+    code has no business running) stops the grading, so that hanging the checks of one group
+    cannot be repeated group after group. So do restarts used up and the total time being over;
+    `execution.kernel == "killed"` then says so.
     """
     out_of_time = deadline is not None and time.monotonic() >= deadline
-    if len(execution.restarts) >= MAX_KERNEL_RESTARTS or out_of_time or step + 1 >= len(plan.steps):
+    stuck_in_check = plan.steps[step].kind not in ("cell", "test", "locked")
+    if (
+        stuck_in_check
+        or len(execution.restarts) >= MAX_KERNEL_RESTARTS
+        or out_of_time
+        or step + 1 >= len(plan.steps)
+    ):
         kill_kernel_tree(kernel.pgid, kernel.before)
         return
     try:

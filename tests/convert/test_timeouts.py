@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from grader_service.convert.feedback import generate_feedback
+from grader_service.convert.forked_kernel import KernelLauncher
 from grader_service.convert.release import release_assignment
 from grader_service.convert.visibility import student_view
 
@@ -102,13 +104,23 @@ def make(assignment: dict, name: str, **answers: str) -> Path:
     return directory
 
 
-def grade(assignment: dict, grade_case, name: str, **answers: str) -> tuple[dict, Path, float]:
+@pytest.fixture(scope="module")
+def launcher() -> Iterator[KernelLauncher]:
+    launcher = KernelLauncher.fork()
+    yield launcher
+    launcher.close()
+
+
+def grade(
+    assignment: dict, grade_case, name: str, launcher: KernelLauncher | None = None, **answers: str
+) -> tuple[dict, Path, float]:
     started = time.monotonic()
     _, book, output = grade_case(
         make(assignment, name, **answers),
         assignment["source"],
         cell_timeout=CELL_TIMEOUT,
         interrupt_grace=GRACE,
+        kernel_launcher=launcher,
     )
     return book, output, time.monotonic() - started
 
@@ -211,3 +223,24 @@ def test_the_total_time_limit_still_applies(assignment: dict, grade_case) -> Non
     assert sum(points(book).values()) == 0.0
     assert time.monotonic() - started < 25
     assert entry["execution"]["kernel_restarts"] <= 1
+
+
+@pytest.mark.parametrize(
+    "block, expected",
+    [
+        ("os_system_child_ignores_sigint", FULL),
+        ("catches_the_interrupt_once", FULL),
+        ("ignores_sigint", {"test_f": 0.0, "test_g": 0.0, "test_h": 5.0}),
+    ],
+)
+def test_forked_kernels_too(
+    assignment: dict, grade_case, launcher: KernelLauncher, block: str, expected: dict
+) -> None:
+    """As the fork server grades: kernels are the launcher's children, their processes still ours to end."""
+    code = RECOVERABLE.get(block) or UNRECOVERABLE[block]
+    book, output, took = grade(assignment, grade_case, f"forked_{block}", launcher, fg=DEFINITIONS + code)
+    entry = only_notebook(book)
+    assert points(book) == expected
+    assert entry["execution"]["kernel_restarts"] == (0 if expected == FULL else 1)
+    assert "stopped by the grader" in cell_text(output, 0)
+    assert took < 20

@@ -77,7 +77,8 @@ What a student may see of it is `visibility.student_view(gradebook)`.
 Status meanings: *passed* ran without raising (partial credit possible, see `partial`); *failed*
 raised AssertionError; *error* raised anything else, or could not run (notebook missing or
 unreadable, kernel died earlier); *timeout* exceeded the per-cell or total time limit, or the
-kernel was killed because it ignored the interrupt (a later cell then runs in a fresh kernel); *needs-manual* is graded by a person.
+kernel was killed because it ignored the interrupt (later cells then run in a fresh kernel);
+*needs-manual* is graded by a person.
 Points always come from the instructor's source, never from the submission.
 """
 

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
@@ -293,12 +294,16 @@ class GradingClient(NotebookClient):
         assert self.km is not None
         with contextlib.suppress(Exception):  # a kernel that just died is noticed by the caller
             await ensure_async(self.km.interrupt_kernel())
-        kernel = getattr(self.km.provisioner, "pid", None)
-        spared = self.spared_pids | ({kernel} if kernel else set())
-        if spared:
+        # Without `spared_pids` (a client used on its own), which processes are the grader's is
+        # not known: only the interrupt is sent.
+        if self.spared_pids:
+            kernel = getattr(self.km.provisioner, "pid", None)
+            spared = self.spared_pids | ({kernel} if kernel else set())
             self.processes_killed += len(processes.kill_descendants(spared))
 
-    async def _await_reply(self, msg_id: str, timeout: float, on_timeout: Any) -> dict[str, Any]:
+    async def _await_reply(
+        self, msg_id: str, timeout: float, on_timeout: Callable[[], None]
+    ) -> dict[str, Any]:
         """The shell reply to `msg_id`; past `timeout`, stop the cell until the grace period ends.
 
         `on_timeout` is called once, when the timeout is first reached. Raises KernelUnresponsive

@@ -70,6 +70,9 @@ INTEGRITY_TIMEOUT = 10.0
 # inodes: a write the size of a small notebook would fail.
 DISK_FULL_BYTES = 1 << 20
 DISK_FULL_FILES = 16
+# A kernel that cannot be recovered after a timeout is replaced by a fresh one this many times per
+# notebook at most; after that, grading of the notebook stops.
+MAX_KERNEL_RESTARTS = 3
 
 
 @dataclass
@@ -110,6 +113,8 @@ class Execution:
     events: dict[int, list[FileEvent]] = field(default_factory=dict)  # step index -> file events
     kernel: str = "ok"  # ok | died | killed | time-limit
     stopped_at: int | None = None  # step index where the kernel died / was killed / time ran out
+    # Step indices where a timed-out kernel did not recover and was replaced by a fresh one.
+    restarts: list[int] = field(default_factory=list)
     duration: float = 0.0
     processes_killed: int = 0
 
@@ -418,24 +423,10 @@ async def execute_plan(
         record_timing=False,
     )
     watch = DirectoryWatch() if settings.watch_files else None
-    pgid = None
+    kernel = _KernelStarter(client, env, cwd, settings, confinement, before)
     try:
-        try:
-            # The kernel's own stdout/stderr go nowhere: they would reach the job's log, which
-            # student code must not be able to write to (what it prints goes to the notebook).
-            await client.async_start_new_kernel(
-                cwd=str(cwd),
-                env=env.env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                preexec_fn=confinement.apply if confinement is not None else None,
-            )
-            pgid = getattr(client.km.provisioner, "pgid", None)
-            await client.async_start_new_kernel_client()
-        except Exception as e:
-            raise GradingError(f"the kernel could not be started: {type(e).__name__}: {e}") from None
+        await kernel.start()
         await _run_steps(
-            before,
             client,
             plan,
             cell_of_step,
@@ -446,9 +437,10 @@ async def execute_plan(
             watch,
             source_dir,
             output_dir,
+            kernel,
         )
     finally:
-        execution.processes_killed = len(kill_kernel_tree(pgid, before))
+        execution.processes_killed = client.processes_killed + len(kill_kernel_tree(kernel.pgid, before))
         with contextlib.suppress(Exception):  # the kernel is dead either way
             await client._async_cleanup_kernel()
         execution.processes_killed += len(kill_kernel_tree(None, before))
@@ -460,6 +452,47 @@ async def execute_plan(
         env.remove()
         execution.duration = time.monotonic() - started
     return execution
+
+
+@dataclass
+class _KernelStarter:
+    """Starts the notebook's kernel, and replaces it when a timeout left it unresponsive."""
+
+    client: GradingClient
+    env: KernelEnvironment
+    cwd: Path
+    settings: Settings
+    confinement: confine.Confinement | None
+    before: set[int]
+    pgid: int | None = None
+
+    async def start(self) -> None:
+        client = self.client
+        try:
+            # The kernel's own stdout/stderr go nowhere: they would reach the job's log, which
+            # student code must not be able to write to (what it prints goes to the notebook).
+            await client.async_start_new_kernel(
+                cwd=str(self.cwd),
+                env=self.env.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=self.confinement.apply if self.confinement is not None else None,
+            )
+            self.pgid = getattr(client.km.provisioner, "pgid", None)
+            await client.async_start_new_kernel_client()
+        except Exception as e:
+            raise GradingError(f"the kernel could not be started: {type(e).__name__}: {e}") from None
+        # What a timeout may kill: anything but the grader's processes and the kernel itself.
+        client.spared_pids = self.before | {getattr(client.km.provisioner, "pid", None) or 0}
+
+    async def restart(self) -> None:
+        """Kill the kernel and everything the notebook started; start a fresh kernel in its place."""
+        self.client.processes_killed += len(kill_kernel_tree(self.pgid, self.before))
+        with contextlib.suppress(Exception):  # the kernel is dead either way
+            await self.client._async_cleanup_kernel()
+        self.client.processes_killed += len(kill_kernel_tree(None, self.before))
+        self.client.km = self.env.kernel_manager(self.settings.kernel_launcher)
+        await self.start()
 
 
 def _confinement(
@@ -477,7 +510,6 @@ def _confinement(
 
 
 async def _run_steps(
-    preexisting: set[int],
     client: GradingClient,
     plan: Plan,
     cell_of_step: dict[int, int],
@@ -488,12 +520,9 @@ async def _run_steps(
     watch: DirectoryWatch | None,
     source_dir: Path | None,
     output_dir: Path | None,
+    kernel: _KernelStarter,
 ) -> None:
-    setup = plan.steps[0]
-    status, text = await client.run_internal(setup.call, settings.startup_timeout)
-    execution.internal[0] = (status, text)
-    if status != "ok" or not _token_ok(text, setup.expect):
-        raise GradingError(f"the grader's kernel support could not be installed: {text}")
+    await _install_support(client, plan, execution, settings)
     if watch is not None:
         for area, directory in (("source", source_dir), ("output", output_dir)):
             if directory is not None:
@@ -554,8 +583,58 @@ async def _run_steps(
             if events:
                 execution.events.setdefault(i, []).extend(events)
         if execution.kernel == "killed":
-            kill_kernel_tree(getattr(client.km.provisioner, "pgid", None), preexisting)
+            await _replace_kernel(kernel, client, plan, execution, settings, deadline, i)
         check_disk(_scratch(settings))
+
+
+async def _install_support(
+    client: GradingClient, plan: Plan, execution: Execution, settings: Settings
+) -> None:
+    """Run the plan's setup step (the grader's kernel support) in a new kernel."""
+    setup = plan.steps[0]
+    status, text = await client.run_internal(setup.call, settings.startup_timeout)
+    execution.internal[0] = (status, text)
+    if status != "ok" or not _token_ok(text, setup.expect):
+        raise GradingError(f"the grader's kernel support could not be installed: {text}")
+
+
+async def _replace_kernel(
+    kernel: _KernelStarter,
+    client: GradingClient,
+    plan: Plan,
+    execution: Execution,
+    settings: Settings,
+    deadline: float | None,
+    step: int,
+) -> None:
+    """After a timeout the kernel did not recover from: go on in a fresh kernel if time allows.
+
+    The fresh kernel has none of the notebook's state: the tests it costs fail there, and their
+    feedback says why (see `_score`). Student code gains nothing by it: every step after the
+    timeout runs, guarded, as it would have in the old kernel. Only a notebook cell's timeout is
+    forgiven this way: a kernel stuck in a mutation run, a canary or a guard call (where student
+    code has no business running) stops the grading, so that hanging the checks of one group
+    cannot be repeated group after group. So do restarts used up and the total time being over;
+    `execution.kernel == "killed"` then says so.
+    """
+    out_of_time = deadline is not None and time.monotonic() >= deadline
+    stuck_in_check = plan.steps[step].kind not in ("cell", "test", "locked")
+    if (
+        stuck_in_check
+        or len(execution.restarts) >= MAX_KERNEL_RESTARTS
+        or out_of_time
+        or step + 1 >= len(plan.steps)
+    ):
+        kill_kernel_tree(kernel.pgid, kernel.before)
+        return
+    try:
+        await kernel.restart()
+        await _install_support(client, plan, execution, settings)
+    except (GradingError, KernelUnresponsive, DeadKernelError) as e:
+        log.warning("the kernel could not be restarted after a timeout: %s", e)
+        return
+    execution.restarts.append(step)
+    execution.kernel, execution.stopped_at = "ok", None
 
 
 def _grader_cell(source: str) -> NotebookNode:
@@ -643,12 +722,14 @@ def _score(
         if gid:
             cell_of_gid.setdefault(gid, index)
 
+    stopped = _step_label(plan, nb, execution.stopped_at) if execution.stopped_at is not None else "a cell"
     stop_reason = {
         "died": ("error", "KernelDied", "the kernel died before this cell could run"),
         "killed": (
             "timeout",
             "KernelUnresponsive",
-            "the kernel was killed earlier (it ignored an interrupt)",
+            f"the kernel could not be recovered after the timeout in {stopped} (it did not stop when "
+            "interrupted) and was killed; this cell could not run",
         ),
         "time-limit": ("timeout", "TimeLimit", "the total time limit was reached before this cell ran"),
     }
@@ -685,6 +766,21 @@ def _score(
         if detail:
             entry["detail"] = detail
         notes.append(entry)
+
+    # Tests that ran in a fresh kernel, after one did not recover from a timeout, and failed there:
+    # the definitions made before the timeout were lost with the old kernel.
+    for gid, i in test_steps.items():
+        restart = max((r for r in execution.restarts if r < i), default=None)
+        entry = cells.get(gid)
+        if restart is None or entry is None or entry["points"] >= entry["max_points"]:
+            continue
+        note(
+            gid,
+            "timeout",
+            f"'{gid}' ran in a new kernel: the kernel could not be recovered after the timeout in "
+            f"{_step_label(plan, nb, restart)} (it did not stop when interrupted), so what the notebook "
+            "had defined before was lost",
+        )
 
     def zero(gid: str, message: str, kind: str = "tampering", detail: str | None = None) -> None:
         entry = cells[gid]
@@ -812,6 +908,7 @@ def _score(
             if s.kind in ("cell", "test", "locked") and i in execution.records
         ),
         "processes_killed": execution.processes_killed,
+        "kernel_restarts": len(execution.restarts),
     }
     return gradebook.totals(result)
 

@@ -136,7 +136,9 @@ def _summary(name: str, entry: dict[str, Any]) -> dict[str, Any]:
         }
         for gid, cell in entry["cells"].items()
     ]
-    notes = [n["message"] for n in entry.get("notes", []) if n.get("kind") in ("tampering", "integrity")]
+    notes = [
+        n["message"] for n in entry.get("notes", []) if n.get("kind") in ("tampering", "integrity", "timeout")
+    ]
     first_withheld = entry.get("withheld_from_cell")
     return {
         "withheld": None

@@ -55,11 +55,13 @@ Autograde result (written by `grader-convert autograde`); the skeleton's fields 
                                          # students see of it (`visibility.student_error`)
             }
           },
-          "notes": [{"cell": "<grade_id>" | null, "kind": "tampering" | "repair" | "integrity" | "info",
+          "notes": [{"cell": "<grade_id>" | null,
+                     "kind": "tampering" | "repair" | "integrity" | "timeout" | "info",
                      "message": "...",   # the grader's own words
                      "detail": "..."}],  # optional: what the kernel said (staff only)
           "execution": {"kernel": "ok" | "died" | "killed" | "not-started", "duration_s": 1.2,
-                        "time_limit_reached": false, "cells_run": 25, "processes_killed": 0}
+                        "time_limit_reached": false, "cells_run": 25, "processes_killed": 0,
+                        "kernel_restarts": 0}  # kernels replaced after a timeout they did not survive
         }
       }
     }
@@ -67,14 +69,16 @@ Autograde result (written by `grader-convert autograde`); the skeleton's fields 
 Note kinds: *tampering* (the submission changed protected cells or metadata, or the kernel
 touched the instructor's or the output files), *repair* (an answer cell was fixed up),
 *integrity* (checks that could not run, kernel state set aside, differing data files,
-credit a test gives regardless of the answer).
+credit a test gives regardless of the answer), *timeout* (a test ran in a fresh kernel, and
+failed there, because the kernel did not recover from an earlier cell's timeout).
 
 What a student may see of it is `visibility.student_view(gradebook)`.
 
 Status meanings: *passed* ran without raising (partial credit possible, see `partial`); *failed*
 raised AssertionError; *error* raised anything else, or could not run (notebook missing or
 unreadable, kernel died earlier); *timeout* exceeded the per-cell or total time limit, or the
-kernel was killed because it ignored the interrupt; *needs-manual* is graded by a person.
+kernel was killed because it ignored the interrupt (later cells then run in a fresh kernel);
+*needs-manual* is graded by a person.
 Points always come from the instructor's source, never from the submission.
 """
 

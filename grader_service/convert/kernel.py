@@ -8,9 +8,13 @@
   Scoring facts (errors, displayed values) are recorded separately and survive truncation. The
   zmq sockets also get a maximum message size, so even a single gigantic message cannot blow up
   the grader: the channel drops it and is reconnected.
-- **Timeouts.** A cell exceeding its timeout is interrupted (SIGINT to the kernel's process
-  group); if the kernel answers within a grace period execution continues with the next cell,
-  otherwise `KernelUnresponsive` is raised and the caller kills the kernel.
+- **Timeouts.** A cell exceeding its timeout is stopped without losing the kernel's state: SIGINT
+  to the kernel's process group, and every process the notebook started is killed (a cell
+  waiting for a child in C, as `os.system` does with SIGINT ignored, returns once the child is
+  gone). Both are repeated every `STOP_INTERVAL` (code that catches one KeyboardInterrupt gets
+  another). If the kernel answers within the grace period, the next cell runs in the same
+  kernel, with every definition made before the block; otherwise `KernelUnresponsive` is raised
+  and the caller replaces the kernel.
 - **No widget state** is kept (unbounded, and useless for grading).
 - **Kernel launch**: the kernel runs `python -I -m ipykernel_launcher` (isolated mode: no
   PYTHON* variables, no user site, and no working directory on sys.path at start-up, so a file
@@ -32,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
@@ -61,8 +66,13 @@ CARRIED_EXPRESSION = "grader"
 KERNEL_ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+# While a timed-out cell does not answer, the interrupt (and the killing of the notebook's
+# processes) is repeated this often, until the grace period is over.
+STOP_INTERVAL = 0.25
+
+
 class KernelUnresponsive(Exception):
-    """The kernel ignored an interrupt after a timeout; it must be killed."""
+    """The kernel ignored the interrupts after a timeout; it must be killed."""
 
 
 @dataclass
@@ -132,6 +142,10 @@ class GradingClient(NotebookClient):
         self.interrupt_grace = interrupt_grace
         self.max_message_size = max_message_size
         self.records: dict[int, CellRecord] = {}
+        # Processes a timeout never kills: the grader's own (those from before the kernel started)
+        # and the kernel; set by the caller once the kernel runs.
+        self.spared_pids: set[int] = set()
+        self.processes_killed: int = 0
         self.current_timeout: float = 30.0
         self.current_index: int = -1
         self.timeout_func = lambda cell: self.current_timeout
@@ -270,6 +284,55 @@ class GradingClient(NotebookClient):
 
     # ---- timeouts ----------------------------------------------------------------------------
 
+    async def stop_cell(self) -> None:
+        """Interrupt the kernel and kill every process the notebook started (not the kernel).
+
+        What a blocked cell waits for (a sleeping child, one that ignores SIGINT, a pool worker)
+        is then gone, so the cell returns and the kernel keeps its namespace. Processes started
+        by earlier cells go too: after a timeout, nothing the notebook started survives.
+        """
+        assert self.km is not None
+        with contextlib.suppress(Exception):  # a kernel that just died is noticed by the caller
+            await ensure_async(self.km.interrupt_kernel())
+        # Without `spared_pids` (a client used on its own), which processes are the grader's is
+        # not known: only the interrupt is sent.
+        if self.spared_pids:
+            kernel = getattr(self.km.provisioner, "pid", None)
+            spared = self.spared_pids | ({kernel} if kernel else set())
+            self.processes_killed += len(processes.kill_descendants(spared))
+
+    async def _await_reply(
+        self, msg_id: str, timeout: float, on_timeout: Callable[[], None]
+    ) -> dict[str, Any]:
+        """The shell reply to `msg_id`; past `timeout`, stop the cell until the grace period ends.
+
+        `on_timeout` is called once, when the timeout is first reached. Raises KernelUnresponsive
+        if the kernel has not answered at the end of the grace period.
+        """
+        assert self.kc is not None
+        deadline = time.monotonic() + timeout
+        give_up: float | None = None
+        while True:
+            try:
+                msg = await ensure_async(
+                    self.kc.shell_channel.get_msg(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+                )
+            except Empty:
+                await self._async_check_alive()
+                now = time.monotonic()
+                if now < deadline:
+                    continue
+                if give_up is None:
+                    on_timeout()
+                    give_up = now + self.interrupt_grace
+                elif now >= give_up:
+                    raise KernelUnresponsive() from None
+                await self.stop_cell()
+                deadline = min(give_up, time.monotonic() + STOP_INTERVAL)
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg
+
     async def _async_poll_for_reply(
         self,
         msg_id: str,
@@ -278,35 +341,24 @@ class GradingClient(NotebookClient):
         task_poll_output_msg: asyncio.Future[Any],
         task_poll_kernel_alive: asyncio.Future[Any],
     ) -> dict[str, Any]:
-        assert self.kc is not None and self.km is not None
         rec = self.record(self.current_index)
-        deadline = time.monotonic() + (timeout or self.current_timeout)
-        interrupted = False
-        while True:
-            try:
-                msg = await ensure_async(
-                    self.kc.shell_channel.get_msg(timeout=max(0.0, deadline - time.monotonic()))
-                )
-            except Empty:
-                if interrupted:
-                    task_poll_kernel_alive.cancel()
-                    task_poll_output_msg.cancel()
-                    raise KernelUnresponsive() from None
-                await self._async_check_alive()
-                rec.status = "timeout"
-                await ensure_async(self.km.interrupt_kernel())
-                interrupted = True
-                deadline = time.monotonic() + self.interrupt_grace
-                continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            try:
-                await asyncio.wait_for(task_poll_output_msg, self.iopub_timeout)
-            except (TimeoutError, Empty):
-                rec.iopub_incomplete = True
-                task_poll_output_msg.cancel()
+
+        def timed_out() -> None:
+            rec.status = "timeout"
+
+        try:
+            msg = await self._await_reply(msg_id, timeout or self.current_timeout, timed_out)
+        except KernelUnresponsive:
             task_poll_kernel_alive.cancel()
-            return msg
+            task_poll_output_msg.cancel()
+            raise
+        try:
+            await asyncio.wait_for(task_poll_output_msg, self.iopub_timeout)
+        except (TimeoutError, Empty):
+            rec.iopub_incomplete = True
+            task_poll_output_msg.cancel()
+        task_poll_kernel_alive.cancel()
+        return msg
 
     # ---- running steps -----------------------------------------------------------------------
 
@@ -346,21 +398,27 @@ class GradingClient(NotebookClient):
             self.kc.carry = None
         if rec.status in ("ok", "timeout"):
             rec.reply_error = self._last_reply_error
-        if rec.status == "ok" and rec.reply_error is None:
+        if rec.status in ("ok", "timeout") and rec.reply_error is None:
+            # (A timed-out cell that still ended without an error -- it caught the interrupt, or
+            # what it waited for was killed -- had the check evaluated too: it must not run twice.)
             rec.carried = self._last_carried
         if rec.truncated:
-            cell.outputs.append(
-                output_from_msg(
-                    {
-                        "msg_type": "stream",
-                        "content": {
-                            "name": "stderr",
-                            "text": f"\n[output truncated by the grader: this cell produced {rec.output_bytes:,} "
-                            f"bytes of output, more than the limit of {self.output_limit:,}]\n",
-                        },
-                        "header": {"msg_type": "stream"},
-                    }
-                )
+            _notice(
+                cell,
+                f"[output truncated by the grader: this cell produced {rec.output_bytes:,} "
+                f"bytes of output, more than the limit of {self.output_limit:,}]",
+            )
+        if rec.status == "timeout":
+            _notice(
+                cell,
+                f"[stopped by the grader: this cell exceeded its time limit of {self.current_timeout:g} s; "
+                "the notebook's processes were ended and the next cells ran with what it had defined]",
+            )
+        elif rec.status == "unresponsive":
+            _notice(
+                cell,
+                f"[stopped by the grader: this cell exceeded its time limit of {self.current_timeout:g} s "
+                "and did not stop when interrupted; the kernel was killed]",
             )
         if rec.iopub_incomplete and rec.status in ("ok", "timeout"):
             await self.reconnect_iopub()
@@ -391,29 +449,19 @@ class GradingClient(NotebookClient):
         """
         assert self.kc is not None and self.km is not None
         msg_id = self.kc.execute("", silent=True, store_history=False, user_expressions={"r": expression})
-        deadline = time.monotonic() + timeout
-        interrupted = False
-        while True:
-            try:
-                msg = await ensure_async(
-                    self.kc.shell_channel.get_msg(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
-                )
-            except Empty:
-                await self._async_check_alive()
-                if time.monotonic() < deadline:
-                    continue
-                if interrupted:
-                    raise KernelUnresponsive() from None
-                await ensure_async(self.km.interrupt_kernel())
-                interrupted = True
-                deadline = time.monotonic() + self.interrupt_grace
-                continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            content = msg.get("content") or {}
-            if content.get("status") != "ok":
-                return "error", f"{content.get('ename')}: {content.get('evalue')}"
-            return _expression_result((content.get("user_expressions") or {}).get("r") or {})
+        msg = await self._await_reply(msg_id, timeout, lambda: None)
+        content = msg.get("content") or {}
+        if content.get("status") != "ok":
+            return "error", f"{content.get('ename')}: {content.get('evalue')}"
+        return _expression_result((content.get("user_expressions") or {}).get("r") or {})
+
+
+def _notice(cell: NotebookNode, text: str) -> None:
+    """Append the grader's own message to a cell's outputs (on stderr, like Python's warnings)."""
+    content = {"name": "stderr", "text": f"\n{text}\n"}
+    cell.outputs.append(
+        output_from_msg({"msg_type": "stream", "content": content, "header": {"msg_type": "stream"}})
+    )
 
 
 def _settled_at_once(method: Any) -> Any:

@@ -65,7 +65,7 @@ def score_record(rec: CellRecord, max_points: float, cell_timeout: float | None 
             "timeout",
             error=(
                 "KernelUnresponsive",
-                "the cell timed out and ignored the interrupt; the kernel was killed",
+                "the cell timed out and did not stop when interrupted; the kernel was killed",
             ),
         )
     if rec.status == "dead":

@@ -94,7 +94,7 @@ def student_view(book: dict[str, Any]) -> dict[str, Any]:
             if isinstance(note, dict):
                 note.pop("detail", None)
         if tainted and isinstance(entry.get("execution"), dict):
-            for key in ("duration_s", "processes_killed"):
+            for key in ("duration_s", "processes_killed", "kernel_restarts"):
                 entry["execution"].pop(key, None)
     if withheld_anywhere:
         view.pop("duration_s", None)

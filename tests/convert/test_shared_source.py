@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from grader_service.convert import confine
-
-from .conftest import stage
+from .conftest import needs_landlock, stage
 
 CLI = [sys.executable, "-m", "grader_service.convert.cli"]
 # Several correct submissions and some partly correct ones: each must get exactly its own score.
@@ -110,7 +108,6 @@ READERS = {
     "own symlink": "import os\nos.symlink(SOURCE, 'peek')\nprint(open('peek/basics.ipynb').read())",
     "relative path": "import os\nprint(open(os.path.relpath(SOURCE) + '/basics.ipynb').read())",
 }
-needs_landlock = pytest.mark.skipif(confine.abi_version() == 0, reason="Landlock is not available here")
 
 
 def _with_reader(corpus: Path, name: str, directory: Path, source: Path, reader: str) -> Path:

@@ -164,8 +164,9 @@ async def _autograde(
     protected = [submission_dir, source_dir, output_dir]
     fenced = _fenced_off(settings, [source_dir, output_dir])
     watch_source = settings.watch_files and not settings.remove_source and source_dir not in fenced
-    # Graders sharing this source: none reads it while a kernel that could reach it runs.
-    with source_lock.reading(source_dir):
+    # Graders sharing a source their kernels can reach: none reads it while such a kernel runs.
+    reachable = source_dir not in fenced
+    with source_lock.reading(source_dir) if reachable else contextlib.nullcontext():
         try:
             sources = load_source(source_dir)
         except SourceValidationError as e:

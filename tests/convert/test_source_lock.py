@@ -48,6 +48,7 @@ def test_nobody_reads_a_source_while_a_kernel_that_can_reach_it_runs(tmp_path: P
         assert waited > 1.2, "read only once the watching grader was done (it held the lock 1.5 s)"
         with source_lock.watching(source):
             pass  # free again
+        assert not source_lock.lock_path(source).exists(), "no lock file is left behind"
     finally:
         holder.kill()
         holder.wait()

@@ -309,3 +309,21 @@ def _is_grading_process(pid: int) -> bool:
     if os.geteuid() == 0 and ours and any(SANDBOX_UIDS.start <= int(uid) < SANDBOX_UIDS.stop for uid in uids):
         return True
     return b"escape.ipynb" in cmdline or (b"ipykernel" in cmdline and b"/job/" in cmdline)
+
+
+def test_jobs_graded_side_by_side_each_score_exactly(world: World, tmp_path: Path) -> None:
+    """Every job of an assignment is staged from the one cached source (a copy of its own): jobs
+    graded at once, correct and wrong ones interleaved, get exactly their own scores, and none is
+    taken for reading the instructor's files."""
+    tutor = world.client("tutor")
+    wrong = wrong_submission(tmp_path)
+    expected = {}
+    for i in range(6):
+        notebook = wrong if i % 3 == 2 else None
+        sub = world.submit("student" if i % 2 else "other_student", notebook=notebook).json()
+        expected[sub["id"]] = 2.0 if notebook else 3.0
+    for sid, score in expected.items():
+        assert wait_graded(tutor, sid)[-1]["score"] == score
+        gradebook = tutor.get(f"{A}/tiny/submissions/{sid}/gradebook").json()
+        notes = [n for nb in gradebook["notebooks"].values() for n in nb["notes"]]
+        assert not gradebook["tampering"] and not [n for n in notes if n["kind"] == "tampering"], notes

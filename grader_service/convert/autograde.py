@@ -13,7 +13,9 @@ Per notebook of the source:
 3. build the execution plan (`guard.build_plan`): the cells plus guard, mutation and canary steps;
 4. execute it in a fresh kernel (`kernel.GradingClient`) whose working directory is the
    notebook's directory in the submission (or in its copy), with per-cell and total timeouts and
-   capped outputs, while inotify watches the source and output directories (`watch`);
+   capped outputs; Landlock fences the kernel off the source and output directories (`confine`),
+   and inotify watches the output directory, and the source where no fence keeps the kernel out
+   (`watch`: graders sharing a source never read it while such a kernel runs, `source_lock`);
 5. score the test cells (`scoring`), then apply the integrity verdicts: a failed canary, a test
    that passes with wrong answers, or the kernel touching the instructor's files zeroes the
    affected tests with a note;
@@ -48,7 +50,7 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
 from . import cells as nbcells
-from . import confine, gradebook, processes
+from . import confine, gradebook, processes, source_lock
 from .errors import DiskLimitReached, GradingError, SourceValidationError, UnreadableNotebookError
 from .forked_kernel import KernelLauncher
 from .guard import Plan, bound_names, build_plan
@@ -59,7 +61,7 @@ from .preprocessors.reconcile import describe_source, reconcile_pipeline
 from .release import load_source
 from .scoring import canary_error_held, canary_value_held, mutant_passed, score_record
 from .visibility import student_error
-from .watch import DirectoryWatch, FileEvent
+from .watch import DirectoryWatch, FileEvent, tree
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,9 @@ class Settings:
     mutation_runs: bool = True
     guard: bool = True  # False only to demonstrate what the guard prevents (tests)
     watch_files: bool = True
+    # Landlock each kernel off the source and output directories, where the machine has Landlock
+    # (see `confine.fence`). False only to show the file watch at work without it (tests).
+    fence_kernels: bool = True
     interrupt_grace: float = 5.0
     max_message_size: int = 64 * 1024 * 1024
     kernel_python: str | None = None
@@ -102,6 +107,19 @@ class Settings:
     startup_timeout: float = 60.0
     # Set by the fork server: kernels are forked from it instead of started as new processes.
     kernel_launcher: KernelLauncher | None = None
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What the grader watches while a kernel runs (`watch`).
+
+    `source_tree`: the source's directories, listed while the grader read the source (under the
+    source lock), when the kernel could reach them; `source` then keys the lock held meanwhile.
+    """
+
+    source: Path | None = None
+    source_tree: tuple[Path, ...] = ()
+    output: Path | None = None
 
 
 @dataclass
@@ -143,16 +161,23 @@ async def _autograde(
     started = time.monotonic()
     submission_dir, source_dir, output_dir = (_absolute(p) for p in (submission_dir, source_dir, output_dir))
     _check_directories(submission_dir, source_dir, output_dir)
-    try:
-        sources = load_source(source_dir)
-    except SourceValidationError as e:
-        raise GradingError(str(e)) from None
-    file_notes = _compare_files(source_dir, submission_dir)
     protected = [submission_dir, source_dir, output_dir]
-    watched_source: Path | None = source_dir
-    if settings.remove_source:
-        _remove(source_dir)
-        watched_source = None
+    fenced = _fenced_off(settings, [source_dir, output_dir])
+    watch_source = settings.watch_files and not settings.remove_source and source_dir not in fenced
+    # Graders sharing a source their kernels can reach: none reads it while such a kernel runs.
+    reachable = source_dir not in fenced
+    with source_lock.reading(source_dir) if reachable else contextlib.nullcontext():
+        try:
+            sources = load_source(source_dir)
+        except SourceValidationError as e:
+            raise GradingError(str(e)) from None
+        file_notes = _compare_files(source_dir, submission_dir)
+        source_tree = tuple(tree(source_dir)) if watch_source else ()
+        if settings.remove_source:
+            _remove(source_dir)
+    watched = Watched(
+        source_dir if source_tree else None, source_tree, output_dir if settings.watch_files else None
+    )
     if settings.work_dir is not None:
         submission_dir = _working_copy(submission_dir, _absolute(settings.work_dir))
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +190,7 @@ async def _autograde(
     for rel, source_nb in sources.items():
         name = notebook_name(rel)
         result, nb = await _grade_notebook(
-            rel, source_nb, submission_dir, watched_source, output_dir, settings, deadline, protected,
+            rel, source_nb, submission_dir, watched, settings, deadline, protected, fenced,
             after_hidden_tests=hidden_tests_ran,
         )  # fmt: skip
         # A later notebook's kernel shares the job's files with this one: what this one kept of its
@@ -218,6 +243,18 @@ def _absolute(path: Path) -> Path:
         os.set_inheritable(int(Path(path).parts[4]), False)  # no exec'd kernel inherits it
         return Path(path)
     return path.resolve()
+
+
+def _fenced_off(settings: Settings, directories: list[Path]) -> list[Path]:
+    """Those of the job's `directories` that Landlock will keep every kernel of this grading from."""
+    if settings.kernel_launcher is not None:
+        return []  # a forked kernel's sandbox has no path to the job's directories at all
+    if not (settings.confine_kernels or settings.fence_kernels) or confine.abi_version() == 0:
+        return []
+    if settings.confine_kernels:
+        return list(directories)
+    # A directory handed over as /proc/self/fd/N (a sandbox) has no path the kernel could open.
+    return [d for d in directories if not str(d).startswith("/proc/self/fd/")]
 
 
 def _remove(source_dir: Path) -> None:
@@ -317,11 +354,11 @@ async def _grade_notebook(
     rel: Path,
     source_nb: NotebookNode,
     submission_dir: Path,
-    source_dir: Path | None,
-    output_dir: Path,
+    watched: Watched,
     settings: Settings,
     deadline: float | None,
     protected: list[Path],
+    fenced: list[Path],
     after_hidden_tests: bool = False,
 ) -> tuple[dict[str, Any], NotebookNode | None]:
     name = notebook_name(rel)
@@ -349,7 +386,7 @@ async def _grade_notebook(
     )
     check_disk(_scratch(settings))
     execution = await execute_plan(
-        nb, plan, path.parent, source_dir, output_dir, settings, deadline, protected=protected
+        nb, plan, path.parent, watched, settings, deadline, protected=protected, fenced=fenced
     )
     result = _score(base, nb, plan, execution, ctx, settings, after_hidden_tests)
     _annotate(nb, result)
@@ -380,16 +417,32 @@ async def execute_plan(
     nb: NotebookNode,
     plan: Plan,
     cwd: Path,
-    source_dir: Path | None,
-    output_dir: Path | None,
+    watched: Watched | None,
     settings: Settings,
     deadline: float | None,
     protected: list[Path] | None = None,
+    fenced: list[Path] | None = None,
 ) -> Execution:
     """Run every step of `plan` in a new kernel; outputs land in `nb`'s cells.
 
-    With `settings.confine_kernels`, the kernel cannot reach the `protected` directories.
+    With `settings.confine_kernels`, the kernel cannot reach the `protected` directories; otherwise
+    it cannot reach the `fenced` ones. While a kernel that could reach the watched source runs, the
+    grader holds that source's lock (`source_lock.watching`), until the kernel's processes are gone.
     """
+    with source_lock.watching(watched.source if watched is not None else None):
+        return await _execute(nb, plan, cwd, watched, settings, deadline, protected or [], fenced or [])
+
+
+async def _execute(
+    nb: NotebookNode,
+    plan: Plan,
+    cwd: Path,
+    watched: Watched | None,
+    settings: Settings,
+    deadline: float | None,
+    protected: list[Path],
+    fenced: list[Path],
+) -> Execution:
     execution = Execution()
     started = time.monotonic()
     exec_cells: list[NotebookNode] = []
@@ -409,7 +462,7 @@ async def execute_plan(
 
     before = processes.descendants()
     env = KernelEnvironment.create(cwd, settings.kernel_python, settings.kernel_env)
-    confinement = _confinement(settings, protected or [], [cwd, env.root])
+    confinement = _confinement(settings, protected, fenced, [cwd, env.root])
     client = GradingClient(
         exec_nb,
         km=env.kernel_manager(settings.kernel_launcher),
@@ -435,8 +488,7 @@ async def execute_plan(
             settings,
             deadline,
             watch,
-            source_dir,
-            output_dir,
+            watched,
             kernel,
         )
     finally:
@@ -496,17 +548,21 @@ class _KernelStarter:
 
 
 def _confinement(
-    settings: Settings, protected: list[Path], writable: list[Path]
+    settings: Settings, protected: list[Path], fenced: list[Path], writable: list[Path]
 ) -> confine.Confinement | None:
-    if not settings.confine_kernels or settings.kernel_launcher is not None:
+    """The kernel's Landlock rules: `--confine-kernels`' (for a pod), else the fence, else none."""
+    if settings.kernel_launcher is not None:
         return None  # (a forked kernel's sandbox has no path to the job's directories at all)
     abi = confine.abi_version()
-    if abi == 0:
+    if settings.confine_kernels and abi == 0:
         log.warning("Landlock is not available here: kernels are not confined to their work directory")
+    if abi == 0:
         return None
-    if settings.work_dir is not None:
-        writable = [*writable, settings.work_dir]
-    return confine.plan(protected, writable, abi)
+    if settings.confine_kernels:
+        if settings.work_dir is not None:
+            writable = [*writable, settings.work_dir]
+        return confine.plan(protected, writable, abi)
+    return confine.fence(fenced, abi) if fenced else None
 
 
 async def _run_steps(
@@ -518,15 +574,14 @@ async def _run_steps(
     settings: Settings,
     deadline: float | None,
     watch: DirectoryWatch | None,
-    source_dir: Path | None,
-    output_dir: Path | None,
+    watched: Watched | None,
     kernel: _KernelStarter,
 ) -> None:
     await _install_support(client, plan, execution, settings)
-    if watch is not None:
-        for area, directory in (("source", source_dir), ("output", output_dir)):
-            if directory is not None:
-                watch.add_tree(area, directory)
+    if watch is not None and watched is not None:
+        watch.add_directories("source", list(watched.source_tree))  # listed under the source lock
+        if watched.output is not None:
+            watch.add_tree("output", watched.output)
         watch.drain()
 
     count = 0

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument(
         "--no-file-watch",
         action="store_true",
-        help="do not flag kernel access to the source/output directories (use when the source is shared)",
+        help="do not watch the output directory (and, without Landlock, the source) for kernel access",
     )
 
     fb = sub.add_parser("feedback", help="render HTML feedback from an autograde output directory")

@@ -17,6 +17,10 @@ subtrees that together cover everything but X (`cover`). The rules are computed 
 (`plan`) and applied in the kernel's process between fork and exec (`Confinement.apply`).
 Without Landlock (an older kernel, or a seccomp profile that refuses it) kernels run unconfined and
 the grader says so in its log.
+
+Without `--confine-kernels` (a grader run by hand: kernels work in the submission itself), each
+kernel is still fenced off the source and output directories (`fence`): it may do anything anywhere
+else, but cannot open, list or change what its grader reads and writes, whoever else reads them.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ _FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
 DEVICES = READ_FILE | READ_DIR | WRITE_FILE | IOCTL_DEV
 PROC = READ_FILE | READ_DIR | WRITE_FILE
 WRITABLE_PLACES = ("/tmp", "/var/tmp", "/dev/shm")
+ALL_RIGHTS = (1 << 16) - 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -136,7 +141,7 @@ class Confinement:
 def plan(protected: list[Path], writable: list[Path], abi: int) -> Confinement:
     """The rules for a kernel that must not reach `protected` and may write only beneath `writable`."""
     protected = [Path(os.path.realpath(p)) for p in protected]
-    everything = (1 << 16) - 1
+    everything = ALL_RIGHTS
     rules: list[tuple[str, int]] = [(str(p), READ) for p in cover(Path("/"), protected)]
     for place in [*writable, *map(Path, WRITABLE_PLACES)]:
         real = Path(os.path.realpath(place))
@@ -144,3 +149,9 @@ def plan(protected: list[Path], writable: list[Path], abi: int) -> Confinement:
             rules.extend((str(p), everything) for p in cover(real, protected))
     rules += [("/dev", DEVICES), ("/proc", PROC)]
     return Confinement(abi, tuple(rules))
+
+
+def fence(protected: list[Path], abi: int) -> Confinement:
+    """The rules for a kernel that may do anything except reach `protected` (or create siblings of them)."""
+    protected = [Path(os.path.realpath(p)) for p in protected]
+    return Confinement(abi, tuple((str(p), ALL_RIGHTS) for p in cover(Path("/"), protected)))

@@ -33,7 +33,7 @@ def validate_notebook(path: Path, cell_timeout: float = 30.0) -> dict[str, Any]:
         cell.metadata["grader"] = {"role": role, "grade_id": nbcells.grade_id(cell)}
     plan = build_plan(nb, set(), mutation_runs=False, guard=False)
     settings = Settings(cell_timeout=cell_timeout, watch_files=False)
-    execution = asyncio.run(execute_plan(nb, plan, path.parent, None, None, settings, None))
+    execution = asyncio.run(execute_plan(nb, plan, path.parent, None, settings, None))
     tests = []
     for i, step in enumerate(plan.steps):
         if step.kind != "test":

@@ -6,7 +6,8 @@ source or output directories. Any access reported there is the student's code (o
 reading the source (solutions, hidden tests) or planting files in the output directory. Linux
 inotify reports opens, reads, writes, creations, deletions and renames; it cannot say which
 process did it, hence the requirement above that the grader itself stays out during execution,
-and that the source directory is private to the grading job (the service stages a copy).
+and that no other grader reads a shared source directory meanwhile (`source_lock`). Where Landlock
+keeps the kernel away from the source (`confine`), the grader does not watch it at all.
 
 Without inotify (not Linux) the watcher is inert and `available` is False.
 """
@@ -91,9 +92,13 @@ class DirectoryWatch:
 
     def add_tree(self, area: str, root: Path) -> None:
         """Watch `root` and every directory below it."""
-        if not self.available or not root.is_dir():
+        self.add_directories(area, tree(root))
+
+    def add_directories(self, area: str, directories: list[Path]) -> None:
+        """Watch these directories (listed by `tree` earlier: adding a watch opens nothing)."""
+        if not self.available:
             return
-        for directory in [root, *(p for p in root.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        for directory in directories:
             wd = self._libc.inotify_add_watch(self._fd, os.fsencode(directory), WATCH_MASK)
             if wd >= 0:
                 self._wds[wd] = (area, directory)
@@ -143,6 +148,17 @@ class DirectoryWatch:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def tree(root: Path) -> list[Path]:
+    """`root` and every directory below it (symbolic links not followed); [] if it is no directory.
+
+    Listing opens every directory, which other graders watching the same tree would see: a grader
+    lists a shared source while it reads it (see `source_lock`), not when its kernel starts.
+    """
+    if not root.is_dir():
+        return []
+    return [root, *(p for p in root.rglob("*") if p.is_dir() and not p.is_symlink())]
 
 
 def _close_quietly(fd: int) -> None:

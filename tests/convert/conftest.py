@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from grader_service.convert import processes
+from grader_service.convert import confine, processes
 from grader_service.convert.autograde import autograde
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "corpus"
@@ -28,6 +28,8 @@ requires_numpy = pytest.mark.skipif(
     not HAVE_NUMPY, reason="numpy is not installed (needed by the numpy assignment)"
 )
 SHARED_CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+# Landlock (Linux 5.13+, enabled): kernels fenced off the job's directories (`convert.confine`).
+needs_landlock = pytest.mark.skipif(confine.abi_version() == 0, reason="Landlock is not available here")
 # Why checks that the grader ends processes which left the kernel's session fail emulated.
 SUBREAPER_UNDER_QEMU = (
     "qemu-user does not implement prctl(PR_SET_CHILD_SUBREAPER) (EINVAL): a process that leaves the "

@@ -16,7 +16,7 @@ import pytest
 from grader_service.convert.release import release_assignment
 
 from .builders import answer, graded, locked, markdown, notebook, with_answers, write
-from .conftest import SUBREAPER_UNDER_QEMU, only_notebook, points
+from .conftest import SUBREAPER_UNDER_QEMU, needs_landlock, only_notebook, points
 
 SOURCE_CELLS = [
     markdown("# Cheats\nAnswer the questions."),
@@ -307,7 +307,8 @@ def test_fake_kernel_and_shadow_modules_in_the_submission_are_ignored(assignment
 @pytest.fixture(scope="module")
 def gradebook_forged(assignment: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The student guesses the output path, writes a full-marks gradebook, and starts a process
-    (in a session of its own) that keeps rewriting it; graded once for the checks below."""
+    (in a session of its own) that keeps rewriting it; graded once for the checks below, where no
+    Landlock fence keeps the kernel out of the output directory (see the fenced variant below)."""
     from grader_service.convert.autograde import autograde
 
     from .conftest import stage
@@ -327,11 +328,41 @@ def gradebook_forged(assignment: dict, tmp_path_factory: pytest.TempPathFactory)
     """
     sub = stage(submission(assignment, "gradebook", cheat), tmp_path / "sub")
     source = stage(assignment["source"], tmp_path / "src")
-    autograde(sub, source, output, cell_timeout=10)
+    autograde(sub, source, output, cell_timeout=10, fence_kernels=False)
     book = json.loads((output / "gradebook.json").read_text())
     nb = json.loads((output / "cheats.ipynb").read_text())
     texts = "".join(o.get("text", "") for c in nb["cells"] for o in c.get("outputs", []))
     return {"book": book, "notebook": nb, "child": int(texts.split("CHILD ", 1)[1].split()[0])}
+
+
+@needs_landlock
+def test_a_fenced_kernel_cannot_write_the_output_directory(assignment: dict, tmp_path: Path) -> None:
+    from grader_service.convert.autograde import autograde
+
+    from .conftest import stage
+
+    output = tmp_path / "output"
+    output.mkdir()
+    cheat = f"""
+        import os
+        for path in ({str(output / "gradebook.json")!r}, {str(output / "cheats.ipynb")!r}):
+            try:
+                open(path, "w").write('{{"score": 100}}')
+                print("WROTE", path)
+            except PermissionError:
+                print("REFUSED", path)
+        try:
+            os.listdir({str(output)!r})
+        except PermissionError:
+            print("REFUSED listing")
+    """
+    sub = stage(submission(assignment, "fenced_writer", cheat), tmp_path / "sub")
+    autograde(sub, stage(assignment["source"], tmp_path / "src"), output, cell_timeout=10)
+    book = json.loads((output / "gradebook.json").read_text())
+    nb = json.loads((output / "cheats.ipynb").read_text())
+    texts = "".join(o.get("text", "") for c in nb["cells"] for o in c.get("outputs", []))
+    assert points(book) == GENUINE
+    assert "WROTE" not in texts and texts.count("REFUSED") == 3, texts
 
 
 @pytest.mark.emulation_artifact(
@@ -352,8 +383,11 @@ def test_the_gradebook_writer_process_is_killed(gradebook_forged: dict) -> None:
     assert not pid_alive(gradebook_forged["child"]), "the student's writer process was killed"
 
 
-def test_reading_the_source_notebook_zeroes_later_tests(assignment: dict, tmp_path: Path) -> None:
-    """The student knows where the source is and executes the instructor's solutions from it."""
+@pytest.mark.parametrize("fence", [pytest.param(True, marks=needs_landlock), False])
+def test_reading_the_source_notebook_earns_nothing(assignment: dict, tmp_path: Path, fence: bool) -> None:
+    """The student knows where the source is and executes the instructor's solutions from it: a
+    kernel fenced off the source (Landlock) cannot open it; an unfenced one is caught reading it
+    (its grader watches the source) and every later test is zeroed."""
     from grader_service.convert.autograde import autograde
 
     from .conftest import stage
@@ -363,17 +397,23 @@ def test_reading_the_source_notebook_zeroes_later_tests(assignment: dict, tmp_pa
         import json
         for cell in json.load(open({str(source / "cheats.ipynb")!r}))["cells"]:
             if cell["metadata"].get("nbgrader", {{}}).get("solution"):
+                print("STOLEN", "".join(cell["source"]))
                 exec("".join(cell["source"]).replace("### BEGIN SOLUTION", "").replace("### END SOLUTION", ""))
     """
     # The stolen solutions are defined in the cheat cell, the (wrong) answers after it would
     # override them, so answer cells are left as stubs: everything rides on the stolen code.
     stubs = {gid: "pass" for gid in WRONG}
     sub = stage(submission(assignment, "reader", cheat, answers=stubs), tmp_path / "sub")
-    autograde(sub, source, tmp_path / "out", cell_timeout=10)
+    autograde(sub, source, tmp_path / "out", cell_timeout=10, fence_kernels=fence)
     book = json.loads((tmp_path / "out" / "gradebook.json").read_text())
+    nb = json.loads((tmp_path / "out" / "cheats.ipynb").read_text())
+    outputs = json.dumps([c.get("outputs", []) for c in nb["cells"]])
     assert sum(points(book).values()) == 0.0
-    assert book["tampering"] is True
-    assert any("accessed the instructor's files" in n["message"] for n in only_notebook(book)["notes"])
+    if fence:
+        assert "PermissionError" in outputs and "STOLEN" not in outputs
+    else:
+        assert book["tampering"] is True
+        assert any("accessed the instructor's files" in n["message"] for n in only_notebook(book)["notes"])
 
 
 def test_stale_outputs_and_fake_results_are_not_trusted(assignment: dict, grade_case) -> None:

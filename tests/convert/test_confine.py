@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from grader_service.convert import confine
 from grader_service.convert.autograde import autograde
 
 from .builders import answer, graded, notebook, with_answers, write
-
-needs_landlock = pytest.mark.skipif(confine.abi_version() == 0, reason="Landlock is not available here")
+from .conftest import needs_landlock
 
 
 def test_cover_holds_everything_but_the_protected_subtrees(tmp_path: Path) -> None:
@@ -101,3 +98,75 @@ def test_a_confined_kernel_reaches_its_work_copy_only(tmp_path: Path) -> None:
         assert tried[action] == "allowed", tried
     assert not (tmp_path / "source").exists() and not (tmp_path / "out" / "planted.txt").exists()
     assert (tmp_path / "work" / "submission" / "planted-here.txt").exists()
+
+
+def test_fence_grants_everything_but_the_protected_directories(tmp_path: Path) -> None:
+    protected = [tmp_path / "course" / "source", tmp_path / "out"]
+    for p in (*protected, tmp_path / "course" / "submitted" / "alice"):
+        p.mkdir(parents=True)
+    rules = dict(confine.fence(protected, abi=6).rules)
+    for path in rules:
+        for p in protected:
+            assert not (Path(path) == p or p in Path(path).parents or Path(path) in p.parents)
+    assert rules[str(tmp_path / "course" / "submitted")] == confine.ALL_RIGHTS
+    assert rules["/usr"] == confine.ALL_RIGHTS
+
+
+FENCE_SPY = """
+import json, os, subprocess
+tried = {}
+def attempt(label, action):
+    try:
+        action()
+        tried[label] = 'allowed'
+    except (OSError, subprocess.CalledProcessError) as e:
+        tried[label] = type(e).__name__
+attempt('read source', lambda: open(SOURCE + '/hw.ipynb').read())
+attempt('list source', lambda: os.listdir(SOURCE))
+attempt('write source', lambda: open(SOURCE + '/planted.txt', 'w').write('x'))
+attempt('read source via a link', lambda: (os.symlink(SOURCE, 'link'), open('link/hw.ipynb').read()))
+attempt('child reads source', lambda: subprocess.run(['cat', SOURCE + '/hw.ipynb'], check=True,
+                                                     capture_output=True))
+attempt('write output', lambda: open(OUTPUT + '/planted.txt', 'w').write('x'))
+attempt('list output', lambda: os.listdir(OUTPUT))
+attempt('write here', lambda: open('planted-here.txt', 'w').write('x'))
+attempt('write tmp', lambda: open(__import__('tempfile').gettempdir() + '/x.txt', 'w').write('x'))
+attempt('read system', lambda: open('/etc/passwd').read())
+print('TRIED' + json.dumps(tried))
+"""
+
+
+@needs_landlock
+def test_every_kernel_is_fenced_off_the_source_and_output(tmp_path: Path) -> None:
+    """Without --confine-kernels (a grader run by hand), the kernel still cannot reach the source and
+    output directories by any path, while it works in the submission as usual."""
+    from grader_service.convert.release import release_assignment
+
+    write(
+        notebook(
+            answer("f", "def f(x):\n    ### BEGIN SOLUTION\n    return x + 1\n    ### END SOLUTION"),
+            graded("test_f", "assert f(1) == 2", 1),
+        ),
+        tmp_path / "source" / "hw.ipynb",
+    )
+    release_assignment(tmp_path / "source", tmp_path / "release")
+    names = {"OUTPUT": tmp_path / "out", "SOURCE": tmp_path / "source"}
+    spy = "".join(f"{k} = {str(v)!r}\n" for k, v in names.items()) + FENCE_SPY
+    nb = with_answers(json.loads((tmp_path / "release" / "hw.ipynb").read_text()), {"f": "def f(x):\n    return x + 1"},
+                      insert={0: spy})  # fmt: skip
+    write(nb, tmp_path / "sub" / "hw.ipynb")
+
+    summary = autograde(tmp_path / "sub", tmp_path / "source", tmp_path / "out", cell_timeout=20)
+
+    assert summary["score"] == 1.0 and not summary["tampering"]
+    graded_nb = json.loads((tmp_path / "out" / "hw.ipynb").read_text())
+    text = "".join(o.get("text", "") for c in graded_nb["cells"] for o in c.get("outputs", []))
+    tried = json.loads(text.split("TRIED", 1)[1].splitlines()[0])
+    for action in ("read source", "list source", "write source", "read source via a link", "write output",
+                   "list output"):  # fmt: skip
+        assert tried[action] == "PermissionError", tried
+    assert tried["child reads source"] == "CalledProcessError", tried
+    for action in ("write here", "write tmp", "read system"):
+        assert tried[action] == "allowed", tried
+    assert (tmp_path / "sub" / "planted-here.txt").exists()
+    assert sorted(p.name for p in (tmp_path / "source").iterdir()) == ["hw.ipynb"]

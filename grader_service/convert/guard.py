@@ -245,10 +245,10 @@ def setup_expression(registry: str, preimports: list[str], nonce: str, *, forked
     else:
         code = f"compile({support_source()!r}, {SUPPORT_FILENAME!r}, 'exec')"
         checks = f"compile({checks_source()!r}, {CHECKS_FILENAME!r}, 'exec')"
-    modules = "__import__('types').ModuleType('_grader_support'), __import__('types').ModuleType('_grader_checks')"
-    return (
-        f"(lambda m, c: (exec({checks}, c.__dict__), exec({code}, m.__dict__), {install})[2])({modules})"
+    modules = (
+        "__import__('types').ModuleType('_grader_support'), __import__('types').ModuleType('_grader_checks')"
     )
+    return f"(lambda m, c: (exec({checks}, c.__dict__), exec({code}, m.__dict__), {install})[2])({modules})"
 
 
 def build_plan(

@@ -41,12 +41,34 @@ caught by the canaries and mutation runs, which go through the same checker.
 """
 
 import ast as _ast
-import builtins as _builtins
 import operator as _operator
 import os as _os
 import sys as _sys
 
-# Captured before any student code runs: later patches of builtins do not reach the checker.
+# Module globals shadow the builtins: bound now, before any student code runs, so a later patch of
+# `builtins` does not reach the checker (and the grader restores this namespace before each cell).
+from builtins import (  # noqa: F401, UP029 - they are here to be found first
+    AssertionError,
+    BaseException,
+    Exception,
+    RecursionError,
+    RuntimeError,
+    bool,
+    bytes,
+    complex,
+    dict,
+    float,
+    frozenset,
+    int,
+    list,
+    object,
+    set,
+    slice,
+    str,
+    tuple,
+    type,
+)
+
 _type = type
 _id = id
 _len = len
@@ -61,6 +83,13 @@ _dict = dict
 _str = str
 _repr = repr
 _getattr = getattr
+_all = all
+_any = any
+_zip = zip
+_isinstance = isinstance
+_enumerate = enumerate
+_slice = slice
+_complex = complex
 _NoneType = type(None)
 _mro_of = type.__dict__["__mro__"].__get__
 _dict_of = type.__dict__["__dict__"].__get__
@@ -140,13 +169,13 @@ def _as_exact(value, base):
     if base is str:
         return str.__str__(value)
     if base is bytes:
-        return bytes.__getitem__(value, slice(None))
+        return bytes.__getitem__(value, _slice(None))
     if base is complex:
-        return complex(complex.real.__get__(value), complex.imag.__get__(value))
+        return _complex(complex.real.__get__(value), complex.imag.__get__(value))
     if base is list:
         return list.copy(value)
     if base is tuple:
-        return tuple.__getitem__(value, slice(None))
+        return tuple.__getitem__(value, _slice(None))
     if base is dict:
         return _dict(dict.items(value))
     if base is set:
@@ -236,15 +265,13 @@ class Checker:
             if path and ("site-packages" in path or "dist-packages" in path):
                 roots.add(_realpath(path) + _os.sep)
         private = [_realpath(p) + _os.sep for p in (_os.getcwd(), _os.path.expanduser("~"))]
-        return _tuple(
-            r for r in roots if not any(p.startswith(r) or r.startswith(p) for p in private)
-        )
+        return _tuple(r for r in roots if not _any(p.startswith(r) or r.startswith(p) for p in private))
 
     def _installed_file(self, filename):
-        if not isinstance(filename, _str) or not filename.endswith((".py", ".so", ".pyd")):
+        if not _isinstance(filename, _str) or not filename.endswith((".py", ".so", ".pyd")):
             return False
         path = _realpath(filename)
-        return any(path.startswith(root) for root in self._roots)
+        return _any(path.startswith(root) for root in self._roots)
 
     def trusted(self, cls):
         """Whether `cls` existed before student code, or was loaded later from the installation."""
@@ -267,9 +294,9 @@ class Checker:
         if found is not cls:
             return False
         for name, value in _dict_of(cls).items():
-            if name in SEMANTIC and _type(value).__name__ == "function":
-                if not self._installed_file(value.__code__.co_filename):
-                    return False
+            is_function = _type(value).__name__ == "function"
+            if name in SEMANTIC and is_function and not self._installed_file(value.__code__.co_filename):
+                return False
         return True
 
     def suspect(self, cls):
@@ -320,17 +347,17 @@ class Checker:
             if t is dict:
                 if _set(_map(_type, value)) | _set(_map(_type, value.values())) <= _ATOMS:
                     return True
-                return all(self._flat(k, depth + 1) and self._flat(v, depth + 1) for k, v in value.items())
+                return _all(self._flat(k, depth + 1) and self._flat(v, depth + 1) for k, v in value.items())
             if _set(_map(_type, value)) <= _ATOMS:
                 return True
-            return all(self._flat(item, depth + 1) for item in value)
+            return _all(self._flat(item, depth + 1) for item in value)
         if self.suspect(t):
             return False
         base = self._exact_base(t)
         if base is not None and base in _CONTAINERS:  # a namedtuple, an OrderedDict: its items
             return self._flat(_as_exact(value, base), depth + 1)
         if self._is_ndarray(t) and value.dtype.kind == "O":  # an array of Python objects
-            return all(self._flat(item, depth + 1) for item in value.ravel().tolist())
+            return _all(self._flat(item, depth + 1) for item in value.ravel().tolist())
         return True
 
     def plain(self, value, depth=0):
@@ -398,8 +425,7 @@ class Checker:
             result = found if op == "in" else not found
         else:
             result = _OPS[op](self.plain(left), self.plain(right))
-        if _type(result) is bool:
-            self._notice_fake(op, left, right, result)
+        self._notice_fake(op, left, right, result)
         return result
 
     def _pairwise_equal(self, left, right, depth):
@@ -412,11 +438,11 @@ class Checker:
         if ta is tb and ta in (list, tuple):
             if _len(a) != _len(b):
                 return False
-            return all(self._item_equal(x, y, depth) for x, y in zip(a, b))
+            return _all(self._item_equal(x, y, depth) for x, y in _zip(a, b, strict=True))
         if ta is tb is dict and self._flat(_list(a)) and self._flat(_list(b)):
             if a.keys() != b.keys():
                 return False
-            return all(self._item_equal(a[k], b[k], depth) for k in a)
+            return _all(self._item_equal(a[k], b[k], depth) for k in a)
         return None
 
     def _item_equal(self, x, y, depth):
@@ -437,7 +463,7 @@ class Checker:
     def _contains(self, container, item):
         c = self._shallow(container)
         if _type(c) in _CONTAINERS:
-            return any(self._item_equal(item, member, 0) for member in c)
+            return _any(self._item_equal(item, member, 0) for member in c)
         return _OPS["in"](self.plain(item), self.plain(container))
 
     def _shallow(self, value):
@@ -453,21 +479,33 @@ class Checker:
     def chain(self, ops, *operands):
         """`a < b < c`: every operand evaluated first (documented difference), then pairwise."""
         result = True
-        for i, op in enumerate(ops):
+        for i, op in _enumerate(ops):
             result = self.compare(op, operands[i], operands[i + 1])
             if not self.truth(result):
                 return result
         return result
 
     def _notice_fake(self, op, left, right, result):
-        """Record a value whose own methods claim the opposite of its trusted comparison."""
+        """Record a value whose own methods claim otherwise than its trusted comparison."""
         try:
             claimed = _OPS[op](left, right)
-            claimed = claimed if _type(claimed) is bool else _bool(claimed)
-        except BaseException:
-            return
-        if claimed is not result:
-            self._record(op, left, right)
+            if self._outcome(claimed) != self._outcome(result):
+                self._record(op, left, right)
+        except BaseException:  # noqa: S110 - what the value claims only decides whether to note it
+            pass
+
+    def _outcome(self, value):
+        """A comparison's result as exact builtins: a bool, or the nested list of an array's bools."""
+        t = _type(value)
+        if t is bool:
+            return value
+        if self.suspect(t):
+            return _bool(value)  # a student object standing for True or False
+        if self._is_ndarray(t):
+            return value.tolist()
+        if _str(_getattr(t, "__module__", "")).startswith("pandas"):
+            return value.to_numpy().tolist()
+        return _bool(value)
 
     def _record(self, op, left, right):
         culprit = left if not self._flat(left) else right
@@ -517,17 +555,17 @@ class _Rewriter(_ast.NodeTransformer):
         return _ast.Call(func=func, args=args, keywords=[])
 
     def _truth(self, test):
-        if isinstance(test, _ast.BoolOp):
+        if _isinstance(test, _ast.BoolOp):
             test.values = [self._truth(v) for v in test.values]
             return test
-        if isinstance(test, _ast.UnaryOp) and isinstance(test.op, _ast.Not):
+        if _isinstance(test, _ast.UnaryOp) and _isinstance(test.op, _ast.Not):
             return test  # already rewritten by visit_UnaryOp
         return _ast.copy_location(self._call("truth", [test]), test)
 
     def visit_Compare(self, node):
         self.generic_visit(node)
         ops = [_OP_SYMBOL[_type(op)] for op in node.ops]
-        if all(op in ("is", "is not") for op in ops):
+        if _all(op in ("is", "is not") for op in ops):
             return node
         if _len(ops) == 1:
             call = self._call("compare", [_ast.Constant(ops[0]), node.left, node.comparators[0]])
@@ -538,7 +576,7 @@ class _Rewriter(_ast.NodeTransformer):
 
     def visit_UnaryOp(self, node):
         self.generic_visit(node)
-        if isinstance(node.op, _ast.Not):
+        if _isinstance(node.op, _ast.Not):
             node.operand = self._truth(node.operand)
         return node
 

@@ -438,7 +438,12 @@ class GraderSupport:
             for obj, base in self._extras_base:
                 undo.extend(
                     self._restore_namespace(
-                        vars(obj), base, _label(obj), routines_only=False, skip=("label", "active")
+                        vars(obj),
+                        base,
+                        _label(obj),
+                        new_keys=True,
+                        routines_only=False,
+                        skip=("label", "active"),
                     )
                 )
             self.checker.forget()

@@ -1,0 +1,374 @@
+"""Answers must not be able to fake equality (or truth) in the tests that grade them.
+
+One assignment with one small question per kind of value: a float, an int, a str, a list, a tuple,
+a dict, a set, a bool, a numpy array, a pandas Series, and questions about a class the student
+writes. The *fake* submission answers every question with a value whose class claims to be equal
+to anything (a subclass of the expected builtin, a plain class, an ndarray or Series subclass, a
+value whose `__eq__` returns a truthy object of its own, ...); its contents are wrong. Graded
+naively (no guard) every fake passes, which shows each is a real cheat; graded normally every
+faked test scores 0 with a note. The *legit* submission answers with values of other honest types
+(numpy scalars, a namedtuple, a Counter, a real DataFrame, the student's own classes compared
+through their methods) and must earn full marks.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from grader_service.convert.release import release_assignment
+
+from .builders import answer, graded, locked, markdown, notebook, with_answers, write
+from .conftest import only_notebook, points
+
+pytest.importorskip("numpy")
+pytest.importorskip("pandas")
+
+
+def _question(name: str, solution: str, test: str, points: float = 1) -> list:
+    source = f"### BEGIN SOLUTION\n{textwrap.dedent(solution).strip()}\n### END SOLUTION"
+    return [answer(name, source), graded(f"test_{name}", textwrap.dedent(test).strip(), points)]
+
+
+QUESTIONS = {
+    "half": ("def half(x):\n    return x / 2", "assert half(3) == 1.5\nassert half(5) == 2.5"),
+    "double": ("def double(n):\n    return 2 * n", "assert double(4) == 8"),
+    "greet": ("def greet(name):\n    return f'Hello, {name}!'", "assert greet('Ann') == 'Hello, Ann!'"),
+    "evens": ("def evens(n):\n    return list(range(0, n, 2))", "assert evens(7) == [0, 2, 4, 6]"),
+    "minmax": ("def minmax(xs):\n    return (min(xs), max(xs))", "assert minmax([3, 1, 2]) == (1, 3)"),
+    "counts": (
+        "def counts(s):\n    return {c: s.count(c) for c in set(s)}",
+        "assert counts('aba') == {'a': 2, 'b': 1}",
+    ),
+    "uniq": ("def uniq(xs):\n    return set(xs)", "assert uniq([1, 1, 2]) == {1, 2}"),
+    # Expected value on the left: a subclass of float overriding __eq__ is asked first (reflected).
+    "mean": ("def mean(xs):\n    return sum(xs) / len(xs)", "assert 2.5 == mean([2, 3])"),
+    # != and not: a fake needs __ne__ to match.
+    "square": ("def square(x):\n    return x * x", "assert square(3) == 9\nassert not (square(3) != 9)"),
+    "cube": ("def cube(x):\n    return x ** 3", "assert cube(2) == 8"),
+    "inside": (
+        "def inside(x, lo, hi):\n    return lo <= x <= hi",
+        "assert inside(5, 0, 10)\nassert inside(11, 0, 10) == False",
+    ),
+    "fact": (
+        "def fact(n):\n    return 1 if n < 2 else n * fact(n - 1)",
+        "assert fact(5) == 120",
+    ),
+    "pairs": (
+        "def pairs(n):\n    return [(i, i * i) for i in range(n)]",
+        "assert pairs(3) == [(0, 0), (1, 1), (2, 4)]",
+    ),
+    "pick": ("def pick(xs):\n    return max(xs)", "assert pick([4, 5]) in [5, 6]"),
+    "primes": (
+        "def primes(n):\n    return [p for p in range(2, n) if all(p % d for d in range(2, p))]",
+        "assert len(primes(10)) == 4 and primes(10)[0] == 2\nassert primes(10) == [2, 3, 5, 7]",
+    ),
+    "accuracy": ("def accuracy():\n    return 0.95", "assert 0.9 < accuracy() <= 1.0"),
+    "shout": ("def shout(s):\n    return s.upper()", "assert shout('hey').lower() == 'hey'"),
+    "scale": (
+        "def scale(a, k):\n    return a * k",
+        "assert (scale(np.arange(3), 2) == np.array([0, 2, 4])).all()",
+    ),
+    "totals": (
+        "def totals(df):\n    return df.sum()",
+        "assert (totals(pd.DataFrame({'a': [1, 2], 'b': [3, 4]})) == pd.Series({'a': 3, 'b': 7})).all()",
+    ),
+}
+
+SOURCE_CELLS = [
+    markdown("# Values\nAnswer the questions."),
+    locked("imports", "import math\nimport numpy as np\nimport pandas as pd"),
+]
+for _name, (_solution, _test) in QUESTIONS.items():
+    SOURCE_CELLS += _question(_name, _solution, _test)
+# A class the student writes, tested through its methods and its own __eq__ (both sides its class).
+SOURCE_CELLS += _question(
+    "stack",
+    """
+    class Stack:
+        def __init__(self):
+            self.items = []
+        def push(self, x):
+            self.items.append(x)
+        def pop(self):
+            return self.items.pop()
+        def __len__(self):
+            return len(self.items)
+        def __eq__(self, other):
+            return isinstance(other, Stack) and self.items == other.items
+    """,
+    """
+    s = Stack()
+    s.push(1)
+    s.push(2)
+    assert len(s) == 2 and s.pop() == 2
+    t = Stack()
+    t.push(1)
+    assert s == t and not (s == Stack())
+    """,
+)
+SOURCE_CELLS += _question(
+    "point",
+    """
+    from dataclasses import dataclass
+    @dataclass
+    class Point:
+        x: float
+        y: float
+    def midpoint(a, b):
+        return Point((a.x + b.x) / 2, (a.y + b.y) / 2)
+    """,
+    "assert midpoint(Point(0, 0), Point(2, 4)) == Point(1, 2)\nassert [midpoint(Point(0, 0), Point(2, 2))] == [Point(1, 1)]",
+)
+SOURCE_CELLS += _question(
+    "approx",
+    "def third(x):\n    return x / 3",
+    "assert math.isclose(third(1), 1 / 3)\nassert np.isclose(third(2), 2 / 3)\nassert abs(third(3) - 1.0) < 1e-9",
+)
+SOURCE_CELLS += _question(
+    "frame",
+    "def table(n):\n    return pd.DataFrame({'n': range(n), 'sq': [i * i for i in range(n)]})",
+    "_expected = pd.DataFrame({'n': range(3), 'sq': [0, 1, 4]})\nassert _expected.equals(table(3))\n"
+    "assert np.allclose(table(3)['sq'].to_numpy(), [0, 1, 4])\nassert list(table(3).columns) == ['n', 'sq']",
+)
+
+FAKES_PRELUDE = """
+import numpy as np, pandas as pd
+class _Yes:
+    def __bool__(self):
+        return True
+def _liar(base, value, truthy_result=False):
+    # A `base` holding `value` that says it equals anything (and is unequal to nothing).
+    def eq(self, other):
+        return _Yes() if truthy_result else True
+    def ne(self, other):
+        return False
+    ns = {"__eq__": eq, "__ne__": ne, "__hash__": lambda self: 0}
+    if base in (list, str):
+        ns["__len__"] = lambda self: 4
+        ns["__getitem__"] = lambda self, i: 2
+    if base in (float, int):
+        for op in ("__lt__", "__le__", "__gt__", "__ge__"):
+            ns[op] = lambda self, other: True
+    if base is str:
+        ns["lower"] = lambda self: _liar(str, "nope")
+    cls = type("Answer", (base,), ns)
+    return cls(value) if base is not object else cls()
+class _Always:
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    def __bool__(self):
+        return True
+    __hash__ = object.__hash__
+class _FakeArray(np.ndarray):
+    def __eq__(self, other):
+        return np.ones(self.shape, dtype=bool)
+class _FakeSeries(pd.Series):
+    def __eq__(self, other):
+        return pd.Series([True] * len(self), index=self.index)
+"""
+
+# Every answer is wrong in its contents, and claims otherwise.
+FAKES = {
+    "half": "def half(x):\n    return _liar(float, 0.0)",
+    "double": "def double(n):\n    return _liar(int, 0)",
+    "greet": "def greet(name):\n    return _liar(str, 'nope')",
+    "evens": "def evens(n):\n    return _liar(list, [])",
+    "minmax": "def minmax(xs):\n    return _liar(tuple, (0, 0))",
+    "counts": "def counts(s):\n    return _liar(dict, {})",
+    "uniq": "def uniq(xs):\n    return _liar(set, set())",
+    "mean": "def mean(xs):\n    return _liar(float, 0.0)",
+    "square": "def square(x):\n    return _liar(int, 0)",
+    "cube": "def cube(x):\n    return _liar(object, None, truthy_result=True)",
+    "inside": "def inside(x, lo, hi):\n    return _Always()",
+    "fact": "def fact(n):\n    return _Always()",
+    "pairs": "def pairs(n):\n    return [(_liar(int, 0), _liar(int, 0)) for i in range(n)]",
+    "pick": "def pick(xs):\n    return _liar(int, 0)",
+    "primes": "def primes(n):\n    return _liar(list, [])",
+    "accuracy": "def accuracy():\n    return _liar(float, 0.0)",
+    "shout": "def shout(s):\n    return _liar(str, 'nope')",
+    "scale": "def scale(a, k):\n    return np.zeros(3).view(_FakeArray)",
+    "totals": "def totals(df):\n    return _FakeSeries({'a': 0, 'b': 0})",
+}
+FAKED = sorted(f"test_{name}" for name in FAKES)
+
+# Honest answers of other types than the reference's, and the student's own classes.
+LEGIT = {
+    "half": "def half(x):\n    return np.float64(x) / 2",
+    "double": "def double(n):\n    return np.int64(2 * n)",
+    "greet": "class Text(str):\n    pass\ndef greet(name):\n    return Text(f'Hello, {name}!')",
+    "minmax": (
+        "from collections import namedtuple\nMinMax = namedtuple('MinMax', 'lo hi')\n"
+        "def minmax(xs):\n    return MinMax(min(xs), max(xs))"
+    ),
+    "counts": "from collections import Counter\ndef counts(s):\n    return Counter(s)",
+    "uniq": "def uniq(xs):\n    return frozenset(xs)",
+    "scale": "def scale(a, k):\n    return np.asarray(a) * k",
+    "totals": "def totals(df):\n    return df.sum(axis=0)",
+    "evens": "import numpy as np\ndef evens(n):\n    return [int(v) for v in np.arange(0, n, 2)]",
+}
+
+
+@pytest.fixture(scope="module")
+def assignment(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("values")
+    write(notebook(*SOURCE_CELLS), root / "source" / "values.ipynb")
+    release_assignment(root / "source", root / "release")
+    release = json.loads((root / "release" / "values.ipynb").read_text())
+    source = json.loads((root / "source" / "values.ipynb").read_text())
+    solutions = {}
+    for cell in source["cells"]:
+        gid = cell["metadata"].get("nbgrader", {}).get("grade_id")
+        if cell["metadata"].get("nbgrader", {}).get("solution"):
+            text = "".join(cell["source"])
+            solutions[gid] = "\n".join(line for line in text.splitlines() if "### " not in line)
+    return {"root": root, "source": root / "source", "release": release, "solutions": solutions}
+
+
+def _submission(assignment: dict, name: str, answers: dict[str, str], prelude: str = "x = 1") -> Path:
+    nb = with_answers(assignment["release"], answers, insert={2: textwrap.dedent(prelude)})
+    directory = assignment["root"] / "submissions" / name
+    write(nb, directory / "values.ipynb")
+    return directory
+
+
+def _full_marks(book: dict) -> dict[str, float]:
+    return {gid: cell["max_points"] for gid, cell in only_notebook(book)["cells"].items()}
+
+
+@pytest.fixture(scope="module")
+def fakes(assignment: dict, grade_case) -> tuple:
+    answers = {**assignment["solutions"], **FAKES}
+    return grade_case(_submission(assignment, "fakes", answers, FAKES_PRELUDE), assignment["source"])
+
+
+def test_the_reference_solution_earns_everything(assignment: dict, grade_case) -> None:
+    _, book, _ = grade_case(
+        _submission(assignment, "reference", assignment["solutions"]), assignment["source"]
+    )
+    assert points(book) == _full_marks(book)
+    assert book["tampering"] is False
+
+
+def test_every_fake_passes_a_naive_run(assignment: dict, grade_case) -> None:
+    """Without the guard (plain Python semantics) each fake earns its test: the cheats are real."""
+    answers = {**assignment["solutions"], **FAKES}
+    _, book, _ = grade_case(
+        _submission(assignment, "fakes_naive", answers, FAKES_PRELUDE), assignment["source"], guard=False
+    )
+    got = points(book)
+    assert {gid: got[gid] for gid in FAKED} == {gid: 1.0 for gid in FAKED}
+
+
+def test_every_faked_test_scores_zero_with_a_note(fakes: tuple) -> None:
+    _, book, _ = fakes
+    got = points(book)
+    assert {gid: got[gid] for gid in FAKED} == {gid: 0.0 for gid in FAKED}
+    # The kernel kept working: the questions answered honestly still pass.
+    assert {gid: got[gid] for gid in got if gid not in FAKED} == {gid: 1.0 for gid in got if gid not in FAKED}
+    # The questions answered honestly keep their points.
+    assert all(got[gid] == 1.0 for gid in got if gid not in FAKED), got
+    cells = only_notebook(book)["cells"]
+    flagged = sorted(gid for gid in FAKED if cells[gid]["tampering"])
+    # `inside` and `fact` return a plain object: a test cannot rely on its truth (fails, flagged)
+    # or compare it with a number (fails: it is equal only to itself); the rest claim equality.
+    assert flagged == FAKED
+    assert book["tampering"] is True
+
+
+def test_fake_notes_name_the_class_only_for_staff(fakes: tuple) -> None:
+    _, book, _ = fakes
+    notes = [n for n in only_notebook(book)["notes"] if n["cell"] == "test_half" and n["kind"] == "tampering"]
+    assert notes and "overrides equality" in notes[0]["message"]
+    assert "Answer" in notes[0]["detail"] and "Answer" not in notes[0]["message"]
+
+
+def test_legitimate_answers_of_other_types_earn_everything(assignment: dict, grade_case) -> None:
+    answers = {**assignment["solutions"], **LEGIT}
+    _, book, _ = grade_case(_submission(assignment, "legit", answers), assignment["source"])
+    assert points(book) == _full_marks(book)
+    assert book["tampering"] is False
+
+
+def test_wrong_student_classes_still_fail(assignment: dict, grade_case) -> None:
+    """The student's own __eq__ decides Stack == Stack; a lying one is caught by the negative check."""
+    answers = dict(assignment["solutions"])
+    answers["stack"] = answers["stack"].replace(
+        "return isinstance(other, Stack) and self.items == other.items", "return True"
+    )
+    answers["point"] = answers["point"].replace("/ 2", "/ 3")
+    _, book, _ = grade_case(_submission(assignment, "wrong_classes", answers), assignment["source"])
+    got = points(book)
+    assert got["test_stack"] == 0.0 and got["test_point"] == 0.0
+    assert sum(got.values()) == sum(_full_marks(book).values()) - 2
+
+
+# Student code going after the checker itself, with fake answers.
+TAMPERING = {
+    # Lying about the fakes only (a kernel whose isinstance lies about everything stops working).
+    "patched_builtins": """
+        import builtins
+        _real = (builtins.type, builtins.isinstance, builtins.getattr)
+        def _is_fake(obj):
+            return _real[0](obj).__name__ in ("Answer", "_Always", "_FakeArray", "_FakeSeries")
+        builtins.isinstance = lambda obj, cls: True if _is_fake(obj) else _real[1](obj, cls)
+        builtins.getattr = lambda obj, *a: (lambda *x, **k: True) if _is_fake(obj) else _real[2](obj, *a)
+    """,
+    "patched_operator": """
+        import operator
+        operator.eq = lambda a, b: True
+        operator.ne = lambda a, b: False
+        operator.contains = lambda a, b: True
+        operator.truth = lambda a: True
+    """,
+    "patched_checker": """
+        _chk = [v for k, v in globals().items() if k.startswith('_grader_checks_')][0]
+        type(_chk).compare = lambda self, op, a, b: True
+        type(_chk).truth = lambda self, value: True
+        _chk.compare = lambda op, a, b: True
+        _chk.suspect = lambda cls: False
+        _chk._trusted = type('AllIds', (), {'__contains__': lambda self, x: True})()
+    """,
+    "replaced_checker": """
+        _name = [k for k in globals() if k.startswith('_grader_checks_')][0]
+        class _Pass:
+            def compare(self, op, a, b):
+                return True
+            def chain(self, ops, *args):
+                return True
+            def truth(self, value):
+                return True
+        globals()[_name] = _Pass()
+    """,
+    "removed_transformer": """
+        ip = get_ipython()
+        for t in list(ip.ast_transformers):
+            t.active = False
+            type(t).visit = lambda self, node: node
+        ip.ast_transformers.clear()
+    """,
+    "patched_checker_module": """
+        _chk = [v for k, v in globals().items() if k.startswith('_grader_checks_')][0]
+        _g = type(_chk).compare.__globals__
+        _g['_type'] = lambda obj: int
+        _g['_ATOMS'] = frozenset({object})
+        _g['SEMANTIC'] = frozenset()
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERING))
+def test_tampering_with_the_checker_gains_nothing(assignment: dict, grade_case, name: str) -> None:
+    """Each is put back before the protected cells run (noted), so the fakes fail as before."""
+    answers = {**assignment["solutions"], **FAKES}
+    prelude = FAKES_PRELUDE + textwrap.dedent(TAMPERING[name])
+    _, book, _ = grade_case(_submission(assignment, f"tamper_{name}", answers, prelude), assignment["source"])
+    got = points(book)
+    assert {gid: got[gid] for gid in FAKED} == {gid: 0.0 for gid in FAKED}
+    # The kernel kept working: the questions answered honestly still pass.
+    assert {gid: got[gid] for gid in got if gid not in FAKED} == {gid: 1.0 for gid in got if gid not in FAKED}

@@ -8,6 +8,9 @@ the tests. Three layers, cheapest first:
    (transformers, traceback and display hooks, formatters, event callbacks, builtins, the modules
    instructor cells import, names instructor cells define); *unstash* gives the student's versions
    back afterwards so the student's own cells run as written.
+   The same *pre* step arms the comparison checker (`kernel_checks.py`): protected cells compile
+   with their comparisons and truth tests rewritten into calls to it, so a value built by student
+   code (a float subclass whose `__eq__` always says True) cannot decide a test.
 2. **Generic canaries**, after each protected group, sent exactly like test cells: one must fail
    with `AssertionError(<nonce>)`, one must display a known number. Any tampering that survived
    step 1 and makes failures pass (or changes displayed numbers, i.e. partial credit) shows up

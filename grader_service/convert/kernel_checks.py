@@ -409,9 +409,11 @@ class Checker:
 
     def compare(self, op, left, right):
         """`left <op> right` decided by trusted semantics (see the module docstring)."""
-        if op in ("is", "is not") or (self._flat(left) and self._flat(right)):
-            return _OPS[op](left, right)
         tl, tr = _type(left), _type(right)
+        if (tl in _ATOMS and tr in _ATOMS) or op in ("is", "is not"):
+            return _OPS[op](left, right)
+        if self._flat(left) and self._flat(right):
+            return _OPS[op](left, right)
         if self.suspect(tl) and self.suspect(tr) and self._student_object(tl) and self._student_object(tr):
             return _OPS[op](left, right)  # the student's class on both sides: its __eq__ is tested
         if op in ("==", "!="):

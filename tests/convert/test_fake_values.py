@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -372,3 +373,164 @@ def test_tampering_with_the_checker_gains_nothing(assignment: dict, grade_case, 
     assert {gid: got[gid] for gid in FAKED} == {gid: 0.0 for gid in FAKED}
     # The kernel kept working: the questions answered honestly still pass.
     assert {gid: got[gid] for gid in got if gid not in FAKED} == {gid: 1.0 for gid in got if gid not in FAKED}
+
+
+# ---- the checker on its own (no kernel): the semantics, case by case ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def checked() -> Callable[[str], dict]:
+    """exec(source) compiled as a protected cell is, with a checker made first (as in the kernel)."""
+    import ast
+    import types
+
+    from grader_service.convert.guard import checks_code
+
+    module = types.ModuleType("_grader_checks_under_test")
+    exec(checks_code(), module.__dict__)
+    checker = module.Checker()
+    transformer = module.CheckTransformer("CHK")
+    transformer.active = True
+
+    def run(source: str, ns: dict | None = None) -> dict:
+        ns = {"CHK": checker} if ns is None else ns
+        tree = transformer.visit(ast.parse(textwrap.dedent(source)))
+        exec(compile(tree, "<test cell>", "exec"), ns)
+        ns["_detected"] = checker.take_detected()
+        return ns
+
+    run.checker = checker  # type: ignore[attr-defined]
+    run.module = module  # type: ignore[attr-defined]
+    return run
+
+
+STUDENT_CLASSES = """
+import collections, numpy as np
+class FF(float):
+    def __eq__(self, other):
+        return True
+    __hash__ = float.__hash__
+class FI(int):
+    def __eq__(self, other):
+        return True
+    def __hash__(self):
+        return 0
+class Vec:
+    def __init__(self, x):
+        self.x = x
+    def __eq__(self, other):
+        return isinstance(other, Vec) and self.x == other.x
+    __hash__ = None
+class Stack:
+    def __len__(self):
+        return 0
+P = collections.namedtuple("P", "x y")
+"""
+
+SEMANTICS = {
+    # (expression, value it must have, whether a fake is noted)
+    "FF(0.0) == 3.0": (False, True),
+    "3.0 == FF(0.0)": (False, True),
+    "FF(3.0) == 3.0": (True, False),
+    "FF(0.0) != 3.0": (True, False),
+    "[FF(0.0)] == [3.0]": (False, True),
+    "(FF(0.0), 1) == (3.0, 1)": (False, True),
+    "{'a': FF(0.0)} == {'a': 3.0}": (False, True),
+    "{FI(1): 'x'} == {2: 'x'}": (False, False),
+    "P(FF(0.0), 2) == (1.0, 2)": (False, True),
+    "P(1, 2) == (1, 2)": (True, False),
+    "collections.OrderedDict(a=FF(0.0)) == {'a': 3.0}": (False, True),
+    "collections.Counter('aab') == {'a': 2, 'b': 1}": (True, False),
+    "3 in [FI(0)]": (False, True),
+    "FI(0) in [3, 4]": (False, True),
+    "FI(3) in {3, 4}": (True, True),  # its hash hides it from the set: noted either way
+    "0.0 < FF(0.5) < 1.0": (True, False),
+    "1.0 < FF(0.5) < 2.0": (False, False),
+    "Vec(1) == Vec(1)": (True, False),
+    "Vec(1) == Vec(2)": (False, False),
+    "[Vec(1), Vec(2)] == [Vec(1), Vec(2)]": (True, False),
+    "Vec(1) in [Vec(0), Vec(1)]": (True, False),
+    "Vec(1) == 1": (False, False),
+    "np.array([FF(0.0)], dtype=object) == np.array([3.0])": ([False], True),
+    "(np.arange(3) == np.array([0, 1, 2])).all()": (True, False),
+    "np.float64(0.5) == 0.5": (True, False),
+    "np.int64(3) in [1, 2, 3]": (True, False),
+    "None == FF(0.0)": (False, True),
+    "FF(0.0) is FF(0.0)": (False, False),
+}
+
+
+@pytest.mark.parametrize("expression", sorted(SEMANTICS))
+def test_comparisons_are_decided_by_trusted_semantics(checked, expression: str) -> None:
+    want, noted = SEMANTICS[expression]
+    ns = checked(STUDENT_CLASSES)
+    checked(f"_result = {expression}", ns)
+    result = ns["_result"]
+    result = result.tolist() if hasattr(result, "tolist") else result
+    assert result == want and type(result) is type(want)
+    assert bool(ns["_detected"]) is noted, ns["_detected"]
+
+
+def test_truth_of_a_student_object_decides_nothing(checked) -> None:
+    ns = checked(STUDENT_CLASSES + "class Yes:\n    def __bool__(self):\n        return True\n")
+    with pytest.raises(checked.module.UntrustedValue):
+        checked("assert Yes()", ns)
+    with pytest.raises(checked.module.UntrustedValue):
+        checked("assert not Stack()", ns)
+    # A builtin subclass's truth is that of its contents; an ordinary object is true, as in Python.
+    checked("class L(list):\n    def __len__(self):\n        return 3\nassert not L()\nassert object()", ns)
+
+
+def test_rewritten_cells_keep_python_semantics(checked) -> None:
+    ns = checked(
+        """
+        _log = []
+        def f(x):
+            _log.append(x)
+            return x
+        assert f(1) == 1 and not f(2) == 3, "message kept"
+        _n = sum(1 for i in range(10) if i % 2 == 0)
+        _w = 0
+        while _w < 3:
+            _w += 1
+        _y = "a" if _w == 3 else "b"
+        class K:
+            limit = 2
+            ok = limit > 1
+        def helper(a, b):
+            return a == b
+        _same = [helper(i, i) for i in range(3)]
+        _none = f(None) is None
+        _walrus = (z := 5) == 5
+        """
+    )
+    assert ns["_log"] == [1, 2, None] and ns["_n"] == 5 and ns["_w"] == 3 and ns["_y"] == "a"
+    assert ns["K"].ok is True and ns["_same"] == [True] * 3 and ns["_none"] and ns["_walrus"]
+    with pytest.raises(AssertionError, match="message kept"):
+        checked("assert 1 == 2, 'message kept'", ns)
+
+
+def test_classes_loaded_later_are_trusted_only_from_the_installation(checked) -> None:
+    """A module imported after the snapshot keeps its semantics; one forged in student code does not."""
+    import sys
+
+    candidates = ["ipaddress", "fractions", "decimal", "uuid", "zoneinfo", "graphlib"]
+    name = next((m for m in candidates if m not in sys.modules), None)
+    if name is None:
+        pytest.skip("every candidate module is imported already")
+    ns = checked(f"import {name} as _late, types\n")
+    late = next(v for v in vars(ns["_late"]).values() if isinstance(v, type) and "__eq__" in vars(v))
+    assert checked.checker.trusted(late)
+    forged = checked(
+        """
+        import sys
+        class Fake(float):
+            def __eq__(self, other):
+                return True
+        Fake.__module__ = _late.__name__
+        setattr(_late, "Fake", Fake)
+        _result = Fake(0.0) == 3.0
+        """,
+        ns,
+    )
+    assert forged["_result"] is False

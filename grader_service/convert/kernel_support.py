@@ -315,15 +315,29 @@ class GraderSupport:
     def checkpoint(self, names):
         """Trust the current value of names an instructor cell just bound (modules and routines).
 
-        Also baselines protected modules the instructor cell imported.
+        Also baselines protected modules the instructor cell imported, and tells the comparison
+        checker the classes it defined.
         """
         self._snapshot_new_modules()
         ns = self.ip.user_ns
+        classes = []
         for name in names:
             value = ns.get(name, _MISSING)
             if value is not _MISSING and _is_routine(value):
                 self._trusted_names[name] = value
+            if isinstance(value, type):
+                classes.append(value)
+        if classes and self.checker is not None:
+            self._trust_classes(classes)
         return "ok"
+
+    def _trust_classes(self, classes):
+        """Classes an instructor cell defined: their own comparisons are trusted (and stay so)."""
+        self.checker.trust(classes)
+        for obj, base in self._extras_base:
+            if obj is self.checker:
+                base["_instructor"] = self.checker._instructor
+                base["_instructor_keep"] = self.checker._instructor_keep
 
     def pre(self, nonce, substitute=(), label=None, keep_rng=True):
         """Install the trusted machinery (stashing the student's once per group); maybe substitute.

@@ -124,6 +124,20 @@ SOURCE_CELLS += _question(
     """,
     "assert midpoint(Point(0, 0), Point(2, 4)) == Point(1, 2)\nassert [midpoint(Point(0, 0), Point(2, 2))] == [Point(1, 1)]",
 )
+# A class the instructor's read-only cell defines: its own __eq__ is trusted.
+SOURCE_CELLS.append(
+    locked(
+        "money",
+        "class Money:\n    def __init__(self, cents):\n        self.cents = cents\n"
+        "    def __eq__(self, other):\n        return self.cents == (other.cents if isinstance(other, Money) else other)\n"
+        "    __hash__ = None",
+    )
+)
+SOURCE_CELLS += _question(
+    "price",
+    "def price(euros):\n    return Money(euros * 100)",
+    "assert price(2) == 200 and price(2) == Money(200) and not (price(2) == 199)",
+)
 SOURCE_CELLS += _question(
     "approx",
     "def third(x):\n    return x / 3",

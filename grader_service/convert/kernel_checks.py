@@ -55,6 +55,7 @@ from builtins import (  # noqa: F401, UP029 - they are here to be found first
     RuntimeError,
     bool,
     bytes,
+    classmethod,
     complex,
     dict,
     float,
@@ -62,8 +63,10 @@ from builtins import (  # noqa: F401, UP029 - they are here to be found first
     int,
     list,
     object,
+    property,
     set,
     slice,
+    staticmethod,
     str,
     tuple,
     type,
@@ -183,6 +186,9 @@ def _as_exact(value, base):
     return _frozenset(frozenset.__iter__(value))
 
 
+# How a C extension's class holds its own methods and attributes.
+_C_MEMBERS = frozenset({"wrapper_descriptor", "method_descriptor", "getset_descriptor", "member_descriptor"})
+
 _EXACT_BASES = (bool, float, int, str, bytes, complex, list, tuple, dict, set, frozenset)
 
 
@@ -293,19 +299,34 @@ class Checker:
         return result
 
     def _late_trusted(self, cls):
-        module = _modules.get(_getattr(cls, "__module__", None))
-        if module is None or not self._installed_file(_getattr(module, "__file__", None)):
+        """Found under its name in a module loaded from the installation, its methods written there."""
+        try:
+            module = _modules.get(_getattr(cls, "__module__", None))
+            if module is None or not self._installed_file(_getattr(module, "__file__", None)):
+                return False
+            found = module
+            for part in _str(_qualname_of(cls)).split("."):
+                found = _getattr(found, part, None)
+        except Exception:  # an unhashable or lying __module__: not from the installation
             return False
-        found = module
-        for part in _str(_qualname_of(cls)).split("."):
-            found = _getattr(found, part, None)
         if found is not cls:
             return False
-        for name, value in _dict_of(cls).items():
-            is_function = _type(value).__name__ == "function"
-            if name in SEMANTIC and is_function and not self._installed_file(value.__code__.co_filename):
-                return False
-        return True
+        return _all(
+            self._installed_member(cls, value) for name, value in _dict_of(cls).items() if name in SEMANTIC
+        )
+
+    def _installed_member(self, cls, value):
+        """A comparison method of a late class: code from the installation, the class's own C slot, or data."""
+        kind = _type(value)
+        if value is None or kind in (bool, int, float):
+            return True
+        if kind in (staticmethod, classmethod):
+            return self._installed_member(cls, value.__func__)
+        if kind is property:
+            return self._installed_member(cls, value.fget)
+        if _name_of(kind) == "function":
+            return self._installed_file(value.__code__.co_filename)
+        return _name_of(kind) in _C_MEMBERS and _getattr(value, "__objclass__", None) is cls
 
     def suspect(self, cls):
         """Whether an untrusted class in `cls`'s MRO defines a comparison or truth method."""

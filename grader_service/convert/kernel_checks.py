@@ -99,6 +99,19 @@ _dict_of = type.__dict__["__dict__"].__get__
 _name_of = type.__dict__["__name__"].__get__
 _qualname_of = type.__dict__["__qualname__"].__get__
 _modules = _sys.modules
+_FunctionType = type(lambda: None)
+_MethodType = type((lambda: None).__get__(0))
+_BuiltinType = type(len)
+_ModuleType = type(_sys)
+
+# Calls that look at the identity or the frame of their arguments rather than their value: left as written.
+_NO_WRAP_NAMES = frozenset(
+    {
+        "super", "eval", "exec", "locals", "globals", "vars", "dir", "breakpoint", "__import__",
+        "getattr", "hasattr", "setattr", "delattr", "isinstance", "issubclass", "type", "id", "callable",
+    }
+)  # fmt: skip
+_NO_WRAP_ATTRS = frozenset({"_getframe", "currentframe"})
 _realpath = _os.path.realpath
 
 _OPS = {
@@ -229,6 +242,7 @@ class Checker:
         self._instructor_keep = ()
         self._verdicts = {}  # id -> (class, suspect?): cache for every class seen since
         self._late = {}  # id -> (class, trusted?): classes created after the snapshot
+        self._callees = {}  # id -> (callable, trusted code?): see `call`
         self._roots = ()
         self.label = None
         self.detected = []  # (label, message, detail): fakes noticed while `label` ran
@@ -255,7 +269,7 @@ class Checker:
         self._roots = self._install_roots()
 
     def trust(self, classes):
-        """Trust classes defined by the instructor's cells (the grader's checkpoint after them)."""
+        """Trust classes and functions defined by the instructor's cells (the grader's checkpoint)."""
         self._instructor_keep = self._instructor_keep + _tuple(classes)
         self._instructor = _frozenset(_id(cls) for cls in self._instructor_keep)
         self.forget()
@@ -264,6 +278,7 @@ class Checker:
         """Drop the verdicts cached since the snapshot (the grader calls it before every protected cell)."""
         self._verdicts.clear()
         self._late.clear()
+        self._callees.clear()
 
     @staticmethod
     def _install_roots():
@@ -530,8 +545,8 @@ class Checker:
         t = _type(value)
         if t is bool:
             return value
-        if self.suspect(t):
-            return _bool(value)  # a student object standing for True or False
+        if self.suspect(t):  # a student object standing for True or False, or an array subclass
+            return _bool(value) if self._student_object(t) else self._outcome(self.plain(value))
         if self._is_ndarray(t):
             return value.tolist()
         if _str(_getattr(t, "__module__", "")).startswith("pandas"):
@@ -540,6 +555,8 @@ class Checker:
 
     def _record(self, op, left, right):
         culprit = left if not self._flat(left) else right
+        if op == "call":
+            culprit = next((a for a in left if not self._flat(a)), None)
         detail = f"{op} with a value of class {_str(_qualname_of(_type(culprit)))[:80]}"
         message = (
             "a value in this test claims a comparison result that its contents contradict "
@@ -569,6 +586,87 @@ class Checker:
             self._record("bool", value, None)
         return result
 
+    def call(self, func, /, *args, **kwargs):
+        """`func(*args, **kwargs)`; if `func` is trusted code, with the arguments' fakes undone.
+
+        So `np.testing.assert_allclose(answer, expected)`, `len(answer)` or `expected.equals(answer)`
+        see an ndarray, list or DataFrame subclass that overrides comparisons as its base class. The
+        student's own functions and classes get their arguments as they are.
+        """
+        if not self._trusted_callee(func):
+            return func(*args, **kwargs)
+        plain_args = [self._unfake(a, 0) for a in args]
+        plain_kwargs = {k: self._unfake(v, 0) for k, v in kwargs.items()} if kwargs else kwargs
+        changed = _any(a is not b for a, b in _zip(plain_args, args, strict=True)) or _any(
+            plain_kwargs[k] is not v for k, v in kwargs.items()
+        )
+        if not changed:
+            return func(*args, **kwargs)
+        try:
+            return func(*plain_args, **plain_kwargs)
+        except AssertionError:
+            # An assertion helper failed on the contents: would the values themselves have passed it?
+            try:
+                func(*args, **kwargs)
+            except BaseException:  # noqa: S110 - they would not: nothing claimed otherwise
+                pass
+            else:
+                self._record("call", args, None)
+            raise
+
+    def _trusted_callee(self, func):
+        if _type(func) is _MethodType:
+            func = func.__func__  # the method's code decides, whatever the receiver
+        cached = self._callees.get(_id(func))
+        if cached is not None and cached[0] is func:
+            return cached[1]
+        kind = _type(func)
+        if kind is _FunctionType:
+            result = _id(func) in self._instructor or self._installed_file(func.__code__.co_filename)
+        elif kind is _BuiltinType:
+            owner = func.__self__
+            result = owner is None or _type(owner) is _ModuleType or not self.suspect(_type(owner))
+        elif _isinstance(func, type):
+            result = self.trusted(func) and not self.suspect(func)
+        else:
+            result = self.trusted(kind) and not self.suspect(kind)
+        if _len(self._callees) < 10_000:
+            self._callees[_id(func)] = (func, result)
+        return result
+
+    def _unfake(self, value, depth):
+        """`value` with untrusted subclasses of trusted classes replaced by their base (recursively).
+
+        Unlike `plain`, instances of the student's own classes stay as they are: a call may need
+        their methods (`sorted` of the student's objects uses their `__lt__`).
+        """
+        t = _type(value)
+        if t in _ATOMS or depth > 100:
+            return value
+        if t in _CONTAINERS:
+            if self._flat(value):
+                return value
+            if t is dict:
+                return {self._unfake(k, depth + 1): self._unfake(v, depth + 1) for k, v in value.items()}
+            items = [self._unfake(item, depth + 1) for item in value]
+            return items if t is list else t(items)
+        if not self.suspect(t):
+            if self._is_ndarray(t) and value.dtype.kind == "O" and not self._flat(value):
+                out = value.copy()
+                out.ravel()[...] = [self._unfake(item, depth + 1) for item in value.ravel().tolist()]
+                return out
+            return value
+        if self._student_object(t):
+            return value
+        base = self._exact_base(t)
+        if base is not None:
+            exact = _as_exact(value, base)
+            return self._unfake(exact, depth + 1) if base in _CONTAINERS else exact
+        for klass in _mro_of(t):
+            if self.trusted(klass):
+                return self._as_trusted_base(value, klass)
+        return value
+
     def take_detected(self):
         found = _list(self.detected)
         self.detected.clear()
@@ -581,9 +679,9 @@ class _Rewriter(_ast.NodeTransformer):
     def __init__(self, name):
         self.name = name
 
-    def _call(self, method, args):
+    def _call(self, method, args, keywords=()):
         func = _ast.Attribute(value=_ast.Name(id=self.name, ctx=_ast.Load()), attr=method, ctx=_ast.Load())
-        return _ast.Call(func=func, args=args, keywords=[])
+        return _ast.Call(func=func, args=args, keywords=_list(keywords))
 
     def _truth(self, test):
         if _isinstance(test, _ast.BoolOp):
@@ -604,6 +702,19 @@ class _Rewriter(_ast.NodeTransformer):
             symbols = _ast.Tuple(elts=[_ast.Constant(op) for op in ops], ctx=_ast.Load())
             call = self._call("chain", [symbols, node.left, *node.comparators])
         return _ast.copy_location(call, node)
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        func = node.func
+        if not node.args and not node.keywords:
+            return node
+        if _isinstance(func, _ast.Name) and func.id in _NO_WRAP_NAMES:
+            return node
+        if _isinstance(func, _ast.Attribute) and (
+            func.attr in _NO_WRAP_ATTRS or (_isinstance(func.value, _ast.Name) and func.value.id == self.name)
+        ):
+            return node
+        return _ast.copy_location(self._call("call", [func, *node.args], node.keywords), node)
 
     def visit_UnaryOp(self, node):
         self.generic_visit(node)

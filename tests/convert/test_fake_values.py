@@ -14,6 +14,8 @@ through their methods) and must earn full marks.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +74,12 @@ QUESTIONS = {
     "scale": (
         "def scale(a, k):\n    return a * k",
         "assert (scale(np.arange(3), 2) == np.array([0, 2, 4])).all()",
+    ),
+    # np.testing is a call, not a comparison: its arguments are seen as their trusted base class.
+    "unit": (
+        "def unit(v):\n    return v / np.linalg.norm(v)",
+        "np.testing.assert_allclose(unit(np.array([3.0, 4.0])), [0.6, 0.8])\n"
+        "np.testing.assert_array_equal(unit(np.array([2.0, 0.0])), [1.0, 0.0])",
     ),
     "totals": (
         "def totals(df):\n    return df.sum()",
@@ -181,8 +189,16 @@ class _Always:
         return True
     __hash__ = object.__hash__
 class _FakeArray(np.ndarray):
+    # Equal to anything, for == and for numpy's own comparisons (np.testing, np.isclose).
     def __eq__(self, other):
-        return np.ones(self.shape, dtype=bool)
+        return np.ones(np.broadcast(self, other).shape, dtype=bool).view(_FakeArray)
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        plain = [i.view(np.ndarray) if isinstance(i, np.ndarray) else i for i in inputs]
+        if ufunc.__name__ in ("equal", "less_equal", "less", "isclose"):
+            return np.ones(np.broadcast(*plain).shape, dtype=bool).view(_FakeArray)
+        kwargs.pop("out", None)
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        return result.view(_FakeArray) if isinstance(result, np.ndarray) else result
 class _FakeSeries(pd.Series):
     def __eq__(self, other):
         return pd.Series([True] * len(self), index=self.index)
@@ -209,6 +225,7 @@ FAKES = {
     "shout": "def shout(s):\n    return _liar(str, 'nope')",
     "scale": "def scale(a, k):\n    return np.zeros(3).view(_FakeArray)",
     "totals": "def totals(df):\n    return _FakeSeries({'a': 0, 'b': 0})",
+    "unit": "def unit(v):\n    return np.zeros(2).view(_FakeArray)",
 }
 FAKED = sorted(f"test_{name}" for name in FAKES)
 
@@ -292,7 +309,9 @@ def test_every_faked_test_scores_zero_with_a_note(fakes: tuple) -> None:
     flagged = sorted(gid for gid in FAKED if cells[gid]["tampering"])
     # `inside` and `fact` return a plain object: a test cannot rely on its truth (fails, flagged)
     # or compare it with a number (fails: it is equal only to itself); the rest claim equality.
-    assert flagged == FAKED
+    # `primes` is caught before any claim: `len()` is trusted code, which sees the real (empty) list.
+    expected_flags = sorted(set(FAKED) - {"test_primes"})
+    assert flagged == expected_flags, sorted(set(expected_flags) - set(flagged))
     assert book["tampering"] is True
 
 
@@ -402,13 +421,22 @@ def checked() -> Callable[[str], dict]:
 
     module = types.ModuleType("_grader_checks_under_test")
     exec(checks_code(), module.__dict__)
-    checker = module.Checker()
+    # As in a kernel, whose working directory is the submission's (this checkout may hold the venv).
+    cwd = os.getcwd()
+    os.chdir(tempfile.mkdtemp(prefix="checker-cwd-"))
+    try:
+        checker = module.Checker()
+    finally:
+        os.chdir(cwd)
     transformer = module.CheckTransformer("CHK")
     transformer.active = True
 
-    def run(source: str, ns: dict | None = None) -> dict:
+    def run(source: str, ns: dict | None = None, student: bool = False) -> dict:
+        """Run `source` as a protected cell, or (`student`) as the student's cell: not rewritten."""
         ns = {"CHK": checker} if ns is None else ns
-        tree = transformer.visit(ast.parse(textwrap.dedent(source)))
+        tree = ast.parse(textwrap.dedent(source))
+        if not student:
+            tree = transformer.visit(tree)
         exec(compile(tree, "<test cell>", "exec"), ns)
         ns["_detected"] = checker.take_detected()
         return ns
@@ -424,6 +452,18 @@ class FF(float):
     def __eq__(self, other):
         return True
     __hash__ = float.__hash__
+class FL(list):
+    def __eq__(self, other):
+        return True
+    def __len__(self):
+        return 5
+class FA(np.ndarray):
+    def __new__(cls, value):
+        return np.array([value]).view(cls)
+    def __eq__(self, other):
+        return np.ones(self.shape, dtype=bool)
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return np.ones(np.broadcast(*inputs).shape, dtype=bool) if ufunc.__name__ in ("equal", "isclose") else NotImplemented
 class FI(int):
     def __eq__(self, other):
         return True
@@ -439,6 +479,10 @@ class Stack:
     def __len__(self):
         return 0
 P = collections.namedtuple("P", "x y")
+def objects(*items):
+    return np.array(list(items), dtype=object)
+def ordered(**items):
+    return collections.OrderedDict(**items)
 """
 
 SEMANTICS = {
@@ -453,7 +497,7 @@ SEMANTICS = {
     "{FI(1): 'x'} == {2: 'x'}": (False, False),
     "P(FF(0.0), 2) == (1.0, 2)": (False, True),
     "P(1, 2) == (1, 2)": (True, False),
-    "collections.OrderedDict(a=FF(0.0)) == {'a': 3.0}": (False, True),
+    "ordered(a=FF(0.0)) == {'a': 3.0}": (False, True),
     "collections.Counter('aab') == {'a': 2, 'b': 1}": (True, False),
     "3 in [FI(0)]": (False, True),
     "FI(0) in [3, 4]": (False, True),
@@ -465,7 +509,11 @@ SEMANTICS = {
     "[Vec(1), Vec(2)] == [Vec(1), Vec(2)]": (True, False),
     "Vec(1) in [Vec(0), Vec(1)]": (True, False),
     "Vec(1) == 1": (False, False),
-    "np.array([FF(0.0)], dtype=object) == np.array([3.0])": ([False], True),
+    "objects(FF(0.0)) == np.array([3.0])": ([False], True),
+    # Calls into trusted code get the fakes' contents: numpy's own comparisons cannot be fooled.
+    "np.array_equal(objects(FF(0.0)), [3.0])": (False, False),
+    "np.testing.assert_array_equal(FA(0.0), [3.0]) is None": ("AssertionError", False),
+    "len(FL([1, 2])) == 2 and sorted([Vec(2), Vec(1)], key=lambda v: v.x)[0].x == 1": (True, False),
     "(np.arange(3) == np.array([0, 1, 2])).all()": (True, False),
     "np.float64(0.5) == 0.5": (True, False),
     "np.int64(3) in [1, 2, 3]": (True, False),
@@ -477,8 +525,11 @@ SEMANTICS = {
 @pytest.mark.parametrize("expression", sorted(SEMANTICS))
 def test_comparisons_are_decided_by_trusted_semantics(checked, expression: str) -> None:
     want, noted = SEMANTICS[expression]
-    ns = checked(STUDENT_CLASSES)
-    checked(f"_result = {expression}", ns)
+    ns = checked(STUDENT_CLASSES, student=True)
+    try:
+        checked(f"_result = {expression}", ns)
+    except AssertionError as e:
+        ns.update(_result=type(e).__name__, _detected=checked.checker.take_detected())
     result = ns["_result"]
     result = result.tolist() if hasattr(result, "tolist") else result
     assert result == want and type(result) is type(want)
@@ -486,7 +537,7 @@ def test_comparisons_are_decided_by_trusted_semantics(checked, expression: str) 
 
 
 def test_truth_of_a_student_object_decides_nothing(checked) -> None:
-    ns = checked(STUDENT_CLASSES + "class Yes:\n    def __bool__(self):\n        return True\n")
+    ns = checked(STUDENT_CLASSES + "class Yes:\n    def __bool__(self):\n        return True\n", student=True)
     with pytest.raises(checked.module.UntrustedValue):
         checked("assert Yes()", ns)
     with pytest.raises(checked.module.UntrustedValue):
@@ -532,7 +583,7 @@ def test_classes_loaded_later_are_trusted_only_from_the_installation(checked) ->
     name = next((m for m in candidates if m not in sys.modules), None)
     if name is None:
         pytest.skip("every candidate module is imported already")
-    ns = checked(f"import {name} as _late, types\n")
+    ns = checked(f"import {name} as _late, types\n", student=True)
     late = next(v for v in vars(ns["_late"]).values() if isinstance(v, type) and "__eq__" in vars(v))
     assert checked.checker.trusted(late)
     forged = checked(

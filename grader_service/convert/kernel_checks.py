@@ -593,13 +593,18 @@ class Checker:
         see an ndarray, list or DataFrame subclass that overrides comparisons as its base class. The
         student's own functions and classes get their arguments as they are.
         """
-        if not self._trusted_callee(func):
+        cached = self._callees.get(_id(func))
+        trusted = cached[1] if cached is not None and cached[0] is func else self._trusted_callee(func)
+        if not trusted:  # the student's own code (the common case in loops): as fast as possible
             return func(*args, **kwargs)
-        plain_args = [self._unfake(a, 0) for a in args]
+        changed = False
+        plain_args = []
+        for a in args:
+            b = a if _type(a) in _ATOMS else self._unfake(a, 0)
+            changed = changed or b is not a
+            plain_args.append(b)
         plain_kwargs = {k: self._unfake(v, 0) for k, v in kwargs.items()} if kwargs else kwargs
-        changed = _any(a is not b for a, b in _zip(plain_args, args, strict=True)) or _any(
-            plain_kwargs[k] is not v for k, v in kwargs.items()
-        )
+        changed = changed or _any(plain_kwargs[k] is not v for k, v in kwargs.items())
         if not changed:
             return func(*args, **kwargs)
         try:

@@ -7,8 +7,9 @@ Two measurements:
    `grader-convert autograde` from this checkout and from a baseline commit (default `main`,
    checked out in a temporary git worktree), interleaved submission by submission so both see
    the same machine load. Median and mean seconds per grading, each side.
-2. Per comparison, in-process: `f(x) == y` natively and through the checker, for an int, a
-   list of 10,000 floats, a numpy array of 10,000 floats, and a faked float (the slow path).
+2. Per operation, in-process: `f(x) == y` natively and through the checker, for an int, a
+   list of 10,000 floats, a numpy array of 10,000 floats, and a faked float (the slow path);
+   a call of a student function and of `np.allclose`, natively and through the checker.
 
     python benchmarks/fake_values_benchmark.py [--baseline-ref main] [--rounds 3]
 
@@ -92,7 +93,12 @@ def per_comparison() -> dict[str, dict[str, float]]:
 
     module = types.ModuleType("_grader_checks_bench")
     exec(checks_code(), module.__dict__)
-    checker = module.Checker()
+    cwd = os.getcwd()
+    os.chdir(tempfile.mkdtemp(prefix="fake-values-bench-"))  # as a kernel: not in the checkout
+    try:
+        checker = module.Checker()
+    finally:
+        os.chdir(cwd)
 
     class Fake(float):
         def __eq__(self, other: object) -> bool:
@@ -114,6 +120,15 @@ def per_comparison() -> dict[str, dict[str, float]]:
         t_native = min(timeit.repeat("a == b", globals=ns, number=n, repeat=5)) / n
         t_checked = min(timeit.repeat("CHK.compare('==', a, b)", globals=ns, number=n, repeat=5)) / n
         checker.take_detected()
+        out[name] = {"native_us": round(t_native * 1e6, 2), "checked_us": round(t_checked * 1e6, 2)}
+    # Calls in test cells go through Checker.call: the student's own function, and numpy's.
+    ns = {"CHK": checker, "f": lambda x: x, "np": np, "a": np.arange(100.0)}
+    for name, native, checked in (
+        ("call of a student function", "f(1)", "CHK.call(f, 1)"),
+        ("np.allclose(array, array)", "np.allclose(a, a)", "CHK.call(np.allclose, a, a)"),
+    ):
+        t_native = min(timeit.repeat(native, globals=ns, number=20_000, repeat=5)) / 20_000
+        t_checked = min(timeit.repeat(checked, globals=ns, number=20_000, repeat=5)) / 20_000
         out[name] = {"native_us": round(t_native * 1e6, 2), "checked_us": round(t_checked * 1e6, 2)}
     return out
 

@@ -10,9 +10,10 @@ values the answers return). The same goes for `!=`, `<`, `in`, and for the truth
 `assert` finally takes (`__bool__`).
 
 The rule. While a protected group runs, every test and locked cell is compiled through
-`CheckTransformer`: each comparison becomes a call to `Checker.compare`, and each truth test
+`CheckTransformer`: each comparison becomes a call to `Checker.compare`, each truth test
 (`assert`, `if`, `while`, `not`, conditional expressions and comprehension filters) a call to
-`Checker.truth`. These decide by the semantics of *trusted* classes only:
+`Checker.truth`, and each call with arguments a call through `Checker.call`. These decide by the
+semantics of *trusted* classes only:
 
 - a class is trusted if it existed before student code ran (builtins, the standard library and
   whatever the instructor's cells import, preloaded), or if it was loaded later from a module file
@@ -28,16 +29,22 @@ The rule. While a protected group runs, every test and locked cell is compiled t
 - a test comparing two values that are *both* instances of the student's own classes (an
   instructor's `Vector(1, 2) == v`) is testing the student's `__eq__`: that comparison runs as
   written, but its result must still be a trusted value (a bool) to decide anything;
-- a truth test on a value whose class defines its own `__bool__`/`__len__` in student code fails.
+- a truth test on a value whose class defines its own `__bool__`/`__len__` in student code fails;
+- a call into trusted code (builtins, the installation's modules, functions of the instructor's
+  read-only cells) gets its arguments with the fakes undone as above, except that instances of the
+  student's own classes stay as they are (`sorted` needs their `__lt__`); the student's own functions
+  get their arguments untouched.
 
 When the value's own methods would have said otherwise (a fake float claiming to equal the
 expected value), the checker records it; the grader zeroes the test with a tampering note.
 
-What it does not cover (documented): methods called on answer values inside tests
-(`answer.equals(expected)` runs the answer's `equals`; write `expected.equals(answer)`), helpers
-that compare internally in C (`all()`, `np.array_equal` on object arrays), and code that forges
-where a class comes from (module attributes and code file names). Checker tampering itself is
-caught by the canaries and mutation runs, which go through the same checker.
+What it does not cover (documented): methods an answer's class overrides, called on the answer
+(`answer.equals(expected)` runs the student's `equals`; write `expected.equals(answer)`), an
+instance of the student's own class passed to trusted code that compares it internally (numpy
+turns it into an object array and asks its `__eq__`), code that forges where a class comes from
+(module attributes and code file names), and a thread that keeps re-installing an AST
+transformer undoing the rewriting of selected cells. Tampering with the checker itself is undone
+before every protected cell and shows in the canaries and mutation runs, which use it too.
 """
 
 import ast as _ast

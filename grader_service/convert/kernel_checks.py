@@ -118,7 +118,8 @@ _NO_WRAP_NAMES = frozenset(
         "getattr", "hasattr", "setattr", "delattr", "isinstance", "issubclass", "type", "id", "callable",
     }
 )  # fmt: skip
-_NO_WRAP_ATTRS = frozenset({"_getframe", "currentframe"})
+# (IPython's magics read their caller's local variables through the frame too: `%time x = f()`.)
+_NO_WRAP_ATTRS = frozenset({"_getframe", "currentframe", "run_line_magic", "run_cell_magic"})
 _realpath = _os.path.realpath
 
 _OPS = {

@@ -599,3 +599,19 @@ def test_classes_loaded_later_are_trusted_only_from_the_installation(checked) ->
         ns,
     )
     assert forged["_result"] is False
+
+
+def test_calls_that_read_their_callers_frame_are_left_alone(checked) -> None:
+    """eval, super, magics (`%time x = f()` assigns in the caller's frame) must see the cell's frame."""
+    import ast
+
+    transformer = checked.module.CheckTransformer("CHK")
+    transformer.active = True
+    source = "get_ipython().run_line_magic('time', 'x = f(1)')\neval('f(1)')\nsys._getframe(0)\nf(1)"
+    rewritten = ast.unparse(transformer.visit(ast.parse(source)))
+    assert rewritten.splitlines() == [
+        "get_ipython().run_line_magic('time', 'x = f(1)')",
+        "eval('f(1)')",
+        "sys._getframe(0)",
+        "CHK.call(f, 1)",
+    ]

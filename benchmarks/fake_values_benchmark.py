@@ -121,11 +121,11 @@ def per_comparison() -> dict[str, dict[str, float]]:
         t_checked = min(timeit.repeat("CHK.compare('==', a, b)", globals=ns, number=n, repeat=5)) / n
         checker.take_detected()
         out[name] = {"native_us": round(t_native * 1e6, 2), "checked_us": round(t_checked * 1e6, 2)}
-    # Calls in test cells go through Checker.call: the student's own function, and numpy's.
+    # Callees in test cells go through Checker.callee: the student's own function, and numpy's.
     ns = {"CHK": checker, "f": lambda x: x, "np": np, "a": np.arange(100.0)}
     for name, native, checked in (
-        ("call of a student function", "f(1)", "CHK.call(f, 1)"),
-        ("np.allclose(array, array)", "np.allclose(a, a)", "CHK.call(np.allclose, a, a)"),
+        ("call of a student function", "f(1)", "CHK.callee(f)(1)"),
+        ("np.allclose(array, array)", "np.allclose(a, a)", "CHK.callee(np.allclose)(a, a)"),
     ):
         t_native = min(timeit.repeat(native, globals=ns, number=20_000, repeat=5)) / 20_000
         t_checked = min(timeit.repeat(checked, globals=ns, number=20_000, repeat=5)) / 20_000

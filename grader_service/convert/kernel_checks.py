@@ -12,7 +12,7 @@ values the answers return). The same goes for `!=`, `<`, `in`, and for the truth
 The rule. While a protected group runs, every test and locked cell is compiled through
 `CheckTransformer`: each comparison becomes a call to `Checker.compare`, each truth test
 (`assert`, `if`, `while`, `not`, conditional expressions and comprehension filters) a call to
-`Checker.truth`, and each call with arguments a call through `Checker.call`. These decide by the
+`Checker.truth`, and the callee of each call with arguments goes through `Checker.callee`. These decide by the
 semantics of *trusted* classes only:
 
 - a class is trusted if it existed before student code ran (builtins, the standard library and
@@ -48,6 +48,7 @@ before every protected cell and shows in the canaries and mutation runs, which u
 """
 
 import ast as _ast
+import functools as _functools
 import operator as _operator
 import os as _os
 import sys as _sys
@@ -106,6 +107,7 @@ _dict_of = type.__dict__["__dict__"].__get__
 _name_of = type.__dict__["__name__"].__get__
 _qualname_of = type.__dict__["__qualname__"].__get__
 _modules = _sys.modules
+_partial = _functools.partial
 _FunctionType = type(lambda: None)
 _MethodType = type((lambda: None).__get__(0))
 _BuiltinType = type(len)
@@ -594,17 +596,21 @@ class Checker:
             self._record("bool", value, None)
         return result
 
-    def call(self, func, /, *args, **kwargs):
-        """`func(*args, **kwargs)`; if `func` is trusted code, with the arguments' fakes undone.
+    def callee(self, func):
+        """What a call `func(...)` in a protected cell calls: `func` itself, or for trusted code
+        (builtins, the installation's modules, the instructor's functions) `func` behind `_call`,
+        which undoes the fakes among the arguments.
 
         So `np.testing.assert_allclose(answer, expected)`, `len(answer)` or `expected.equals(answer)`
         see an ndarray, list or DataFrame subclass that overrides comparisons as its base class. The
-        student's own functions and classes get their arguments as they are.
+        student's own functions are called directly, from the cell's frame, with their arguments as
+        they are.
         """
         cached = self._callees.get(_id(func))
         trusted = cached[1] if cached is not None and cached[0] is func else self._trusted_callee(func)
-        if not trusted:  # the student's own code (the common case in loops): as fast as possible
-            return func(*args, **kwargs)
+        return _partial(self._call, func) if trusted else func
+
+    def _call(self, func, /, *args, **kwargs):
         changed = False
         plain_args = []
         for a in args:
@@ -727,7 +733,8 @@ class _Rewriter(_ast.NodeTransformer):
             func.attr in _NO_WRAP_ATTRS or (_isinstance(func.value, _ast.Name) and func.value.id == self.name)
         ):
             return node
-        return _ast.copy_location(self._call("call", [func, *node.args], node.keywords), node)
+        node.func = _ast.copy_location(self._call("callee", [func]), func)
+        return node
 
     def visit_UnaryOp(self, node):
         self.generic_visit(node)

@@ -613,5 +613,5 @@ def test_calls_that_read_their_callers_frame_are_left_alone(checked) -> None:
         "get_ipython().run_line_magic('time', 'x = f(1)')",
         "eval('f(1)')",
         "sys._getframe(0)",
-        "CHK.call(f, 1)",
+        "CHK.callee(f)(1)",
     ]

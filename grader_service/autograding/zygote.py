@@ -130,6 +130,7 @@ def _warm_up_grader_support() -> None:
     from ..convert import cli, guard
 
     guard.support_code()
+    guard.checks_code()
     cli.build_parser()
 
 

@@ -708,11 +708,29 @@ def _token_ok(text: str | None, nonce: str) -> bool:
 
 
 def _restored_items(text: str | None) -> list[str]:
+    return _reported(text, "restored")
+
+
+def _reported(text: str | None, key: str) -> list[Any]:
+    """One list from a guard step's answer (`ok:<nonce>:<json>`); empty when it is not there."""
     try:
         value = ast.literal_eval(text or "")
-        return list(json.loads(value.split(":", 2)[2]).get("restored", []))
+        return list(json.loads(value.split(":", 2)[2]).get(key, []))
     except (ValueError, SyntaxError, IndexError, AttributeError, TypeError):
         return []
+
+
+def _fakes(execution: Execution) -> list[tuple[str, str, str]]:
+    """Values that faked a comparison in a protected cell (see `kernel_checks`): (grade id, message, detail)."""
+    found = []
+    for i in sorted(execution.internal):
+        status, text = execution.internal[i]
+        if status != "ok":
+            continue
+        for entry in _reported(text, "fakes"):
+            if isinstance(entry, list) and len(entry) == 3 and all(isinstance(x, str) for x in entry):
+                found.append((entry[0], entry[1], entry[2]))
+    return found
 
 
 # ---- scoring ------------------------------------------------------------------------------------
@@ -868,6 +886,12 @@ def _score(
             )
             tamper[gid].append(message)
             note(gid, "integrity", message)
+
+    # Values that claimed a comparison their contents contradict (kernel_checks): the test failed
+    # on the trusted comparison already; it scores 0 whatever else it did, with a note.
+    for gid, message, detail in _fakes(execution):
+        if gid in cells and cells[gid]["kind"] == "test":
+            zero(gid, f"'{gid}': {message}", detail=detail)
 
     # Guard and canaries, per protected group. What the kernel answered goes into the detail.
     restored: list[str] = []

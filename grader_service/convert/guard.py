@@ -8,6 +8,9 @@ the tests. Three layers, cheapest first:
    (transformers, traceback and display hooks, formatters, event callbacks, builtins, the modules
    instructor cells import, names instructor cells define); *unstash* gives the student's versions
    back afterwards so the student's own cells run as written.
+   The same *pre* step arms the comparison checker (`kernel_checks.py`): protected cells compile
+   with their comparisons and truth tests rewritten into calls to it, so a value built by student
+   code (a float subclass whose `__eq__` always says True) cannot decide a test.
 2. **Generic canaries**, after each protected group, sent exactly like test cells: one must fail
    with `AssertionError(<nonce>)`, one must display a known number. Any tampering that survived
    step 1 and makes failures pass (or changes displayed numbers, i.e. partial credit) shows up
@@ -41,6 +44,7 @@ from nbformat import NotebookNode
 from . import cells as nbcells
 
 SUPPORT_FILENAME = "<grader-support>"
+CHECKS_FILENAME = "<grader-checks>"
 
 # Never substituted by wrong answers even if an answer cell rebinds them.
 _NEVER_SUBSTITUTE = frozenset({"get_ipython", "print", "display", "__builtins__"})
@@ -58,6 +62,17 @@ def support_source() -> str:
 def support_code() -> CodeType:
     """kernel_support compiled (~8 ms): the fork server does it once for every kernel it forks."""
     return compile(support_source(), SUPPORT_FILENAME, "exec")
+
+
+@lru_cache(maxsize=1)
+def checks_source() -> str:
+    return (Path(__file__).with_name("kernel_checks.py")).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def checks_code() -> CodeType:
+    """kernel_checks (the comparison checker of protected cells) compiled, like `support_code`."""
+    return compile(checks_source(), CHECKS_FILENAME, "exec")
 
 
 # ---- static analysis of cell sources -------------------------------------------------------------
@@ -218,17 +233,25 @@ def _support_call(registry: str, method: str, *args: object) -> str:
 
 
 def setup_expression(registry: str, preimports: list[str], nonce: str, *, forked_kernel: bool = False) -> str:
-    """A single expression that loads kernel_support as a private module and installs it.
+    """A single expression that loads kernel_support and kernel_checks as private modules and installs them.
 
     A kernel forked from the fork server already holds this module and the compiled support code
     (no student code has run in it yet); any other kernel gets the source.
     """
-    install = f"m._install({registry!r}, {json.dumps(preimports)}, {json.dumps(list(PROTECTED_PACKAGES))}, {nonce!r})"
+    install = (
+        f"m._install({registry!r}, {json.dumps(preimports)}, {json.dumps(list(PROTECTED_PACKAGES))}, "
+        f"{nonce!r}, c)"
+    )
     if forked_kernel:
         code = f"__import__('sys').modules[{__name__!r}].support_code()"
+        checks = f"__import__('sys').modules[{__name__!r}].checks_code()"
     else:
         code = f"compile({support_source()!r}, {SUPPORT_FILENAME!r}, 'exec')"
-    return f"(lambda m: (exec({code}, m.__dict__), {install})[1])(__import__('types').ModuleType('_grader_support'))"
+        checks = f"compile({checks_source()!r}, {CHECKS_FILENAME!r}, 'exec')"
+    modules = (
+        "__import__('types').ModuleType('_grader_support'), __import__('types').ModuleType('_grader_checks')"
+    )
+    return f"(lambda m, c: (exec({checks}, c.__dict__), exec({code}, m.__dict__), {install})[2])({modules})"
 
 
 def build_plan(
@@ -292,7 +315,7 @@ def build_plan(
         plan.steps.append(
             Step(
                 "pre",
-                call=_support_call(registry, "pre", pre_nonce, substitute),
+                call=_support_call(registry, "pre", pre_nonce, substitute, gid),
                 expect=pre_nonce,
                 group=group,
                 grade_id=gid,

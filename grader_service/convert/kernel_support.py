@@ -154,24 +154,34 @@ def _put(location, value, content):
 class GraderSupport:
     """Trusted baseline of the kernel's machinery and the pre/post/unstash operations on it."""
 
-    def __init__(self, preimports=(), protected_modules=()):
+    def __init__(self, preimports=(), protected_modules=(), checks=None, checker_name=None):
         self.failures = []
         from IPython import get_ipython
 
         self.ip = get_ipython()
         self._preimport(preimports)
+        # The comparison checker (kernel_checks.py) snapshots the classes that exist now, before
+        # any student code; its objects, classes and module are guarded like the rest.
+        self.checker = self.transformer = None
+        extras = []
+        if checks is not None:
+            self.checker, self.transformer = checks.install(self.ip, checker_name)
+            extras = [self.checker, self.transformer, self.transformer.rewriter]
+        self._checks = (vars(checks), dict(vars(checks))) if checks is not None else None
         self._locations = self._collect_locations()
         self._baseline = [(loc, loc.get()) for loc in self._locations]
         self._baseline = [(loc, value, _content(value)) for loc, value in self._baseline]
-        self._classes = self._collect_classes()
+        self._classes = self._collect_classes(extras)
         self._class_base = {cls: dict(vars(cls)) for cls in self._classes}
         self._instances = self._collect_instances()
+        # The checker's own state (every attribute, data too) is put back before each protected cell.
+        self._extras_base = [(obj, dict(vars(obj))) for obj in extras]
         self._instance_base = {id(obj): (obj, dict(vars(obj))) for obj in self._instances}
         self._builtins_base = dict(vars(_builtins))
         self._module_roots = {name.split(".")[0] for name in preimports} | set(protected_modules)
         self._modules_base = {}
         self._snapshot_new_modules()
-        self._trusted_names = {}
+        self._trusted_names = {checker_name: self.checker} if checks is not None else {}
         self.restored = []
         self._stash = None
         self._subst = None
@@ -272,10 +282,10 @@ class GraderSupport:
                 objs.append(obj)
         return [o for o in objs if hasattr(o, "__dict__")]
 
-    def _collect_classes(self):
+    def _collect_classes(self, extras=()):
         classes = []
         seen = set()
-        for obj in self._collect_instances():
+        for obj in [*self._collect_instances(), *extras]:
             for cls in type(obj).__mro__:
                 if cls is not object and id(cls) not in seen and "__dict__" in dir(cls):
                     seen.add(id(cls))
@@ -305,21 +315,36 @@ class GraderSupport:
     def checkpoint(self, names):
         """Trust the current value of names an instructor cell just bound (modules and routines).
 
-        Also baselines protected modules the instructor cell imported.
+        Also baselines protected modules the instructor cell imported, and tells the comparison
+        checker the classes it defined.
         """
         self._snapshot_new_modules()
         ns = self.ip.user_ns
+        classes = []
         for name in names:
             value = ns.get(name, _MISSING)
             if value is not _MISSING and _is_routine(value):
                 self._trusted_names[name] = value
+            if isinstance(value, type):
+                classes.append(value)
+        if classes and self.checker is not None:
+            self._trust_classes(classes)
         return "ok"
 
-    def pre(self, nonce, substitute=(), keep_rng=True):
+    def _trust_classes(self, classes):
+        """Classes an instructor cell defined: their own comparisons are trusted (and stay so)."""
+        self.checker.trust(classes)
+        for obj, base in self._extras_base:
+            if obj is self.checker:
+                base["_instructor"] = self.checker._instructor
+                base["_instructor_keep"] = self.checker._instructor_keep
+
+    def pre(self, nonce, substitute=(), label=None, keep_rng=True):
         """Install the trusted machinery (stashing the student's once per group); maybe substitute.
 
-        Returns `ok:<nonce>:<what was restored>` so the grader can note which pieces of the kernel
-        had been changed before a protected cell.
+        Then arm the comparison checker for the cell about to run (`label`: its grade id, which
+        the fakes it notices are reported under). Returns `ok:<nonce>:<what was restored>` so the
+        grader can note which pieces of the kernel had been changed before a protected cell.
         """
         self.failures = []
         self.restored = []
@@ -329,6 +354,9 @@ class GraderSupport:
             self._swap_in_trusted()
         if substitute:
             self._substitute(substitute, keep_rng)
+        if self.checker is not None:
+            self.checker.label = label
+            self.transformer.active = True
         return self._report(nonce)
 
     def post(self, nonce):
@@ -349,6 +377,8 @@ class GraderSupport:
         """Reinstate the student's machinery after a protected group."""
         self.failures = []
         self.restored = []
+        if self.transformer is not None:
+            self.transformer.active = False
         if self._stash is not None:
             for apply in reversed(self._stash):
                 self._guarded(apply)
@@ -358,11 +388,15 @@ class GraderSupport:
     # ---- internals ---------------------------------------------------------------------------
 
     def _report(self, nonce):
+        """The step's answer; with the fakes the checker noticed since the last one (once each)."""
         import json
 
-        return (
-            "ok:" + nonce + ":" + json.dumps({"restored": self.restored[:50], "failures": self.failures[:10]})
-        )
+        report = {"restored": self.restored[:50], "failures": self.failures[:10]}
+        if self.checker is not None:
+            report["fakes"] = self.checker.take_detected()[:20]
+            report["failures"] += self.transformer.failures[:5]
+            self.transformer.failures.clear()
+        return "ok:" + nonce + ":" + json.dumps(report)
 
     def _guarded(self, func, *args):
         try:
@@ -412,6 +446,21 @@ class GraderSupport:
                 self.restored.append(loc.label)
                 self._guarded(loc.set, module)
             undo.extend(self._restore_namespace(vars(module), base, name))
+        if self._checks is not None:
+            current, base = self._checks
+            undo.extend(self._restore_namespace(current, base, "grader checks", routines_only=False))
+            for obj, base in self._extras_base:
+                undo.extend(
+                    self._restore_namespace(
+                        vars(obj),
+                        base,
+                        _label(obj),
+                        new_keys=True,
+                        routines_only=False,
+                        skip=("label", "active"),
+                    )
+                )
+            self.checker.forget()
         ns = self.ip.user_ns
         for name, value in self._trusted_names.items():
             current = ns.get(name, _MISSING)
@@ -422,7 +471,9 @@ class GraderSupport:
                 self._guarded(loc.set, value)
         return undo
 
-    def _restore_namespace(self, current, base, label, owner=None, new_keys=False, routines_only=True):
+    def _restore_namespace(
+        self, current, base, label, owner=None, new_keys=False, routines_only=True, skip=()
+    ):
         """Restore changed or deleted entries of a namespace; `owner` (a class) is set via setattr.
 
         With `new_keys`, routines added since the baseline are removed as well (for modules they
@@ -436,7 +487,7 @@ class GraderSupport:
         if new_keys:
             keys.extend(current.keys() - base.keys())
         for key in keys:
-            if key in _VOLATILE_BUILTINS:
+            if key in _VOLATILE_BUILTINS or key in skip:
                 continue
             old, new = base.get(key, _MISSING), current.get(key, _MISSING)
             if old is new or (routines_only and not (_is_routine(old) or _is_routine(new))):
@@ -473,7 +524,8 @@ class GraderSupport:
             self._guarded(np.random.set_state, state["numpy"])
 
 
-def _install(registry_name, preimports, protected_modules, nonce):
-    support = GraderSupport(preimports, protected_modules)
+def _install(registry_name, preimports, protected_modules, nonce, checks=None):
+    checker_name = "_grader_checks_" + registry_name.rsplit("_", 1)[-1]
+    support = GraderSupport(preimports, protected_modules, checks, checker_name)
     _sys.modules[registry_name] = support
     return support._report(nonce)

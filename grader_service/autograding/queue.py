@@ -283,7 +283,7 @@ class JobQueue:
             job = session.get(GradingJob, task.job_id)
             if job is None or job.worker != self.worker_id or job.state != "running":
                 return None
-            submission = session.get(Submission, task.submission_id)
+            submission = job.submission
             retry = not outcome.graded and outcome.retryable and job.attempts < self.max_attempts
             if retry:
                 job.state, job.worker, job.lease_expires_at = "queued", None, None
@@ -336,7 +336,7 @@ class JobQueue:
             session.commit()
 
     def _requeue_or_fail(self, session: Session, job: GradingJob, why: str) -> None:
-        submission = session.get(Submission, job.submission_id)
+        submission = job.submission
         if job.attempts >= self.max_attempts:
             job.state, job.finished_at, job.exit_reason = "failed", utcnow(), "attempts"
             job.error = f"Gave up after {job.attempts} attempts; last: {why}"
@@ -392,7 +392,7 @@ class JobQueue:
             rows = session.execute(
                 select(Assignment.id, Assignment.source_commit).where(Assignment.source_commit.is_not(None))
             )
-            return {(assignment_id, commit) for assignment_id, commit in rows}
+            return {(assignment_id, commit) for assignment_id, commit in rows if commit is not None}
 
 
 def apply_outcome(submission: Submission, outcome: GradingOutcome) -> None:

@@ -35,7 +35,8 @@ from .auth.roles import sync_roles
 from .autograding import EXECUTOR_ALIASES
 from .autograding.events import EventBus
 from .autograding.local import LocalAutogradeExecutor
-from .autograding.scheduler import Scheduler, enqueue
+from .autograding.queue import enqueue
+from .autograding.worker import Scheduler
 from .dbpool import ConnectionGate
 from .httpserver import GraderHTTPServer
 from .orm import ApiToken, Submission, User, utcnow
@@ -386,7 +387,9 @@ class GraderService(Application):
         name = EXECUTOR_ALIASES.get(self.executor_class, self.executor_class)
         executor = import_item(name)(parent=self, log=self.log)
         self.events = EventBus()
-        self.scheduler = Scheduler(self, executor, self.events, parent=self, log=self.log)
+        self.scheduler = Scheduler(
+            self.session_factory, self.layout, executor, self.events, parent=self, log=self.log
+        )
 
     # --- serving ----------------------------------------------------------------------------
 

@@ -458,7 +458,7 @@ def test_export_judges_links_by_what_later_entries_make_of_them(tmp_path: Path) 
 def test_staging_never_changes_modes_through_links(tmp_path: Path) -> None:
     """The job directory is opened to the sandbox's uid by chmod, which follows links: a link in
     a submission must not make its target (anything the service can reach) world-writable."""
-    from grader_service.autograding.scheduler import _open_to_sandbox
+    from grader_service.storage.staging import open_to_sandbox
 
     outside = tmp_path / "service-secret"
     write(outside, "s\n", 0o600)
@@ -467,7 +467,7 @@ def test_staging_never_changes_modes_through_links(tmp_path: Path) -> None:
     write(job / "submission" / "nb.ipynb", "{}\n")
     os.symlink(outside, job / "submission" / "to-file")
     os.symlink(tmp_path / "service-dir", job / "submission" / "to-dir")
-    _open_to_sandbox(job)
+    open_to_sandbox(job)
     assert stat.S_IMODE(outside.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "service-dir").stat().st_mode) == 0o700
     assert stat.S_IMODE((job / "submission" / "nb.ipynb").stat().st_mode) == 0o666

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from ..autograding.scheduler import REGRADE_PRIORITY, enqueue
+from ..autograding.queue import REGRADE_PRIORITY, enqueue
 from ..orm import Assignment, GradingJob, GradingRun, Submission, User
 from ..storage.feedback import PAGES_DIR, FeedbackUnavailable, feedback_pages
 from .base import APIHandler, api_error, isoformat

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import exc as sa_exc
 
 from .. import __version__
-from ..autograding.scheduler import queue_stats
+from ..autograding.queue import queue_stats
 from .base import APIHandler
 
 

@@ -1,4 +1,4 @@
-"""Grading: the durable queue (scheduler), the executor interface, local and Kubernetes executors."""
+"""Grading: the durable queue, its workers, the executor interface, local and Kubernetes executors."""
 
 # Short names accepted by `c.GraderService.executor_class`.
 EXECUTOR_ALIASES = {

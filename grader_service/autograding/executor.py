@@ -1,9 +1,10 @@
 """The executor interface: run `grader-convert autograde` on a staged job directory, somewhere.
 
-The scheduler stages `<data>/jobs/<job id>/{submission,source,output}` from git, hands the
-executor a :class:`GradingTask`, and gets back a :class:`GradingOutcome`. Executors differ
-only in where the command runs (a local sandbox, a Kubernetes pod); staging, collecting the
-gradebook and writing results are shared, so every executor yields the same results.
+A worker (`worker.py`) stages `<data>/jobs/<job id>/{submission,source,output}` from git
+(`storage/staging.py`), hands the executor a :class:`GradingTask`, and gets back a
+:class:`GradingOutcome`. Executors differ only in where the command runs (a local sandbox, a
+Kubernetes pod); staging, collecting the gradebook and writing results are shared, so every
+executor yields the same results.
 """
 
 from __future__ import annotations

@@ -1,0 +1,283 @@
+"""The grading workers: claim jobs from the queue, stage them, run them, record them, keep them alive.
+
+`Scheduler` (the name its settings have always had: `c.Scheduler.*`) runs `concurrency` worker
+loops, a heartbeat per running job that renews its lease, and a reaper that re-queues jobs whose
+worker died. On start, running jobs of dead workers are adopted through the executor or
+re-queued; on stop, jobs in progress go back to the queue. It publishes every state change on the
+event bus.
+
+It is built from narrow collaborators: a session factory and the data layout (from which it makes
+its `JobQueue`, all the SQL, and its `JobStager`, the job directories) and the executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+from traitlets import Bool, Float, Integer
+from traitlets.config import LoggingConfigurable
+
+from ..orm import Submission
+from ..storage.layout import DataLayout
+from ..storage.staging import JobStager
+from .events import EventBus
+from .executor import AutogradeExecutor, GradingOutcome, GradingTask
+from .queue import JobQueue
+
+
+class Scheduler(LoggingConfigurable):
+    """Claims queued jobs and runs them on the executor with `concurrency` workers."""
+
+    concurrency = Integer(
+        0, help="Jobs graded at once by this service process; 0 means one per CPU (os.cpu_count())."
+    ).tag(config=True)
+    lease_seconds = Float(
+        30.0,
+        help="A running job's claim expires this long after its worker's last heartbeat; then it is re-queued.",
+    ).tag(config=True)
+    max_attempts = Integer(3, help="Claims a job gets before it fails for good.").tag(config=True)
+    poll_interval = Float(
+        1.0,
+        help="Seconds between looks for jobs queued by other replicas (local submissions wake workers at once).",
+    ).tag(config=True)
+    max_queue_length = Integer(
+        5000,
+        help="Above this many queued jobs, health reports the queue as backlogged. Submissions are always "
+        "accepted and stored; grading just waits.",
+    ).tag(config=True)
+    keep_job_dirs = Bool(False, help="Keep job directories after grading (for debugging).").tag(config=True)
+
+    @property
+    def workers(self) -> int:
+        return self.concurrency or os.cpu_count() or 1
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        layout: DataLayout,
+        executor: AutogradeExecutor,
+        events: EventBus,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.executor = executor
+        self.events = events
+        self.queue = JobQueue(
+            session_factory,
+            layout,
+            executor,
+            lease_seconds=self.lease_seconds,
+            max_attempts=self.max_attempts,
+            log=self.log,
+        )
+        self.stager = JobStager(layout)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        executor.status_listener = self.record_status
+
+    @property
+    def worker_id(self) -> str:
+        return self.queue.worker_id
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reconcile, then start the workers, unless the executor refuses to grade here: then
+        nothing is claimed and every queued job waits (the queue's upkeep still runs)."""
+        await asyncio.to_thread(self._prune_source_cache)
+        adoptions = await self.reconcile()
+        workers = 0 if self.executor.refused is not None else self.workers
+        self._tasks = [
+            asyncio.create_task(self._worker(i), name=f"grader-worker-{i}") for i in range(workers)
+        ]
+        self._tasks.append(asyncio.create_task(self._reaper(), name="grader-reaper"))
+        self._tasks.extend(adoptions)
+        self.log.info(
+            "Scheduler %s: %d worker(s), executor %s, sandbox %s",
+            self.worker_id,
+            workers,
+            self.executor.name,
+            self.executor.sandbox,
+        )
+
+    async def stop(self) -> None:
+        """Stop claiming; jobs in progress are handed back to the queue without using up an attempt."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.executor.stop()
+        self.queue.release_held()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _prune_source_cache(self) -> None:
+        """Drop cached sources that are no longer any assignment's current source."""
+        self.stager.prune_source_cache(self.queue.current_sources())
+
+    # --- workers ----------------------------------------------------------------------------------
+
+    async def _worker(self, index: int) -> None:
+        while not self._stopping:
+            try:
+                task = self.claim()
+            except Exception:
+                self.log.exception("Claiming a grading job failed")
+                task = None
+            if task is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                continue
+            self._wake.set()  # there may be more: let an idle sibling look too
+            await self._process(task)
+
+    def claim(self) -> GradingTask | None:
+        """The queue's best job, now ours and announced as running."""
+        task = self.queue.claim()
+        if task is not None:
+            self._publish(task, {"auto_status": "running"})
+        return task
+
+    async def _process(self, task: GradingTask) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(task.job_id))
+        try:
+            await self.stager.stage(task)
+            outcome = await self.executor.run(task)
+            if outcome.graded:
+                await self._keep_output(task, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.log.exception("Grading job %d failed in the service", task.job_id)
+            outcome = GradingOutcome(False, reason=f"Internal error while grading: {e}", retryable=True)
+        finally:
+            heartbeat.cancel()
+        await self._finish(task, outcome)
+
+    async def _keep_output(self, task: GradingTask, outcome: GradingOutcome) -> None:
+        await self.stager.keep_output(task)
+        outcome.feedback = True
+
+    async def _finish(self, task: GradingTask, outcome: GradingOutcome) -> None:
+        """Record the outcome, announce it, and remove the job directory."""
+        recorded = self.queue.record(task, outcome)
+        if recorded is None:
+            self.log.warning("Job %d was taken from this worker; its result is discarded", task.job_id)
+        else:
+            self._publish(task, outcome_event(recorded.submission, outcome))
+            if recorded.retry:
+                self.wake()
+        if not self.keep_job_dirs:
+            await self.stager.remove(task)
+
+    def record_status(self, task: GradingTask, detail: str | None) -> None:
+        """The executor's word on why a running job waits: the submission's status detail, and an event."""
+        if self.queue.record_status(task, detail):
+            self._publish(task, {"auto_status": "running", "status_detail": detail})
+
+    def _publish(self, task: GradingTask, change: dict[str, Any]) -> None:
+        event = {
+            "submission": task.submission_id,
+            "auto_status": change.pop("auto_status"),
+            "job": task.job_id,
+        }
+        event.update(change)
+        self.events.publish(task.submission_id, task.settings["assignment_id"], event)
+
+    # --- crash safety -----------------------------------------------------------------------------
+
+    async def _heartbeat(self, job_id: int) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            self.queue.renew_lease(job_id)
+
+    async def _reaper(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.lease_seconds / 3, 0.5))
+            try:
+                if self.queue.requeue_expired():
+                    self.wake()
+            except Exception:
+                self.log.exception("Re-queueing expired grading jobs failed")
+
+    def _worker_is_dead(self, worker: str | None) -> bool:
+        """A worker of this host whose process is gone (the service restarted): no need to wait out its lease."""
+        host, _, rest = (worker or "").partition(":")
+        pid = rest.partition(":")[0]
+        if host != socket.gethostname() or not pid.isdigit():
+            return False
+        if int(pid) == os.getpid():
+            return worker != self.worker_id
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    async def reconcile(self) -> list[asyncio.Task[None]]:
+        """On start: running jobs of dead workers are adopted by the executor or re-queued.
+
+        Each stale job is taken over at once (this worker, a fresh lease), then adopted in the
+        background: its pod may run for minutes more, and the service must not wait for that
+        before it serves. Then the executor removes what belongs to no running job.
+        """
+        stale, live = self.queue.take_over_stale(self._worker_is_dead)
+        adoptions = [
+            asyncio.create_task(self._adopt(job_id, runner_name), name=f"grader-adopt-{job_id}")
+            for job_id, runner_name in stale
+        ]
+        try:
+            await self.executor.cleanup_orphans(live)
+        except Exception:
+            self.log.exception("Cleaning up after jobs that no longer run failed")
+        return adoptions
+
+    async def _adopt(self, job_id: int, runner_name: str | None) -> None:
+        """Let the executor finish a job a previous process started; re-queue it if it cannot."""
+        task = self.queue.load_task(job_id)
+        heartbeat = asyncio.create_task(self._heartbeat(job_id))
+        try:
+            outcome = await self.executor.reconcile(task, runner_name) if task else None
+            if task is not None and outcome is not None and outcome.graded:
+                await self._keep_output(task, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("Adopting grading job %d failed", job_id)
+            outcome = None
+        finally:
+            heartbeat.cancel()
+        if task is None or outcome is None:
+            self.queue.requeue_held(job_id, "the service restarted while it ran")
+            self.wake()
+            return
+        await self._finish(task, outcome)
+
+
+def outcome_event(submission: Submission, outcome: GradingOutcome) -> dict[str, Any]:
+    """The status event after a job's outcome was recorded: the submission's state as committed."""
+    event: dict[str, Any] = {"auto_status": submission.auto_status}
+    if submission.status_detail:
+        event["status_detail"] = submission.status_detail
+    if submission.auto_status == "graded":
+        event.update(
+            score=submission.score,
+            max_score=submission.max_score,
+            feedback_status=submission.feedback_status,
+        )
+    elif submission.auto_status == "failed":
+        event["reason"] = outcome.reason
+    return event
+
+
+__all__ = ["Scheduler", "outcome_event"]

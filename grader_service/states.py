@@ -74,10 +74,6 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    @property
-    def final(self) -> bool:
-        return self not in PENDING_JOB_STATES
-
 
 # Jobs that still hold (or wait for) a worker.
 PENDING_JOB_STATES = (JobState.QUEUED, JobState.RUNNING)

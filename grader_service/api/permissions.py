@@ -42,9 +42,9 @@ if TYPE_CHECKING:
 
     from .base import APIHandler
 
-ADMIN: Final = (
-    "admin"  # not a lecture role: `needs_role(ADMIN)` means a member of the lecture who is an admin
-)
+# Not a lecture role: `needs_role(ADMIN)` is for admins only, and answers others as `needs_role` does
+# (404 to those without a role in the lecture, 403 to its members).
+ADMIN: Final = "admin"
 Level = Literal["public", "login", "admin"] | RoleName
 M = TypeVar("M", bound=Callable[..., Any])
 
@@ -100,7 +100,7 @@ def needs_role(minimum: RoleName | Literal["admin"]) -> Callable[[M], M]:
     """At least `minimum` in the lecture whose code is the first path argument (admins hold every role).
 
     The method receives the `Lecture` in place of the code. No role at all: 404, as for a lecture
-    that does not exist; a role too low: 403. `ADMIN`: a member (else 404) who is an admin (else 403).
+    that does not exist; a role too low: 403. `ADMIN`: admins; members get 403, everyone else 404.
     """
 
     def decorate(method: M) -> M:

@@ -99,11 +99,33 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Run Alembic migrations on the engine's database (reusing its connection)."""
+    """Run Alembic migrations on the engine's database (reusing its connection).
+
+    On SQLite, foreign keys are off meanwhile: a migration that changes a constraint copies the table
+    and drops the old one, and dropping a table with foreign keys on deletes the rows that refer to
+    it (ON DELETE CASCADE). The pragma only takes effect outside a transaction; the references are
+    checked before the migration commits.
+    """
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(
+                            f"The migration left rows that refer to missing ones: {broken[:5]}"
+                        )
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
 
 
 def is_sqlite(url: str) -> bool:

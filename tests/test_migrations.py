@@ -1,13 +1,27 @@
-"""Alembic's head is exactly the models' schema, on SQLite and PostgreSQL."""
+"""Alembic's head is exactly the models' schema, on SQLite and PostgreSQL; upgrades keep every row."""
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import CheckConstraint, inspect, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
+from alembic import command
 from grader_service import db
 from grader_service.orm import Base
+from grader_service.orm.base import Vocabulary
+
+from .postgres import create_database
 
 
 def test_upgrade_head_matches_models(db_url: str) -> None:
@@ -23,3 +37,122 @@ def test_upgrade_head_matches_models(db_url: str) -> None:
     tables = set(inspect(engine).get_table_names()) - {"alembic_version"}
     assert tables == set(Base.metadata.tables)
     engine.dispose()
+
+
+# --- 0003: CHECK constraints on every vocabulary column ------------------------------------------
+
+_db_counter = itertools.count()
+NOW = "2026-12-01 10:00:00"
+# One row per table, written as 0002's schema knew them (plain SQL: the models are at head).
+ROWS_0002 = [
+    "INSERT INTO users (id, name, admin, created_at) VALUES (1, 'ann', false, '{now}')",
+    "INSERT INTO users (id, name, admin, created_at) VALUES (2, 'ben', false, '{now}')",
+    "INSERT INTO api_tokens (id, user_id, prefix, hashed, admin, created_at)"
+    " VALUES (1, 1, 'abcdefgh', 'h1', false, '{now}')",
+    "INSERT INTO lectures (id, code, name, state, created_at) VALUES (1, 'ml', 'ML', 'active', '{now}')",
+    "INSERT INTO lectures (id, code, name, state, created_at) VALUES (2, 'db', 'DB', 'complete', '{now}')",
+    "INSERT INTO roles (user_id, lecture_id, role, source) VALUES (1, 1, 'student', 'api')",
+    "INSERT INTO roles (user_id, lecture_id, role, source) VALUES (2, 1, 'instructor', 'hub')",
+    "INSERT INTO assignments (id, lecture_id, name, status, late_penalty, grading_policy, feedback_policy,"
+    " settings, created_at) VALUES (1, 1, 'a1', 'released', 0.5, 'best', 'immediate', '{{}}', '{now}')",
+    "INSERT INTO grading_runs (id, assignment_id, scope, created_at) VALUES (1, 1, 'all', '{now}')",
+    "INSERT INTO submissions (id, assignment_id, user_id, commit_hash, submitted_at, late, late_seconds,"
+    " auto_status, manual_status, feedback_status, status_detail)"
+    " VALUES (1, 1, 1, 'c0ffee', '{now}', true, 12.5, 'graded', 'graded', 'generated', 'ok')",
+    "INSERT INTO grading_jobs (id, submission_id, state, priority, attempts, run_id, created_at)"
+    " VALUES (1, 1, 'succeeded', 10, 1, 1, '{now}')",
+    "INSERT INTO grading_jobs (id, submission_id, state, priority, attempts, created_at)"
+    " VALUES (2, 1, 'queued', 0, 0, '{now}')",
+]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A fresh, empty database of each kind for one test (the test migrates it step by step)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'grader.sqlite'}"
+    else:
+        admin_url = request.getfixturevalue("postgres_admin_url")
+        url = create_database(admin_url, f"grader_mig_{os.getpid()}_{next(_db_counter)}")
+    engine = db.make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def vocabulary_columns() -> list[tuple[str, str, type[StrEnum]]]:
+    """Every (table, column, vocabulary) of the models: the columns 0003 must constrain."""
+    return [
+        (table.name, column.name, column.type.vocabulary)
+        for table in Base.metadata.sorted_tables
+        for column in table.columns
+        if isinstance(column.type, Vocabulary)
+    ]
+
+
+def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    with engine.connect() as conn:
+        return {
+            table.name: sorted([tuple(row) for row in conn.execute(table.select())], key=repr)
+            for table in Base.metadata.sorted_tables
+        }
+
+
+def refused(engine: Engine, statement: str) -> bool:
+    """Whether the database refuses the statement as a constraint violation (it is rolled back either way)."""
+    with engine.connect() as conn:
+        try:
+            conn.execute(text(statement))
+        except IntegrityError:
+            return True
+        finally:
+            conn.rollback()
+    return False
+
+
+def test_0003_keeps_every_row_and_refuses_values_outside_the_vocabularies(empty_engine: Engine) -> None:
+    engine = empty_engine
+    db.upgrade(engine, "0002")
+    with engine.begin() as conn:
+        for row in ROWS_0002:
+            conn.execute(text(row.format(now=NOW)))
+    before = dump(engine)
+    assert all(before.values())  # every table has a row to keep
+
+    db.upgrade(engine, "0003")
+    assert db.current_revision(engine) == "0003"
+    assert dump(engine) == before  # nothing lost, not even rows that refer to copied tables
+
+    columns = vocabulary_columns()
+    assert {(t, c) for t, c, _ in columns} >= {("grading_jobs", "state"), ("submissions", "auto_status")}
+    for table, column, vocabulary in columns:
+        for bad in ("bogus", "", "Queued", "queued "):
+            assert refused(engine, f"UPDATE {table} SET {column} = '{bad}'"), (table, column, bad)
+        for member in vocabulary:  # the migration's lists hold every value the code writes
+            assert not refused(engine, f"UPDATE {table} SET {column} = '{member.value}'"), (table, member)
+    assert refused(
+        engine,
+        "INSERT INTO grading_jobs (id, submission_id, state, priority, attempts, created_at)"
+        f" VALUES (99, 1, 'paused', 0, 0, '{NOW}')",
+    )
+    with engine.connect() as conn:  # reflected by name, as the models declare them
+        for table in Base.metadata.sorted_tables:
+            declared = {c.name for c in table.constraints if isinstance(c, CheckConstraint)}
+            assert {c["name"] for c in inspect(conn).get_check_constraints(table.name)} == declared
+
+
+def test_0003_downgrade_drops_the_constraints_and_keeps_the_rows(empty_engine: Engine) -> None:
+    engine = empty_engine
+    db.upgrade(engine, "0002")
+    with engine.begin() as conn:
+        for row in ROWS_0002:
+            conn.execute(text(row.format(now=NOW)))
+    db.upgrade(engine, "head")
+    before = dump(engine)
+    cfg = db.alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    assert dump(engine) == before
+    assert not refused(engine, "UPDATE grading_jobs SET state = 'paused'")

@@ -10,12 +10,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..orm import Assignment, Submission
-from ..orm.assignment import ASSIGNMENT_STATUSES, FEEDBACK_POLICIES, GRADING_POLICIES
+from ..orm import Assignment, Lecture, Submission
+from ..states import AssignmentStatus, FeedbackPolicy, GradingPolicy, RoleName, choices, member_of
 from ..storage.release import Released, ReleaseFailed, release_assignment
 from .base import APIHandler, api_error
 from .lectures import check_fields, slug_field, string_field
 from .params import ID_MAX
+from .permissions import needs_role
 from .serialize import assignment_model
 
 QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|K|M|G|T|Ki|Mi|Gi|Ti)?\Z")
@@ -44,7 +45,11 @@ EDITABLE = {
     "settings",
 }
 # status transitions an instructor may make by PATCH (created -> released runs the release).
-TRANSITIONS = {("created", "released"), ("released", "completed"), ("completed", "released")}
+TRANSITIONS = {
+    (AssignmentStatus.CREATED, AssignmentStatus.RELEASED),
+    (AssignmentStatus.RELEASED, AssignmentStatus.COMPLETED),
+    (AssignmentStatus.COMPLETED, AssignmentStatus.RELEASED),
+}
 
 
 def parse_datetime(body: dict[str, Any], key: str) -> datetime | None:
@@ -107,11 +112,12 @@ def apply_fields(assignment: Assignment, body: dict[str, Any]) -> None:
         ):
             raise api_error(400, f"Field 'max_submissions' must be an integer from 1 to {ID_MAX}, or null")
         assignment.max_submissions = value
-    for key, choices in (("grading_policy", GRADING_POLICIES), ("feedback_policy", FEEDBACK_POLICIES)):
+    for key, vocabulary in (("grading_policy", GradingPolicy), ("feedback_policy", FeedbackPolicy)):
         if key in body:
-            if body[key] not in choices:
-                raise api_error(400, f"Field {key!r} must be one of {', '.join(choices)}")
-            setattr(assignment, key, body[key])
+            value = member_of(vocabulary, body[key])
+            if value is None:
+                raise api_error(400, f"Field {key!r} must be one of {choices(vocabulary)}")
+            setattr(assignment, key, value)
     if "settings" in body:
         assignment.settings = parse_settings(body["settings"])
     if assignment.late_until and assignment.due_date and assignment.late_until < assignment.due_date:
@@ -121,21 +127,20 @@ def apply_fields(assignment: Assignment, body: dict[str, Any]) -> None:
 
 
 class AssignmentsHandler(APIHandler):
-    def get(self, code: str) -> None:
-        lecture = self.lecture_or_404(code)
+    @needs_role(RoleName.STUDENT)
+    def get(self, lecture: Lecture) -> None:
         staff = self.permissions.is_staff(lecture.id)
         offset, limit = self.pagination()
         query = select(Assignment).where(Assignment.lecture_id == lecture.id)
-        if not staff:
-            query = query.where(Assignment.status != "created")
+        query = self.permissions.visible_assignments(query, lecture.id)
         total = self.db.scalar(select(func.count()).select_from(query.subquery()))
         rows = self.db.scalars(
             query.order_by(Assignment.created_at.desc(), Assignment.id.desc()).offset(offset).limit(limit)
         ).all()
         self.write_page([assignment_model(a, staff) for a in rows], total, offset, limit)
 
-    def post(self, code: str) -> None:
-        lecture = self.lecture_or_404(code, "instructor")
+    @needs_role(RoleName.INSTRUCTOR)
+    def post(self, lecture: Lecture) -> None:
         body = self.json_body()
         check_fields(body, EDITABLE - {"status"} | {"name"})
         name = slug_field(body, "name", "Assignment name")
@@ -146,31 +151,35 @@ class AssignmentsHandler(APIHandler):
             self.db.commit()
         except IntegrityError:
             self.db.rollback()
-            raise api_error(409, f"Assignment {name!r} already exists in lecture {code!r}") from None
+            raise api_error(409, f"Assignment {name!r} already exists in lecture {lecture.code!r}") from None
         self.write_json(assignment_model(assignment, True), 201)
 
 
 class AssignmentHandler(APIHandler):
-    def get(self, code: str, name: str) -> None:
-        lecture = self.lecture_or_404(code)
+    @needs_role(RoleName.STUDENT)
+    def get(self, lecture: Lecture, name: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
         self.write_json(assignment_model(assignment, self.permissions.is_staff(lecture.id)))
 
-    async def patch(self, code: str, name: str) -> None:
-        lecture = self.lecture_or_404(code, "instructor")
+    @needs_role(RoleName.INSTRUCTOR)
+    async def patch(self, lecture: Lecture, name: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
         body = self.json_body()
         check_fields(body, EDITABLE)
         # Check the fields on a copy: the release below takes a while, and the session's connection
         # goes back to the pool meanwhile, which commits (so nothing may be changed yet).
         apply_fields(Assignment(due_date=assignment.due_date, late_until=assignment.late_until), body)
-        status = body.get("status", assignment.status)
-        if status not in ASSIGNMENT_STATUSES:
-            raise api_error(400, f"Field 'status' must be one of {', '.join(ASSIGNMENT_STATUSES)}")
+        status = member_of(AssignmentStatus, body.get("status", assignment.status))
+        if status is None:
+            raise api_error(400, f"Field 'status' must be one of {choices(AssignmentStatus)}")
         if status != assignment.status and (assignment.status, status) not in TRANSITIONS:
             raise api_error(409, f"Assignment status cannot change from {assignment.status} to {status}")
         released = None
-        if status != assignment.status and status == "released" and assignment.release_commit is None:
+        if (
+            status != assignment.status
+            and status == AssignmentStatus.RELEASED
+            and assignment.release_commit is None
+        ):
             released = await self.release(assignment)
         apply_fields(assignment, body)
         if released is not None:
@@ -188,8 +197,8 @@ class AssignmentHandler(APIHandler):
         except ReleaseFailed as e:
             raise api_error(422, str(e)) from None
 
-    def delete(self, code: str, name: str) -> None:
-        lecture = self.lecture_or_404(code, "instructor")
+    @needs_role(RoleName.INSTRUCTOR)
+    def delete(self, lecture: Lecture, name: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
         if self.db.scalar(select(func.count()).where(Submission.assignment_id == assignment.id)):
             raise api_error(

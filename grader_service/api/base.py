@@ -31,6 +31,7 @@ from tornado import web
 from .. import safejson
 from ..httpserver import RETRY_AFTER_SECONDS
 from ..orm import Assignment, Lecture, Submission, User
+from ..states import RoleName
 from .body import RequestBody
 from .errors import APIError, api_error
 from .params import ID_MAX, INT64_MAX, InvalidInteger, parse_id, parse_integer
@@ -160,14 +161,22 @@ class APIHandler(web.RequestHandler):
             if identity.via == "cookie" and self.request.method not in SAFE_METHODS:
                 web.RequestHandler.check_xsrf_cookie(self)
         elif self.auth_required:
-            login = service.authenticator.login_url(self)
-            hint = f", or log in at {login}" if login else ""
-            raise api_error(401, f"Authentication required: send 'Authorization: token <token>'{hint}")
+            raise self.login_required()
         if self._body_expected:
             # The client may take its time with the body: hold no database connection meanwhile.
             self.release_db()
             if self.body_limit is None and self.user is not None:
                 self._count_upload(self.user.id)
+
+    def login_required(self) -> APIError:
+        login = self.service.authenticator.login_url(self)
+        hint = f", or log in at {login}" if login else ""
+        return api_error(401, f"Authentication required: send 'Authorization: token <token>'{hint}")
+
+    def require_login(self) -> None:
+        """401 unless the request is authenticated (a handler with `auth_required` has checked already)."""
+        if self.user is None or self.identity is None:
+            raise self.login_required()
 
     def _count_upload(self, user_id: int) -> None:
         service = self.service
@@ -445,7 +454,7 @@ class APIHandler(web.RequestHandler):
             self._permissions = Permissions(self.db, self.user, self.identity.admin)
         return self._permissions
 
-    def lecture_or_404(self, code: str, minimum: str = "student") -> Lecture:
+    def lecture_or_404(self, code: str, minimum: RoleName = RoleName.STUDENT) -> Lecture:
         """The lecture, if the caller holds at least `minimum` in it (admins hold everything).
 
         Without any role in it, the caller is told it does not exist, as for a missing one.
@@ -464,7 +473,7 @@ class APIHandler(web.RequestHandler):
             assignment = self.db.scalars(
                 select(Assignment).where(Assignment.lecture_id == lecture.id, Assignment.name == name)
             ).one_or_none()
-        if assignment is None or not self.permissions.can_see_assignment(assignment):
+        if assignment is None or not self.permissions.may_see_assignment(assignment):
             raise api_error(404, f"Assignment {name!r} not found in lecture {lecture.code!r}")
         return assignment
 
@@ -478,7 +487,7 @@ class APIHandler(web.RequestHandler):
             submission is None
             or submission.assignment_id != assignment.id
             or submission.deleted_at is not None
-            or not self.permissions.can_see_submission(submission)
+            or not self.permissions.may_see_submission(submission)
         ):
             raise api_error(404, f"Submission {submission_id} not found" + _ID_HINT * (number is None))
         return submission

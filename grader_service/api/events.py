@@ -23,12 +23,12 @@ from tornado.iostream import StreamClosedError
 
 from ..autograding.events import CLOSED
 from ..orm import Assignment, GradingJob, Submission
+from ..states import PENDING_AUTO_STATUSES, AutoStatus, RoleName, member_of
 from .base import APIHandler, api_error
 from .params import ID_MAX
-from .permissions import ResultView
+from .permissions import ResultView, needs_login
 
 KEEPALIVE_SECONDS = 15.0
-FINAL = ("graded", "failed")
 # How long a browser's EventSource waits before reconnecting (the SSE `retry:` field).
 RETRY_MILLISECONDS = 1000
 # Replayed changes reach back this much before Last-Event-ID: event ids come from one replica's
@@ -39,6 +39,9 @@ REPLAY_MARGIN_SECONDS = 5.0
 class EventsHandler(APIHandler):
     _last_id = 0
 
+    # Which stream, and so which rule, comes from the query: a submission the caller may see
+    # (`Permissions.may_see_submission`), or an assignment of a lecture they are staff in.
+    @needs_login
     async def get(self) -> None:
         self._view: ResultView | None = None  # None: the caller is staff and sees every event whole
         since = self._last_event_id()
@@ -62,7 +65,7 @@ class EventsHandler(APIHandler):
             self.write(f"retry: {RETRY_MILLISECONDS}\n\n")
             for event in initial:
                 await self._send(event)
-            if kind == "submission" and initial and initial[-1]["auto_status"] in FINAL:
+            if kind == "submission" and initial and _final(initial[-1]):
                 return
             while True:
                 try:
@@ -74,7 +77,7 @@ class EventsHandler(APIHandler):
                 if event is CLOSED:
                     return  # the service is stopping: the client reconnects (to it or another replica)
                 await self._send(event)
-                if kind == "submission" and event.get("auto_status") in FINAL:
+                if kind == "submission" and _final(event):
                     return
         except StreamClosedError:
             pass
@@ -102,10 +105,7 @@ class EventsHandler(APIHandler):
         if (
             submission is None
             or submission.deleted_at is not None
-            or not (
-                self.permissions.has(submission.assignment.lecture_id, "student")
-                and self.permissions.can_see_submission(submission)
-            )
+            or not self.permissions.may_see_submission(submission)
         ):
             raise api_error(404, f"Submission {submission_id} not found")
         self._view = self.permissions.result_view(submission)
@@ -116,14 +116,14 @@ class EventsHandler(APIHandler):
         name = self.get_query_argument("assignment", None)
         if not code or not name:
             raise api_error(400, "Give ?submission=ID, or ?lecture=CODE&assignment=NAME")
-        lecture = self.lecture_or_404(code, "tutor")
+        lecture = self.lecture_or_404(code, RoleName.TUTOR)
         return self.assignment_or_404(lecture, name)
 
     def _current(self, kind: str, key: int, since: datetime | None) -> list[dict[str, Any]]:
         """The state a (re)connecting client starts from."""
         if kind == "submission":
             return [_state(self.db.get(Submission, key))]
-        wanted = Submission.auto_status.in_(("queued", "running"))
+        wanted = Submission.auto_status.in_(PENDING_AUTO_STATUSES)
         if since is not None:
             changed = (
                 select(GradingJob.id)
@@ -144,9 +144,14 @@ class EventsHandler(APIHandler):
 
 def _state(submission: Submission) -> dict[str, Any]:
     event: dict[str, Any] = {"submission": submission.id, "auto_status": submission.auto_status}
-    if submission.auto_status == "graded":
+    if submission.auto_status == AutoStatus.GRADED:
         event.update(score=submission.score, max_score=submission.max_score)
     return event
+
+
+def _final(event: dict[str, Any]) -> bool:
+    status = member_of(AutoStatus, event.get("auto_status"))
+    return status is not None and status.final
 
 
 handlers = [(r"events", EventsHandler)]

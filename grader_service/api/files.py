@@ -9,10 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from ..orm import Lecture
+from ..states import RoleName
 from ..storage import git
 from ..storage.release import ReleaseFailed, release_assignment
 from ..storage.uploads import UploadError, UploadLimits, extract_upload
 from .base import APIHandler, api_error
+from .permissions import needs_role
 from .serialize import assignment_model
 
 
@@ -62,29 +65,29 @@ async def send_zip(handler: APIHandler, repo: Path, commit: str, filename: str) 
 
 
 class AssignmentFilesHandler(UploadMixin, APIHandler):
-    async def get(self, code: str, name: str) -> None:
-        lecture = self.lecture_or_404(code)
+    @needs_role(RoleName.STUDENT)
+    async def get(self, lecture: Lecture, name: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
-        staff = self.permissions.is_staff(lecture.id)
+        staff = self.permissions.may_download_source(lecture.id)
         version = self.get_query_argument("version", "source" if staff else "release")
         layout = self.service.layout
         if version == "source":
-            if not staff:
-                raise api_error(403, "Only tutors and instructors can download an assignment's source")
+            self.permissions.require_download_source(lecture.id)
             if assignment.source_commit is None:
                 raise api_error(404, f"Assignment {name!r} has no source files yet")
             await send_zip(
                 self, layout.source_repo(assignment.id), assignment.source_commit, f"{name}-source.zip"
             )
         elif version == "release":
-            if assignment.release_commit is None or (not staff and assignment.status == "created"):
+            # (A student never gets here for an assignment that is not released: assignment_or_404.)
+            if assignment.release_commit is None:
                 raise api_error(404, f"Assignment {name!r} has not been released yet")
             await send_zip(self, layout.release_repo(assignment.id), assignment.release_commit, f"{name}.zip")
         else:
             raise api_error(400, "version must be 'source' or 'release'")
 
-    async def put(self, code: str, name: str) -> None:
-        lecture = self.lecture_or_404(code, "instructor")
+    @needs_role(RoleName.INSTRUCTOR)
+    async def put(self, lecture: Lecture, name: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
         repo = self.service.layout.source_repo(assignment.id)
         filename = self.get_query_argument("filename", None)

@@ -7,15 +7,23 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ..autograding.queue import REGRADE_PRIORITY, enqueue
-from ..orm import Assignment, GradingJob, GradingRun, Submission, User
+from ..orm import Assignment, GradingJob, GradingRun, Lecture, Submission, User
+from ..states import (
+    PENDING_JOB_STATES,
+    FeedbackStatus,
+    GradingPolicy,
+    JobState,
+    RoleName,
+    RunScope,
+    choices,
+    member_of,
+)
 from ..storage.feedback import PAGES_DIR, FeedbackUnavailable, feedback_pages
 from .base import APIHandler, api_error, isoformat
 from .csv_export import to_csv
 from .lectures import check_fields
 from .params import parse_id
-from .permissions import ResultView
-
-RUN_SCOPES = ("latest", "all")
+from .permissions import ResultView, needs_role
 
 
 def job_model(job: GradingJob) -> dict[str, Any]:
@@ -34,8 +42,8 @@ def job_model(job: GradingJob) -> dict[str, Any]:
 
 
 class AutogradeHandler(APIHandler):
-    def post(self, code: str, name: str, submission_id: str) -> None:
-        lecture = self.lecture_or_404(code, "tutor")
+    @needs_role(RoleName.TUTOR)
+    def post(self, lecture: Lecture, name: str, submission_id: str) -> None:
         submission = self.submission_or_404(self.assignment_or_404(lecture, name), submission_id)
         if submission.assignment.source_commit is None:
             raise api_error(409, "The assignment has no source to grade against")
@@ -46,20 +54,20 @@ class AutogradeHandler(APIHandler):
 
 
 class GradingRunsHandler(APIHandler):
-    def post(self, code: str, name: str) -> None:
-        lecture = self.lecture_or_404(code, "tutor")
+    @needs_role(RoleName.TUTOR)
+    def post(self, lecture: Lecture, name: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
         body = self.json_body() if self.body else {}
         check_fields(body, {"scope"})
-        scope = body.get("scope", "latest")
-        if scope not in RUN_SCOPES:
-            raise api_error(400, f"Field 'scope' must be one of {', '.join(RUN_SCOPES)}")
+        scope = member_of(RunScope, body.get("scope", RunScope.LATEST))
+        if scope is None:
+            raise api_error(400, f"Field 'scope' must be one of {choices(RunScope)}")
         if assignment.source_commit is None:
             raise api_error(409, "The assignment has no source to grade against")
         query = select(Submission).where(
             Submission.assignment_id == assignment.id, Submission.deleted_at.is_(None)
         )
-        if scope == "latest":
+        if scope == RunScope.LATEST:
             latest = (
                 select(func.max(Submission.id))
                 .where(Submission.assignment_id == assignment.id, Submission.deleted_at.is_(None))
@@ -78,8 +86,8 @@ class GradingRunsHandler(APIHandler):
 
 
 class GradingRunHandler(APIHandler):
-    def get(self, code: str, name: str, run_id: str) -> None:
-        lecture = self.lecture_or_404(code, "tutor")
+    @needs_role(RoleName.TUTOR)
+    def get(self, lecture: Lecture, name: str, run_id: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
         number = parse_id(run_id)
         run = self.db.get(GradingRun, number) if number is not None else None
@@ -98,7 +106,7 @@ def run_model(db: Any, run: GradingRun) -> dict[str, Any]:
         .tuples()
         .all()
     )
-    states = {"queued": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0, **counts}
+    states = {state.value: counts.get(state, 0) for state in JobState}
     total = sum(states.values())
     return {
         "id": run.id,
@@ -106,22 +114,22 @@ def run_model(db: Any, run: GradingRun) -> dict[str, Any]:
         "created_at": isoformat(run.created_at),
         "total": total,
         "counts": states,
-        "done": states["queued"] + states["running"] == 0,
+        "done": not any(states[state] for state in PENDING_JOB_STATES),
     }
 
 
 class SubmissionDetailHandler(APIHandler):
     """Base for the per-submission grading views: the submission, and what the caller may see of it."""
 
-    def resolve(self, code: str, name: str, submission_id: str) -> tuple[Submission, ResultView]:
-        lecture = self.lecture_or_404(code)
+    def resolve(self, lecture: Lecture, name: str, submission_id: str) -> tuple[Submission, ResultView]:
         submission = self.submission_or_404(self.assignment_or_404(lecture, name), submission_id)
         return submission, self.permissions.result_view(submission)
 
 
 class GradebookHandler(SubmissionDetailHandler):
-    def get(self, code: str, name: str, submission_id: str) -> None:
-        submission, view = self.resolve(code, name, submission_id)
+    @needs_role(RoleName.STUDENT)
+    def get(self, lecture: Lecture, name: str, submission_id: str) -> None:
+        submission, view = self.resolve(lecture, name, submission_id)
         view.require_visible("gradebook")
         if submission.gradebook is None:
             raise api_error(404, f"Submission {submission_id} has not been graded ({submission.auto_status})")
@@ -129,8 +137,9 @@ class GradebookHandler(SubmissionDetailHandler):
 
 
 class LogsHandler(SubmissionDetailHandler):
-    def get(self, code: str, name: str, submission_id: str) -> None:
-        submission, view = self.resolve(code, name, submission_id)
+    @needs_role(RoleName.STUDENT)
+    def get(self, lecture: Lecture, name: str, submission_id: str) -> None:
+        submission, view = self.resolve(lecture, name, submission_id)
         failure = None
         if not view.staff:
             latest = self.db.execute(
@@ -139,7 +148,7 @@ class LogsHandler(SubmissionDetailHandler):
                 .order_by(GradingJob.id.desc())
                 .limit(1)
             ).first()
-            if latest is not None and latest.state == "failed":
+            if latest is not None and latest.state == JobState.FAILED:
                 failure = latest.error or "Grading failed."
         logs = view.logs(submission.logs or "", failure)
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
@@ -147,10 +156,11 @@ class LogsHandler(SubmissionDetailHandler):
 
 
 class FeedbackHandler(SubmissionDetailHandler):
-    async def get(self, code: str, name: str, submission_id: str) -> None:
-        submission, view = self.resolve(code, name, submission_id)
+    @needs_role(RoleName.STUDENT)
+    async def get(self, lecture: Lecture, name: str, submission_id: str) -> None:
+        submission, view = self.resolve(lecture, name, submission_id)
         view.require_visible("feedback")
-        if submission.feedback_status == "none":
+        if submission.feedback_status == FeedbackStatus.NONE:
             raise api_error(404, f"No feedback for submission {submission_id} yet ({submission.auto_status})")
         results = self.service.layout.results_dir(submission.id)
         self.db.close()  # rendering may take a moment: hold no database connection meanwhile
@@ -173,16 +183,17 @@ class FeedbackHandler(SubmissionDetailHandler):
 
 
 class FeedbackReleaseHandler(APIHandler):
-    def post(self, code: str, name: str) -> None:
-        lecture = self.lecture_or_404(code, "instructor")
+    @needs_role(RoleName.INSTRUCTOR)
+    def post(self, lecture: Lecture, name: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
         rows = self.db.scalars(
             select(Submission).where(
-                Submission.assignment_id == assignment.id, Submission.feedback_status == "generated"
+                Submission.assignment_id == assignment.id,
+                Submission.feedback_status == FeedbackStatus.GENERATED,
             )
         ).all()
         for submission in rows:
-            submission.feedback_status = "released"
+            submission.feedback_status = FeedbackStatus.RELEASED
         self.db.commit()
         self.write_json({"released": len(rows)})
 
@@ -210,8 +221,8 @@ class ScoresHandler(APIHandler):
         "final_score",
     )
 
-    def get(self, code: str, name: str) -> None:
-        lecture = self.lecture_or_404(code, "tutor")
+    @needs_role(RoleName.TUTOR)
+    def get(self, lecture: Lecture, name: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
         rows = self.db.execute(
             select(Submission, User)
@@ -224,7 +235,7 @@ class ScoresHandler(APIHandler):
             current = chosen.get(user.name)
             if (
                 current is None
-                or assignment.grading_policy == "latest"
+                or assignment.grading_policy == GradingPolicy.LATEST
                 or (penalized(submission, assignment) or 0) > (penalized(current[0], assignment) or 0)
             ):
                 chosen[user.name] = (submission, user)
@@ -239,7 +250,7 @@ class ScoresHandler(APIHandler):
         ]  # fmt: skip
         if self.choice_argument("format", ("json", "csv"), "json") == "csv":
             self.set_header("Content-Type", "text/csv; charset=UTF-8")
-            self.set_header("Content-Disposition", f'attachment; filename="{code}-{name}-scores.csv"')
+            self.set_header("Content-Disposition", f'attachment; filename="{lecture.code}-{name}-scores.csv"')
             self.finish(to_csv(self.columns, table))
             return
         self.write_json(

@@ -8,12 +8,14 @@ from sqlalchemy import exc as sa_exc
 from .. import __version__
 from ..autograding.queue import queue_stats
 from .base import APIHandler
+from .permissions import public
 
 
 class HealthHandler(APIHandler):
     auth_required = False
     authenticates = False  # probes carry no credentials and must stay cheap
 
+    @public
     def get(self) -> None:
         queue = None
         try:

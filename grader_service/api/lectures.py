@@ -8,8 +8,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..orm import Assignment, Lecture, Role
-from ..orm.lecture import LECTURE_STATES
+from ..states import LectureState, RoleName, choices, member_of
 from .base import SLUG_RE, APIHandler, api_error
+from .permissions import ADMIN, needs_admin, needs_login, needs_role
 from .serialize import lecture_model
 
 
@@ -52,31 +53,33 @@ def slug_field(body: dict[str, Any], key: str, what: str) -> str:
     return value
 
 
+def lecture_state(value: Any) -> LectureState:
+    state = member_of(LectureState, value)
+    if state is None:
+        raise api_error(400, f"state must be one of {choices(LectureState)}")
+    return state
+
+
 class LecturesHandler(APIHandler):
+    @needs_login
     def get(self) -> None:
         offset, limit = self.pagination()
-        query = select(Lecture)
-        if not self.identity.admin:
-            query = query.where(Lecture.id.in_(list(self.permissions.roles)))
+        query = self.permissions.visible_lectures(select(Lecture))
         state = self.get_query_argument("state", None)
         if state is not None:
-            if state not in LECTURE_STATES:
-                raise api_error(400, f"state must be one of {', '.join(LECTURE_STATES)}")
-            query = query.where(Lecture.state == state)
+            query = query.where(Lecture.state == lecture_state(state))
         total = self.db.scalar(select(func.count()).select_from(query.subquery()))
         rows = self.db.scalars(query.order_by(Lecture.code).offset(offset).limit(limit)).all()
         self.write_page(
             [lecture_model(lec, self.permissions.role_in(lec.id)) for lec in rows], total, offset, limit
         )
 
+    @needs_admin
     def post(self) -> None:
-        self.permissions.require_admin()
         body = self.json_body()
         check_fields(body, {"code", "name", "state"})
         code = slug_field(body, "code", "Lecture code")
-        state = body.get("state", "active")
-        if state not in LECTURE_STATES:
-            raise api_error(400, f"state must be one of {', '.join(LECTURE_STATES)}")
+        state = lecture_state(body.get("state", LectureState.ACTIVE))
         lecture = Lecture(code=code, name=string_field(body, "name") or code, state=state)
         self.db.add(lecture)
         try:
@@ -88,29 +91,26 @@ class LecturesHandler(APIHandler):
 
 
 class LectureHandler(APIHandler):
-    def get(self, code: str) -> None:
-        lecture = self.lecture_or_404(code)
+    @needs_role(RoleName.STUDENT)
+    def get(self, lecture: Lecture) -> None:
         self.write_json(lecture_model(lecture, self.permissions.role_in(lecture.id)))
 
-    def patch(self, code: str) -> None:
-        lecture = self.lecture_or_404(code, "instructor")
+    @needs_role(RoleName.INSTRUCTOR)
+    def patch(self, lecture: Lecture) -> None:
         body = self.json_body()
         check_fields(body, {"name", "state"})
         if "name" in body:
             lecture.name = string_field(body, "name", required=True)
         if "state" in body:
-            if body["state"] not in LECTURE_STATES:
-                raise api_error(400, f"state must be one of {', '.join(LECTURE_STATES)}")
-            lecture.state = body["state"]
+            lecture.state = lecture_state(body["state"])
         self.db.commit()
         self.write_json(lecture_model(lecture, self.permissions.role_in(lecture.id)))
 
-    def delete(self, code: str) -> None:
-        lecture = self.lecture_or_404(code)
-        self.permissions.require_admin()
+    @needs_role(ADMIN)
+    def delete(self, lecture: Lecture) -> None:
         if self.db.scalar(select(func.count()).where(Assignment.lecture_id == lecture.id)):
             raise api_error(
-                409, f"Lecture {code!r} still has assignments; delete them first or mark it complete"
+                409, f"Lecture {lecture.code!r} still has assignments; delete them first or mark it complete"
             )
         self.db.query(Role).filter(Role.lecture_id == lecture.id).delete()
         self.db.delete(lecture)

@@ -5,6 +5,14 @@ everything a lower one can. Admins can do everything everywhere. A role in one l
 grants nothing in another. Students see released assignments and only their own
 submissions; tutors read everything in their lecture and grade; instructors manage it.
 
+Every handler method declares who may call it at all, with one of the decorators below (in the
+manner of JupyterHub's ``@needs_scope``; a test fails for a routed method without one):
+``@public``, ``@needs_login``, ``@needs_admin``, or ``@needs_role(minimum)`` for a URL under
+``lectures/<code>/``: it resolves the lecture from the path, loads the caller's roles (once per
+request) and hands the method the `Lecture` in place of its code. Finer rules (which rows a
+caller sees, whether they may submit, withdraw, download the source, see a result) are
+:class:`Permissions` methods, so a handler asks rather than decides.
+
 A lecture (and everything under it) that the caller has no role in is "not found", exactly as
 one that does not exist: codes cannot be probed. A role too low for an action is 403.
 
@@ -17,36 +25,117 @@ message: ``convert.visibility``), no raw log, and hidden-test code never (see ``
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
-from ..orm import Assignment, Lecture, Role, Submission, User
-from ..orm.role import role_rank
+from ..orm import Assignment, Lecture, Role, Submission, User, utcnow
+from ..states import AssignmentStatus, FeedbackPolicy, FeedbackStatus, LectureState, RoleName, role_rank
 from .errors import APIError
 from .redact import redact_text, student_gradebook, student_log
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from .base import APIHandler
+
+# Not a lecture role: `needs_role(ADMIN)` is for admins only, and answers others as `needs_role` does
+# (404 to those without a role in the lecture, 403 to its members).
+ADMIN: Final = "admin"
+Level = Literal["public", "login", "admin"] | RoleName
+M = TypeVar("M", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Access:
+    """A handler method's declaration: who may call it at all."""
+
+    level: Level
+    # The method's first path argument is a lecture code, resolved to the `Lecture` it receives.
+    lecture: bool = False
+
+
+def access_of(method: Callable[..., Any]) -> Access | None:
+    """The declaration of a handler method (None: undeclared, which the test suite refuses)."""
+    return getattr(method, "__access__", None)
+
+
+def _declare(access: Access, wrapper: M) -> M:
+    wrapper.__access__ = access  # type: ignore[attr-defined]
+    return wrapper
+
+
+def public(method: M) -> M:
+    """Anyone, with or without credentials (health, the spec, the login routes)."""
+    return _declare(Access("public"), method)
+
+
+def needs_login(method: M) -> M:
+    """Any authenticated caller; what they see is filtered row by row by :class:`Permissions`."""
+
+    @functools.wraps(method)
+    def wrapper(self: APIHandler, *args: Any, **kwargs: Any) -> Any:
+        self.require_login()
+        return method(self, *args, **kwargs)
+
+    return _declare(Access("login"), wrapper)  # type: ignore[arg-type]
+
+
+def needs_admin(method: M) -> M:
+    """Admins only, for what belongs to no lecture (creating lectures)."""
+
+    @functools.wraps(method)
+    def wrapper(self: APIHandler, *args: Any, **kwargs: Any) -> Any:
+        self.require_login()
+        self.permissions.require_admin()
+        return method(self, *args, **kwargs)
+
+    return _declare(Access("admin"), wrapper)  # type: ignore[arg-type]
+
+
+def needs_role(minimum: RoleName | Literal["admin"]) -> Callable[[M], M]:
+    """At least `minimum` in the lecture whose code is the first path argument (admins hold every role).
+
+    The method receives the `Lecture` in place of the code. No role at all: 404, as for a lecture
+    that does not exist; a role too low: 403. `ADMIN`: admins; members get 403, everyone else 404.
+    """
+
+    def decorate(method: M) -> M:
+        @functools.wraps(method)
+        def wrapper(self: APIHandler, code: str, *args: Any, **kwargs: Any) -> Any:
+            self.require_login()
+            if minimum == ADMIN:
+                lecture = self.lecture_or_404(code, RoleName.STUDENT)
+                self.permissions.require_admin()
+            else:
+                lecture = self.lecture_or_404(code, RoleName(minimum))
+            return method(self, lecture, *args, **kwargs)
+
+        level: Level = "admin" if minimum == ADMIN else RoleName(minimum)
+        return _declare(Access(level, lecture=True), wrapper)  # type: ignore[arg-type]
+
+    return decorate
+
 
 class Permissions:
-    """The caller's roles, loaded once per request."""
+    """The caller's roles, loaded once per request, and every rule that depends on them."""
 
     def __init__(self, db: Session, user: User, admin: bool):
         self.user = user
         self.admin = admin
         rows = db.execute(select(Role.lecture_id, Role.role).where(Role.user_id == user.id)).all()
-        self.roles: dict[int, str] = {lecture_id: role for lecture_id, role in rows}
+        self.roles: dict[int, RoleName] = {lecture_id: role for lecture_id, role in rows}
 
-    def role_in(self, lecture_id: int) -> str | None:
+    def role_in(self, lecture_id: int) -> RoleName | None:
         return self.roles.get(lecture_id)
 
-    def has(self, lecture_id: int, minimum: str) -> bool:
+    def has(self, lecture_id: int, minimum: RoleName) -> bool:
         return self.admin or role_rank(self.roles.get(lecture_id)) >= role_rank(minimum)
 
-    def require(self, lecture: Lecture, minimum: str) -> None:
+    def require(self, lecture: Lecture, minimum: RoleName) -> None:
         """403 for a role too low; for no role at all, 404 as if the lecture did not exist."""
         if self.has(lecture.id, minimum):
             return
@@ -63,17 +152,72 @@ class Permissions:
 
     def is_staff(self, lecture_id: int) -> bool:
         """Tutors, instructors and admins: they see unreleased assignments and all submissions."""
-        return self.has(lecture_id, "tutor")
+        return self.has(lecture_id, RoleName.TUTOR)
 
-    def can_see_assignment(self, assignment: Assignment) -> bool:
+    # --- which rows a caller sees -------------------------------------------------------------
+
+    def visible_lectures(self, query: Select[Any]) -> Select[Any]:
+        """Admins see every lecture; everyone else the ones they hold a role in."""
+        return query if self.admin else query.where(Lecture.id.in_(list(self.roles)))
+
+    def visible_assignments(self, query: Select[Any], lecture_id: int) -> Select[Any]:
+        """Students do not see assignments before they are released."""
+        if self.is_staff(lecture_id):
+            return query
+        return query.where(Assignment.status != AssignmentStatus.CREATED)
+
+    def visible_submissions(self, query: Select[Any], lecture_id: int) -> Select[Any]:
+        """Students see only their own submissions."""
+        return query if self.is_staff(lecture_id) else query.where(Submission.user_id == self.user.id)
+
+    def may_see_assignment(self, assignment: Assignment) -> bool:
         if self.is_staff(assignment.lecture_id):
             return True
-        return assignment.lecture_id in self.roles and assignment.status != "created"
+        return assignment.lecture_id in self.roles and assignment.status != AssignmentStatus.CREATED
 
-    def can_see_submission(self, submission: Submission) -> bool:
-        if self.is_staff(submission.assignment.lecture_id):
+    def may_see_submission(self, submission: Submission) -> bool:
+        """Staff see every submission of their lecture; a member of it sees their own."""
+        lecture_id = submission.assignment.lecture_id
+        if self.is_staff(lecture_id):
             return True
-        return submission.user_id == self.user.id
+        return lecture_id in self.roles and submission.user_id == self.user.id
+
+    # --- what a caller may do ----------------------------------------------------------------
+
+    def require_submit(self, lecture: Lecture, assignment: Assignment) -> None:
+        """403 unless the lecture takes submissions and, for a student, the assignment is released."""
+        if lecture.state == LectureState.COMPLETE:
+            raise APIError(
+                403,
+                f"Lecture {lecture.code!r} is complete: it accepts no more submissions "
+                "(tutors and instructors can still grade the ones it has)",
+            )
+        if assignment.status != AssignmentStatus.RELEASED and not self.is_staff(lecture.id):
+            raise APIError(
+                403, f"Assignment {assignment.name!r} is {assignment.status}; it does not accept submissions"
+            )
+
+    def bound_by_limits(self, lecture_id: int) -> bool:
+        """Whether the deadline and the attempt limit apply: to students; staff may always submit."""
+        return not self.is_staff(lecture_id)
+
+    def require_withdraw(self, submission: Submission) -> None:
+        """Instructors delete any submission; a student withdraws their own, before the deadline."""
+        if self.has(submission.assignment.lecture_id, RoleName.INSTRUCTOR):
+            return
+        if submission.user_id != self.user.id:
+            raise APIError(403, "Only instructors can delete other users' submissions")
+        due = submission.assignment.due_date
+        if due is not None and utcnow() > due:
+            raise APIError(403, "Submissions can only be withdrawn before the deadline")
+
+    def may_download_source(self, lecture_id: int) -> bool:
+        """The source holds solutions and hidden tests: staff only."""
+        return self.is_staff(lecture_id)
+
+    def require_download_source(self, lecture_id: int) -> None:
+        if not self.may_download_source(lecture_id):
+            raise APIError(403, "Only tutors and instructors can download an assignment's source")
 
     def result_view(self, submission: Submission) -> ResultView:
         """What this caller may see of the submission's grading result (they may see the submission)."""
@@ -91,7 +235,7 @@ def lecture_not_found(code: str) -> APIError:
 
 def results_released(feedback_policy: str, feedback_status: str) -> bool:
     """Whether students see a grading result: at once (policy 'immediate') or once released."""
-    return feedback_policy == "immediate" or feedback_status == "released"
+    return feedback_policy == FeedbackPolicy.IMMEDIATE or feedback_status == FeedbackStatus.RELEASED
 
 
 # Submission fields that are part of the grading result.

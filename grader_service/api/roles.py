@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from ..orm import ROLES, Role, User
+from ..orm import Lecture, Role, User
+from ..states import RoleName, RoleSource, choices, member_of
 from .base import USERNAME_RE, APIHandler, api_error
 from .lectures import check_fields
+from .permissions import needs_role
 from .serialize import role_model
 
 
 class RolesHandler(APIHandler):
-    def get(self, code: str) -> None:
-        lecture = self.lecture_or_404(code, "tutor")
+    @needs_role(RoleName.TUTOR)
+    def get(self, lecture: Lecture) -> None:
         offset, limit = self.pagination()
         query = select(Role).join(User).where(Role.lecture_id == lecture.id)
-        role = self.get_query_argument("role", None)
-        if role is not None:
-            if role not in ROLES:
-                raise api_error(400, f"role must be one of {', '.join(ROLES)}")
+        wanted = self.get_query_argument("role", None)
+        if wanted is not None:
+            role = member_of(RoleName, wanted)
+            if role is None:
+                raise api_error(400, f"role must be one of {choices(RoleName)}")
             query = query.where(Role.role == role)
         total = self.db.scalar(select(func.count()).select_from(query.subquery()))
         rows = self.db.scalars(query.order_by(User.name).offset(offset).limit(limit)).all()
@@ -31,12 +34,13 @@ class RoleHandler(APIHandler):
             raise api_error(400, f"Invalid user name {name!r}")
         return self.db.scalars(select(User).where(User.name == name)).one_or_none()
 
-    def put(self, code: str, name: str) -> None:
-        lecture = self.lecture_or_404(code, "instructor")
+    @needs_role(RoleName.INSTRUCTOR)
+    def put(self, lecture: Lecture, name: str) -> None:
         body = self.json_body()
         check_fields(body, {"role"})
-        if body.get("role") not in ROLES:
-            raise api_error(400, f"Field 'role' must be one of {', '.join(ROLES)}")
+        granted = member_of(RoleName, body.get("role"))
+        if granted is None:
+            raise api_error(400, f"Field 'role' must be one of {choices(RoleName)}")
         user = self._target(name)
         if user is None:  # roles may be granted before the user's first visit
             user = User(name=name)
@@ -45,20 +49,20 @@ class RoleHandler(APIHandler):
         role = self.db.get(Role, (user.id, lecture.id))
         created = role is None
         if created:
-            role = Role(user_id=user.id, lecture_id=lecture.id, role=body["role"], source="api")
+            role = Role(user_id=user.id, lecture_id=lecture.id, role=granted, source=RoleSource.API)
             self.db.add(role)
         else:
-            role.role, role.source = body["role"], "api"
+            role.role, role.source = granted, RoleSource.API
         self.db.commit()
         self.db.refresh(role)
         self.write_json(role_model(role), 201 if created else 200)
 
-    def delete(self, code: str, name: str) -> None:
-        lecture = self.lecture_or_404(code, "instructor")
+    @needs_role(RoleName.INSTRUCTOR)
+    def delete(self, lecture: Lecture, name: str) -> None:
         user = self._target(name)
         role = self.db.get(Role, (user.id, lecture.id)) if user else None
         if role is None:
-            raise api_error(404, f"User {name!r} has no role in lecture {code!r}")
+            raise api_error(404, f"User {name!r} has no role in lecture {lecture.code!r}")
         self.db.delete(role)
         self.db.commit()
         self.set_status(204)

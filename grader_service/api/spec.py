@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import APIHandler
+from .permissions import public
 
 SPEC_PATH = Path(__file__).with_name("openapi.yaml")
 
@@ -13,6 +14,7 @@ class OpenAPIHandler(APIHandler):
     auth_required = False
     authenticates = False
 
+    @public
     def get(self) -> None:
         self.set_header("Content-Type", "application/yaml; charset=UTF-8")
         self.finish(SPEC_PATH.read_bytes())

@@ -6,12 +6,13 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from ..orm import Assignment, Submission, User, utcnow
-from ..orm.submission import MANUAL_STATUSES
+from ..orm import Assignment, Lecture, Submission, User, utcnow
+from ..states import ManualStatus, RoleName, choices, member_of
 from ..storage import git
 from .base import USERNAME_RE, APIHandler, api_error
 from .files import UploadMixin, send_zip
 from .lectures import check_fields
+from .permissions import needs_role
 from .serialize import submission_model
 
 
@@ -31,19 +32,17 @@ def lateness(assignment: Assignment) -> tuple[bool, float]:
 
 
 class SubmissionsHandler(UploadMixin, APIHandler):
-    def get(self, code: str, name: str) -> None:
-        lecture = self.lecture_or_404(code)
+    @needs_role(RoleName.STUDENT)
+    def get(self, lecture: Lecture, name: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
         offset, limit = self.pagination()
         query = select(Submission).where(
             Submission.assignment_id == assignment.id, Submission.deleted_at.is_(None)
         )
-        if not self.permissions.is_staff(lecture.id):
-            query = query.where(Submission.user_id == self.user.id)
-        else:
-            username = self.get_query_argument("user", None)
-            if username is not None:
-                query = query.join(User, User.id == Submission.user_id).where(User.name == username)
+        query = self.permissions.visible_submissions(query, lecture.id)
+        username = self.get_query_argument("user", None)
+        if username is not None and self.permissions.is_staff(lecture.id):
+            query = query.join(User, User.id == Submission.user_id).where(User.name == username)
         if self.bool_argument("latest"):
             latest = (
                 select(func.max(Submission.id))
@@ -57,28 +56,19 @@ class SubmissionsHandler(UploadMixin, APIHandler):
             [submission_model(s, self.permissions.result_view(s)) for s in rows], total, offset, limit
         )
 
-    async def post(self, code: str, name: str) -> None:
-        lecture = self.lecture_or_404(code, "student")
+    @needs_role(RoleName.STUDENT)
+    async def post(self, lecture: Lecture, name: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
-        staff = self.permissions.is_staff(lecture.id)
-        if lecture.state == "complete":
-            raise api_error(
-                403,
-                f"Lecture {code!r} is complete: it accepts no more submissions "
-                "(tutors and instructors can still grade the ones it has)",
-            )
-        if assignment.status != "released" and not staff:
-            raise api_error(
-                403, f"Assignment {name!r} is {assignment.status}; it does not accept submissions"
-            )
+        self.permissions.require_submit(lecture, assignment)
+        limited = self.permissions.bound_by_limits(lecture.id)
         if assignment.release_commit is None:
             raise api_error(409, f"Assignment {name!r} has not been released yet")
-        late, late_seconds = (False, 0.0) if staff else lateness(assignment)
+        late, late_seconds = lateness(assignment) if limited else (False, 0.0)
         filename = self.get_query_argument("filename", None)
         limits = self.upload_limits(assignment.settings.get("allowed_files"))
         repo = self.service.layout.submission_repo(assignment.id, self.user.id)
         async with self.extracted_upload(limits, filename) as files, self.service.repo_locks(repo):
-            if assignment.max_submissions is not None and not staff:
+            if assignment.max_submissions is not None and limited:
                 # Soft-deleted submissions count too: deleting must not buy extra attempts.
                 used = self.db.scalar(
                     select(func.count()).where(
@@ -121,13 +111,13 @@ class SubmissionsHandler(UploadMixin, APIHandler):
 
 
 class SubmissionHandler(APIHandler):
-    def get(self, code: str, name: str, submission_id: str) -> None:
-        lecture = self.lecture_or_404(code)
+    @needs_role(RoleName.STUDENT)
+    def get(self, lecture: Lecture, name: str, submission_id: str) -> None:
         submission = self.submission_or_404(self.assignment_or_404(lecture, name), submission_id)
         self.write_json(submission_model(submission, self.permissions.result_view(submission)))
 
-    def patch(self, code: str, name: str, submission_id: str) -> None:
-        lecture = self.lecture_or_404(code, "tutor")
+    @needs_role(RoleName.TUTOR)
+    def patch(self, lecture: Lecture, name: str, submission_id: str) -> None:
         submission = self.submission_or_404(self.assignment_or_404(lecture, name), submission_id)
         body = self.json_body()
         check_fields(body, {"manual_score", "comment", "manual_status"})
@@ -148,21 +138,18 @@ class SubmissionHandler(APIHandler):
                 raise api_error(400, "Field 'comment' must be a string of at most 20000 characters, or null")
             submission.comment = comment
         if "manual_status" in body:
-            if body["manual_status"] not in MANUAL_STATUSES:
-                raise api_error(400, f"Field 'manual_status' must be one of {', '.join(MANUAL_STATUSES)}")
-            submission.manual_status = body["manual_status"]
+            status = member_of(ManualStatus, body["manual_status"])
+            if status is None:
+                raise api_error(400, f"Field 'manual_status' must be one of {choices(ManualStatus)}")
+            submission.manual_status = status
         self.db.commit()
         self.write_json(submission_model(submission, self.permissions.result_view(submission)))
 
-    def delete(self, code: str, name: str, submission_id: str) -> None:
-        lecture = self.lecture_or_404(code)
+    @needs_role(RoleName.STUDENT)
+    def delete(self, lecture: Lecture, name: str, submission_id: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
         submission = self.submission_or_404(assignment, submission_id)
-        if not self.permissions.has(lecture.id, "instructor"):
-            if submission.user_id != self.user.id:
-                raise api_error(403, "Only instructors can delete other users' submissions")
-            if assignment.due_date is not None and utcnow() > assignment.due_date:
-                raise api_error(403, "Submissions can only be withdrawn before the deadline")
+        self.permissions.require_withdraw(submission)
         submission.deleted_at = utcnow()
         self.db.commit()
         self.set_status(204)
@@ -170,8 +157,8 @@ class SubmissionHandler(APIHandler):
 
 
 class SubmissionFilesHandler(APIHandler):
-    async def get(self, code: str, name: str, submission_id: str) -> None:
-        lecture = self.lecture_or_404(code)
+    @needs_role(RoleName.STUDENT)
+    async def get(self, lecture: Lecture, name: str, submission_id: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
         submission = self.submission_or_404(assignment, submission_id)
         repo = self.service.layout.submission_repo(assignment.id, submission.user_id)

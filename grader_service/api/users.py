@@ -6,10 +6,12 @@ from sqlalchemy import select
 
 from ..orm import Lecture, Role
 from .base import APIHandler
+from .permissions import needs_login
 from .serialize import user_model
 
 
 class UserHandler(APIHandler):
+    @needs_login
     def get(self) -> None:
         rows = self.db.execute(
             select(Lecture.code, Role.role)

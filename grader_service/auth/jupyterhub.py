@@ -40,6 +40,7 @@ from traitlets import Bool, Integer, List, TraitError, Unicode, default, validat
 
 from ..api.base import SLUG_RE, APIHandler
 from ..api.errors import APIError
+from ..api.permissions import public
 from .base import Authenticator, Identity, token_from_header
 from .roles import highest_roles
 
@@ -417,6 +418,7 @@ class _OAuthRouteHandler(APIHandler):
 class OAuthLoginHandler(_OAuthRouteHandler):
     """`GET <base_url>oauth_login?next=/path`: send the browser to the hub's OAuth authorize page."""
 
+    @public
     async def get(self) -> None:
         auth = self.authenticator
         next_url = safe_next_url(self.get_query_argument("next", None), auth.default_next_url)
@@ -444,6 +446,7 @@ class OAuthLoginHandler(_OAuthRouteHandler):
 class OAuthCallbackHandler(_OAuthRouteHandler):
     """`GET <base_url>oauth_callback?code=&state=`: finish the login, set the cookies, go to `next`."""
 
+    @public
     async def get(self) -> None:
         auth = self.authenticator
         error = self.get_query_argument("error", None)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..orm import Lecture, Role, User
-from ..orm.role import ROLES, role_rank
+from ..states import RoleName, RoleSource, member_of, role_rank
 
 
 def sync_roles(session: Session, user: User, roles: dict[str, str], create_lectures: bool) -> None:
@@ -34,7 +34,7 @@ def sync_roles(session: Session, user: User, roles: dict[str, str], create_lectu
 
 
 def _sync_roles(session: Session, user: User, roles: dict[str, str], create_lectures: bool) -> None:
-    wanted = {code: role for code, role in roles.items() if role in ROLES}
+    wanted = {code: RoleName(role) for code, role in roles.items() if member_of(RoleName, role)}
     codes = set(wanted)
     lectures = (
         {lec.code: lec for lec in session.scalars(select(Lecture).where(Lecture.code.in_(codes)))}
@@ -55,13 +55,13 @@ def _sync_roles(session: Session, user: User, roles: dict[str, str], create_lect
     for lecture_id, role in by_lecture_id.items():
         row = current.get(lecture_id)
         if row is None:
-            session.add(Role(user_id=user.id, lecture_id=lecture_id, role=role, source="hub"))
+            session.add(Role(user_id=user.id, lecture_id=lecture_id, role=role, source=RoleSource.HUB))
             changed = True
-        elif row.role != role or row.source != "hub":
-            row.role, row.source = role, "hub"
+        elif row.role != role or row.source != RoleSource.HUB:
+            row.role, row.source = role, RoleSource.HUB
             changed = True
     for lecture_id, row in current.items():
-        if row.source == "hub" and lecture_id not in by_lecture_id:
+        if row.source == RoleSource.HUB and lecture_id not in by_lecture_id:
             session.delete(row)
             changed = True
     if changed:
@@ -72,6 +72,6 @@ def highest_roles(pairs: list[tuple[str, str]]) -> dict[str, str]:
     """Collapse (lecture, role) pairs to the highest role per lecture."""
     result: dict[str, str] = {}
     for code, role in pairs:
-        if role in ROLES and role_rank(role) > role_rank(result.get(code)):
+        if role_rank(role) > role_rank(result.get(code)):
             result[code] = role
     return result

@@ -49,6 +49,7 @@ from typing import Any
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
+from ..states import KernelOutcome
 from . import cells as nbcells
 from . import confine, gradebook, processes, source_lock
 from .errors import DiskLimitReached, GradingError, SourceValidationError, UnreadableNotebookError
@@ -129,7 +130,7 @@ class Execution:
     records: dict[int, CellRecord] = field(default_factory=dict)  # step index -> record
     internal: dict[int, tuple[str, str | None]] = field(default_factory=dict)  # step index -> result
     events: dict[int, list[FileEvent]] = field(default_factory=dict)  # step index -> file events
-    kernel: str = "ok"  # ok | died | killed | time-limit
+    kernel: KernelOutcome = KernelOutcome.OK
     stopped_at: int | None = None  # step index where the kernel died / was killed / time ran out
     # Step indices where a timed-out kernel did not recover and was replaced by a fresh one.
     restarts: list[int] = field(default_factory=list)

@@ -41,6 +41,7 @@ from types import CodeType
 
 from nbformat import NotebookNode
 
+from ..states import StepKind
 from . import cells as nbcells
 
 SUPPORT_FILENAME = "<grader-support>"
@@ -203,7 +204,7 @@ class Step:
     by the request of the cell before them or sent alone).
     """
 
-    kind: str
+    kind: StepKind
     source: str = ""
     cell_index: int | None = None
     grade_id: str | None = None
@@ -211,9 +212,12 @@ class Step:
     expect: str = ""
     call: str = ""
 
+    def __post_init__(self) -> None:
+        self.kind = StepKind(self.kind)  # a misspelt kind fails here, not as a step nobody handles
+
     @property
     def internal(self) -> bool:
-        return self.kind in ("setup", "pre", "post", "unstash", "checkpoint")
+        return self.kind.internal
 
     @property
     def sent_as_cell(self) -> bool:

@@ -5,12 +5,11 @@ from .assignment import Assignment
 from .base import Base, utcnow
 from .grading_job import GradingJob, GradingRun
 from .lecture import Lecture
-from .role import ROLES, Role, role_rank
+from .role import Role
 from .submission import Submission
 from .user import User
 
 __all__ = [
-    "ROLES",
     "ApiToken",
     "Assignment",
     "Base",
@@ -20,6 +19,5 @@ __all__ = [
     "Role",
     "Submission",
     "User",
-    "role_rank",
     "utcnow",
 ]

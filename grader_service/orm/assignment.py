@@ -8,31 +8,39 @@ from typing import Any
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .base import Base, utcnow
+from ..states import AssignmentStatus, FeedbackPolicy, GradingPolicy
+from .base import Base, Vocabulary, one_of, utcnow
 from .lecture import Lecture
-
-ASSIGNMENT_STATUSES = ("created", "released", "completed")
-GRADING_POLICIES = ("latest", "best")
-FEEDBACK_POLICIES = ("manual", "immediate")
 
 
 class Assignment(Base):
     __tablename__ = "assignments"
-    __table_args__ = (UniqueConstraint("lecture_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("lecture_id", "name"),
+        one_of("status", AssignmentStatus),
+        one_of("grading_policy", GradingPolicy),
+        one_of("feedback_policy", FeedbackPolicy),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     lecture_id: Mapped[int] = mapped_column(ForeignKey("lectures.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     title: Mapped[str | None] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default="created")
+    status: Mapped[AssignmentStatus] = mapped_column(
+        Vocabulary(AssignmentStatus), default=AssignmentStatus.CREATED
+    )
     due_date: Mapped[datetime | None]
     # Submissions after due_date and up to late_until are accepted and flagged late.
     late_until: Mapped[datetime | None]
     # Fraction of the score deducted from a late submission in the grade table (0 = none).
     late_penalty: Mapped[float] = mapped_column(default=0.0)
     max_submissions: Mapped[int | None]
-    grading_policy: Mapped[str] = mapped_column(String(16), default="latest")
-    feedback_policy: Mapped[str] = mapped_column(String(16), default="manual")
+    grading_policy: Mapped[GradingPolicy] = mapped_column(
+        Vocabulary(GradingPolicy), default=GradingPolicy.LATEST
+    )
+    feedback_policy: Mapped[FeedbackPolicy] = mapped_column(
+        Vocabulary(FeedbackPolicy), default=FeedbackPolicy.MANUAL
+    )
     # Executor overrides: cell_timeout, timeout, memory, cpu, image, allowed_files.
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Git commit of the uploaded source in the assignment's source repository.

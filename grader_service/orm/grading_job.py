@@ -7,19 +7,21 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .base import Base, utcnow
+from ..states import JobState, RunScope
+from .base import Base, Vocabulary, one_of, utcnow
 from .submission import Submission
-
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 class GradingJob(Base):
     __tablename__ = "grading_jobs"
-    __table_args__ = (Index("ix_grading_jobs_state_created", "state", "created_at"),)
+    __table_args__ = (
+        Index("ix_grading_jobs_state_created", "state", "created_at"),
+        one_of("state", JobState),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), index=True)
-    state: Mapped[str] = mapped_column(String(16), default="queued")
+    state: Mapped[JobState] = mapped_column(Vocabulary(JobState), default=JobState.QUEUED)
     # Lower runs first; regrade runs get a higher number so fresh submissions overtake them.
     priority: Mapped[int] = mapped_column(default=0)
     executor: Mapped[str | None] = mapped_column(String(64))
@@ -45,9 +47,10 @@ class GradingRun(Base):
     """A batch regrade started by a tutor: groups the jobs it enqueued."""
 
     __tablename__ = "grading_runs"
+    __table_args__ = (one_of("scope", RunScope),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="CASCADE"), index=True)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    scope: Mapped[str] = mapped_column(String(16), default="latest")
+    scope: Mapped[RunScope] = mapped_column(Vocabulary(RunScope), default=RunScope.LATEST)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -8,18 +8,20 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from ..states import AutoStatus, FeedbackStatus, ManualStatus
 from .assignment import Assignment
-from .base import Base, utcnow
+from .base import Base, Vocabulary, one_of, utcnow
 from .user import User
-
-AUTO_STATUSES = ("not_queued", "queued", "running", "graded", "failed")
-MANUAL_STATUSES = ("not_graded", "graded")
-FEEDBACK_STATUSES = ("none", "generated", "released")
 
 
 class Submission(Base):
     __tablename__ = "submissions"
-    __table_args__ = (Index("ix_submissions_assignment_user", "assignment_id", "user_id"),)
+    __table_args__ = (
+        Index("ix_submissions_assignment_user", "assignment_id", "user_id"),
+        one_of("auto_status", AutoStatus),
+        one_of("manual_status", ManualStatus),
+        one_of("feedback_status", FeedbackStatus),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="RESTRICT"))
@@ -28,8 +30,10 @@ class Submission(Base):
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
     late: Mapped[bool] = mapped_column(default=False)
     late_seconds: Mapped[float] = mapped_column(default=0.0)
-    auto_status: Mapped[str] = mapped_column(String(16), default="not_queued")
-    manual_status: Mapped[str] = mapped_column(String(16), default="not_graded")
+    auto_status: Mapped[AutoStatus] = mapped_column(Vocabulary(AutoStatus), default=AutoStatus.NOT_QUEUED)
+    manual_status: Mapped[ManualStatus] = mapped_column(
+        Vocabulary(ManualStatus), default=ManualStatus.NOT_GRADED
+    )
     # score is what grading computed; manual_score, when set by a tutor, overrides it.
     score: Mapped[float | None]
     manual_score: Mapped[float | None]
@@ -37,7 +41,9 @@ class Submission(Base):
     comment: Mapped[str | None] = mapped_column(Text)
     gradebook: Mapped[dict[str, Any] | None]
     logs: Mapped[str | None] = mapped_column(Text)
-    feedback_status: Mapped[str] = mapped_column(String(16), default="none")
+    feedback_status: Mapped[FeedbackStatus] = mapped_column(
+        Vocabulary(FeedbackStatus), default=FeedbackStatus.NONE
+    )
     # Why auto_status is what it is, for staff: what a running job waits for (an image pull, a
     # node), why a queued one is being retried, why a failed one failed. Cleared when graded.
     status_detail: Mapped[str | None] = mapped_column(Text)

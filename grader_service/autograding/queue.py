@@ -31,6 +31,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..orm import Assignment, GradingJob, Lecture, Submission, User, utcnow
+from ..states import AutoStatus, JobState
 from ..storage.layout import DataLayout
 from .executor import AutogradeExecutor, GradingOutcome, GradingTask
 
@@ -46,24 +47,26 @@ def enqueue(
     A submission with a job already waiting keeps that one: grading it twice would change nothing.
     """
     waiting = session.scalars(
-        select(GradingJob).where(GradingJob.submission_id == submission.id, GradingJob.state == "queued")
+        select(GradingJob).where(
+            GradingJob.submission_id == submission.id, GradingJob.state == JobState.QUEUED
+        )
     ).first()
     if waiting is not None:
         waiting.priority = min(waiting.priority, priority)
         waiting.run_id = waiting.run_id or run_id
         return waiting
-    job = GradingJob(submission_id=submission.id, priority=priority, run_id=run_id, state="queued")
+    job = GradingJob(submission_id=submission.id, priority=priority, run_id=run_id, state=JobState.QUEUED)
     session.add(job)
-    submission.auto_status = "queued"
+    submission.auto_status = AutoStatus.QUEUED
     return job
 
 
 # One indexed query: health probes ask for this many times a second while the queue is busiest.
 _QUEUE_STATS = select(
-    func.count().filter(GradingJob.state == "queued"),
-    func.min(GradingJob.created_at).filter(GradingJob.state == "queued"),
-    func.count().filter(GradingJob.state == "running"),
-).where(GradingJob.state.in_(("queued", "running")))
+    func.count().filter(GradingJob.state == JobState.QUEUED),
+    func.min(GradingJob.created_at).filter(GradingJob.state == JobState.QUEUED),
+    func.count().filter(GradingJob.state == JobState.RUNNING),
+).where(GradingJob.state.in_((JobState.QUEUED, JobState.RUNNING)))
 
 
 def queue_stats(session: Session) -> dict[str, Any]:
@@ -87,7 +90,7 @@ def claim_candidates(session: Session, limit: int = 16) -> list[int]:
     running = (
         select(Submission.assignment_id, Submission.user_id, func.count().label("n"))
         .join(GradingJob, GradingJob.submission_id == Submission.id)
-        .where(GradingJob.state == "running")
+        .where(GradingJob.state == JobState.RUNNING)
         .group_by(Submission.assignment_id, Submission.user_id)
         .subquery()
     )
@@ -103,7 +106,7 @@ def claim_candidates(session: Session, limit: int = 16) -> list[int]:
             running,
             (running.c.assignment_id == Submission.assignment_id) & (running.c.user_id == Submission.user_id),
         )
-        .where(GradingJob.state == "queued")
+        .where(GradingJob.state == JobState.QUEUED)
         .subquery()
     )
     rows = session.execute(
@@ -161,7 +164,7 @@ class JobQueue:
             session.execute(
                 update(Submission)
                 .where(Submission.id == task.submission_id)
-                .values(auto_status="running", status_detail=None)
+                .values(auto_status=AutoStatus.RUNNING, status_detail=None)
             )
             session.execute(
                 update(GradingJob)
@@ -177,7 +180,7 @@ class JobQueue:
         if not candidates:
             return None
         values = dict(
-            state="running",
+            state=JobState.RUNNING,
             worker=self.worker_id,
             lease_expires_at=self._lease_end(),
             started_at=utcnow(),
@@ -187,7 +190,7 @@ class JobQueue:
         if self.is_postgres:
             locked = session.scalars(
                 select(GradingJob.id)
-                .where(GradingJob.id.in_(candidates), GradingJob.state == "queued")
+                .where(GradingJob.id.in_(candidates), GradingJob.state == JobState.QUEUED)
                 .with_for_update(skip_locked=True)
             ).all()
             if not locked:
@@ -198,7 +201,7 @@ class JobQueue:
         for job_id in candidates:
             result = session.execute(
                 update(GradingJob)
-                .where(GradingJob.id == job_id, GradingJob.state == "queued")
+                .where(GradingJob.id == job_id, GradingJob.state == JobState.QUEUED)
                 .values(**values)
             )
             if result.rowcount == 1:
@@ -259,7 +262,7 @@ class JobQueue:
             .where(
                 GradingJob.id == task.job_id,
                 GradingJob.worker == self.worker_id,
-                GradingJob.state == "running",
+                GradingJob.state == JobState.RUNNING,
             )
             .exists()
         )
@@ -281,17 +284,17 @@ class JobQueue:
         """
         with self.session_factory() as session:
             job = session.get(GradingJob, task.job_id)
-            if job is None or job.worker != self.worker_id or job.state != "running":
+            if job is None or job.worker != self.worker_id or job.state != JobState.RUNNING:
                 return None
             submission = job.submission
             retry = not outcome.graded and outcome.retryable and job.attempts < self.max_attempts
             if retry:
-                job.state, job.worker, job.lease_expires_at = "queued", None, None
+                job.state, job.worker, job.lease_expires_at = JobState.QUEUED, None, None
                 job.error = outcome.reason
-                submission.auto_status = "queued"
+                submission.auto_status = AutoStatus.QUEUED
                 submission.status_detail = f"Attempt {job.attempts} of {self.max_attempts} failed, queued to try again: {outcome.reason}"
             else:
-                job.state = "succeeded" if outcome.graded else "failed"
+                job.state = JobState.SUCCEEDED if outcome.graded else JobState.FAILED
                 job.finished_at, job.lease_expires_at = utcnow(), None
                 job.exit_reason = "graded" if outcome.graded else "failed"
                 job.runner_seconds = outcome.runner_seconds
@@ -308,7 +311,7 @@ class JobQueue:
             select(func.count()).where(
                 GradingJob.submission_id == job.submission_id,
                 GradingJob.id > job.id,
-                GradingJob.state.in_(("queued", "running", "succeeded")),
+                GradingJob.state.in_((JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED)),
             )
         )
         return bool(newer)
@@ -320,7 +323,9 @@ class JobQueue:
         now = utcnow()
         with self.session_factory() as session:
             jobs = session.scalars(
-                select(GradingJob).where(GradingJob.state == "running", GradingJob.lease_expires_at < now)
+                select(GradingJob).where(
+                    GradingJob.state == JobState.RUNNING, GradingJob.lease_expires_at < now
+                )
             ).all()
             for job in jobs:
                 self._requeue_or_fail(session, job, f"worker {job.worker} stopped renewing its lease")
@@ -331,25 +336,25 @@ class JobQueue:
         """Re-queue (or fail, at max_attempts) a job this worker holds; a job no longer ours is left alone."""
         with self.session_factory() as session:
             job = session.get(GradingJob, job_id)
-            if job is not None and job.worker == self.worker_id and job.state == "running":
+            if job is not None and job.worker == self.worker_id and job.state == JobState.RUNNING:
                 self._requeue_or_fail(session, job, why)
             session.commit()
 
     def _requeue_or_fail(self, session: Session, job: GradingJob, why: str) -> None:
         submission = job.submission
         if job.attempts >= self.max_attempts:
-            job.state, job.finished_at, job.exit_reason = "failed", utcnow(), "attempts"
+            job.state, job.finished_at, job.exit_reason = JobState.FAILED, utcnow(), "attempts"
             job.error = f"Gave up after {job.attempts} attempts; last: {why}"
-            submission.auto_status = "failed"
+            submission.auto_status = AutoStatus.FAILED
             submission.logs = submission.status_detail = job.error
         else:
-            job.state, job.worker, job.lease_expires_at, job.error = "queued", None, None, why
-            submission.auto_status = "queued"
+            job.state, job.worker, job.lease_expires_at, job.error = JobState.QUEUED, None, None, why
+            submission.auto_status = AutoStatus.QUEUED
             submission.status_detail = (
                 f"Attempt {job.attempts} of {self.max_attempts} stopped, queued again: {why}"
             )
         self.log.warning(
-            "Grading job %d %s: %s", job.id, "failed" if job.state == "failed" else "re-queued", why
+            "Grading job %d %s: %s", job.id, "failed" if job.state == JobState.FAILED else "re-queued", why
         )
 
     def release_held(self) -> None:
@@ -357,8 +362,13 @@ class JobQueue:
         with self.session_factory() as session:
             session.execute(
                 update(GradingJob)
-                .where(GradingJob.worker == self.worker_id, GradingJob.state == "running")
-                .values(state="queued", worker=None, lease_expires_at=None, attempts=GradingJob.attempts - 1)
+                .where(GradingJob.worker == self.worker_id, GradingJob.state == JobState.RUNNING)
+                .values(
+                    state=JobState.QUEUED,
+                    worker=None,
+                    lease_expires_at=None,
+                    attempts=GradingJob.attempts - 1,
+                )
             )
             session.commit()
 
@@ -371,7 +381,7 @@ class JobQueue:
         running jobs, whose processes or pods must be kept.
         """
         with self.session_factory() as session:
-            running = session.scalars(select(GradingJob).where(GradingJob.state == "running")).all()
+            running = session.scalars(select(GradingJob).where(GradingJob.state == JobState.RUNNING)).all()
             now = utcnow()
             stale = [
                 job
@@ -400,13 +410,13 @@ def apply_outcome(submission: Submission, outcome: GradingOutcome) -> None:
     submission.logs = outcome.logs
     submission.status_detail = None if outcome.graded else outcome.reason
     if outcome.graded and outcome.gradebook is not None:
-        submission.auto_status = "graded"
+        submission.auto_status = AutoStatus.GRADED
         submission.gradebook = outcome.gradebook
         submission.score = float(outcome.gradebook.get("score", 0.0))
         submission.max_score = float(outcome.gradebook.get("max_score", submission.max_score or 0.0))
         submission.feedback_status = "generated" if outcome.feedback else "none"
     else:
-        submission.auto_status = "failed"
+        submission.auto_status = AutoStatus.FAILED
         submission.logs = f"{outcome.reason}\n\n{outcome.logs}" if outcome.reason else outcome.logs
 
 

@@ -23,6 +23,7 @@ from traitlets import Bool, Float, Integer
 from traitlets.config import LoggingConfigurable
 
 from ..orm import Submission
+from ..states import AutoStatus
 from ..storage.layout import DataLayout
 from ..storage.staging import JobStager
 from .events import EventBus
@@ -143,7 +144,7 @@ class Scheduler(LoggingConfigurable):
         """The queue's best job, now ours and announced as running."""
         task = self.queue.claim()
         if task is not None:
-            self._publish(task, {"auto_status": "running"})
+            self._publish(task, {"auto_status": AutoStatus.RUNNING})
         return task
 
     async def _process(self, task: GradingTask) -> None:
@@ -181,7 +182,7 @@ class Scheduler(LoggingConfigurable):
     def record_status(self, task: GradingTask, detail: str | None) -> None:
         """The executor's word on why a running job waits: the submission's status detail, and an event."""
         if self.queue.record_status(task, detail):
-            self._publish(task, {"auto_status": "running", "status_detail": detail})
+            self._publish(task, {"auto_status": AutoStatus.RUNNING, "status_detail": detail})
 
     def _publish(self, task: GradingTask, change: dict[str, Any]) -> None:
         event = {
@@ -269,13 +270,13 @@ def outcome_event(submission: Submission, outcome: GradingOutcome) -> dict[str, 
     event: dict[str, Any] = {"auto_status": submission.auto_status}
     if submission.status_detail:
         event["status_detail"] = submission.status_detail
-    if submission.auto_status == "graded":
+    if submission.auto_status == AutoStatus.GRADED:
         event.update(
             score=submission.score,
             max_score=submission.max_score,
             feedback_status=submission.feedback_status,
         )
-    elif submission.auto_status == "failed":
+    elif submission.auto_status == AutoStatus.FAILED:
         event["reason"] = outcome.reason
     return event
 

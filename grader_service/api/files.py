@@ -12,8 +12,8 @@ from pathlib import Path
 from ..storage import git
 from ..storage.release import ReleaseFailed, release_assignment
 from ..storage.uploads import UploadError, UploadLimits, extract_upload
+from .assignments import caller_model
 from .base import APIHandler, api_error
-from .serialize import assignment_model
 
 
 class UploadMixin:
@@ -112,7 +112,7 @@ class AssignmentFilesHandler(UploadMixin, APIHandler):
                 self.db.rollback()
                 await git.revert_branch(repo, commit, parent)
                 raise
-        self.write_json(assignment_model(assignment, True))
+        self.write_json(caller_model(self, assignment, True))
 
 
 handlers = [(r"lectures/([^/]+)/assignments/([^/]+)/files", AssignmentFilesHandler)]

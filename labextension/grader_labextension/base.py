@@ -11,7 +11,7 @@ from jupyter_server.base.handlers import APIHandler
 from .connection import GraderConnection
 from .errors import Refusal, error_reply
 
-SETTINGS_KEY = "grader_labextension"
+SETTINGS_KEY = "grader_labextension_connection"
 
 
 class GraderHandler(APIHandler):

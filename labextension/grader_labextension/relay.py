@@ -86,7 +86,9 @@ class EventsRelayHandler(GraderHandler):
         gone = asyncio.ensure_future(self._gone.wait())
         try:
             while True:
-                done, _ = await asyncio.wait({pump, gone}, timeout=KEEPALIVE_SECONDS)
+                done, _ = await asyncio.wait(
+                    {pump, gone}, timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                )
                 if pump in done or gone in done:
                     break
                 try:

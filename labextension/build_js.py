@@ -18,7 +18,9 @@ BUILT = HERE / "grader_labextension" / "labextension" / "package.json"
 
 def build_if_present(target_name: str, version: str, **kwargs: object) -> None:
     if not (HERE / "package.json").exists():
-        logging.getLogger(__name__).warning("No package.json: building grader-labextension without its frontend")
+        logging.getLogger(__name__).warning(
+            "No package.json: building grader-labextension without its frontend"
+        )
         return
     npm_builder(target_name, version, path=str(HERE), **kwargs)
     if version == "standard" and not BUILT.exists():

@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import tornado.web
+
 from grader_client.errors import APIError, ConfigError, ConnectionFailed
 from grader_client.operations import ASSIGNMENT_FIELDS
 

@@ -15,9 +15,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import tornado.web
-from grader_client.errors import APIError, ConnectionFailed
 from httpx_sse import ServerSentEvent
 from tornado.iostream import StreamClosedError
+
+from grader_client.errors import APIError, ConnectionFailed
 
 from .base import GraderHandler
 from .errors import Refusal

@@ -70,12 +70,21 @@ class Course:
         }
         with GraderClient(self.url, self.tokens["admin"]) as admin:
             admin.create_lecture(self.lecture, "Intro to Python")
-            for user, role in (("ins", "instructor"), ("tut", "tutor"), ("alice", "student"), ("bob", "student")):
+            for user, role in (
+                ("ins", "instructor"),
+                ("tut", "tutor"),
+                ("alice", "student"),
+                ("bob", "student"),
+            ):
                 admin.set_role(self.lecture, user, role)
         with self.client("ins") as ins:
             for name, policy in (("basics", "immediate"), ("held", "manual")):
                 ins.create_assignment(
-                    self.lecture, name, due_date="2099-01-01T00:00:00Z", max_submissions=3, feedback_policy=policy
+                    self.lecture,
+                    name,
+                    due_date="2099-01-01T00:00:00Z",
+                    max_submissions=3,
+                    feedback_policy=policy,
                 )
                 ins.upload_assignment(self.lecture, name, EXAMPLES / "source" / "basics")
                 ins.release_assignment(self.lecture, name)

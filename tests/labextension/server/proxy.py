@@ -8,6 +8,7 @@ is `GET /api/v1/events` is an open upstream event stream (its response never end
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import threading
@@ -70,8 +71,6 @@ class CountingProxy:
                 with self.lock:
                     self.last_request.pop(key, None)
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()

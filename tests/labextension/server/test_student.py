@@ -83,5 +83,7 @@ async def test_feedback_is_html_for_a_sandbox(api, login, jp_root_dir: Path) -> 
     from .test_relay import wait_graded
 
     await wait_graded(api, "basics", submission["id"])
-    response_status, html = await api("GET", f"lectures/intro/assignments/basics/submissions/{submission['id']}/feedback")
+    response_status, html = await api(
+        "GET", f"lectures/intro/assignments/basics/submissions/{submission['id']}/feedback"
+    )
     assert response_status == 200 and "<html" in html.lower()

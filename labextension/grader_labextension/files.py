@@ -124,14 +124,20 @@ def replace_file(target: Path, data: bytes) -> None:
         raise
 
 
-def write_export(root: Path, relative: object, text: str, overwrite: bool) -> str:
-    """Write a CSV export to `relative` (ending in .csv); an existing file only with `overwrite`."""
+def export_target(root: Path, relative: object, overwrite: bool) -> Path:
+    """Where a CSV export goes: a .csv path inside the root; an existing file only with `overwrite`."""
     target = inside_root(root, relative)
     if target.suffix.lower() != ".csv":
         raise Refusal(400, f"Path {relative!r} must end in .csv")
-    if target.exists() and not overwrite:
-        raise Refusal(409, f"{relative} exists already; export with overwrite to replace it")
     if target.is_dir():
         raise Refusal(409, f"{relative} is a folder")
+    if target.exists() and not overwrite:
+        raise Refusal(409, f"{relative} exists already; export with overwrite to replace it")
+    return target
+
+
+def write_export(root: Path, relative: object, text: str, overwrite: bool) -> str:
+    """Write a CSV export (checked again: the file may have appeared during the download)."""
+    target = export_target(root, relative, overwrite)
     replace_file(target, text.encode("utf-8"))
     return relative_to_root(root, target)

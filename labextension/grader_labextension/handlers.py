@@ -227,7 +227,7 @@ class ExportHandler(GraderHandler):
         overwrite = body.get("overwrite", False)
         if not isinstance(overwrite, bool):
             raise Refusal(400, "Field 'overwrite' must be true or false")
-        files.inside_root(self.root, body.get("path"))  # refused before anything is downloaded
+        files.export_target(self.root, body.get("path"), overwrite)  # checked before downloading
         text = await self.grader.client().scores(code, name, "csv")
         path = await asyncio.to_thread(files.write_export, self.root, body["path"], text, overwrite)
         self.reply({"path": path})

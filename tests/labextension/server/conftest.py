@@ -30,7 +30,8 @@ def jp_server_config() -> dict[str, Any]:
         "ServerApp": {
             # (terminals off: not ours, and their websocket handler warns about authentication)
             "jpserver_extensions": {"grader_labextension": True, "jupyter_server_terminals": False},
-            "allow_unauthenticated_access": False,
+            # allow_unauthenticated_access stays at its default (true), so the login test checks
+            # that each of our handlers requires a login itself (@tornado.web.authenticated).
         }
     }
 

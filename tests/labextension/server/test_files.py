@@ -49,7 +49,10 @@ async def test_fetch_never_silently_overwrites_changed_work(api, login, jp_root_
 
 async def test_fetch_refuses_bad_bodies(api, login) -> None:
     login("bob")
-    for body, words in (({"overwrite": "yes"}, "'overwrite' must be true or false"), ({"force": 1}, "Unknown field")):
+    for body, words in (
+        ({"overwrite": "yes"}, "'overwrite' must be true or false"),
+        ({"force": 1}, "Unknown field"),
+    ):
         status, error = await api("POST", FETCH, body)
         assert status == 400 and words in error["message"], error
 
@@ -80,7 +83,9 @@ def outside(jp_root_dir: Path) -> Path:
     return jp_root_dir.parent / "outside-the-root"
 
 
-async def test_student_paths_outside_the_root_are_refused(api, login, jp_root_dir: Path, outside: Path) -> None:
+async def test_student_paths_outside_the_root_are_refused(
+    api, login, jp_root_dir: Path, outside: Path
+) -> None:
     login("bob")
     for path in outside_paths(jp_root_dir, outside):
         status, error = await api("POST", "lectures/intro/assignments/basics/submissions", {"path": path})

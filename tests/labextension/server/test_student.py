@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .conftest import EXAMPLES
 from .sse import Stream
+from .test_relay import wait_graded
 
 SOLUTION = EXAMPLES / "submission" / "basics.ipynb"
 
@@ -72,7 +73,7 @@ async def test_submit_from_a_fetched_notebook_and_follow_it_to_the_score(
     assert {a["name"]: a["submissions_used"] for a in assignments["items"]}["basics"] >= 1
 
 
-async def test_feedback_is_html_for_a_sandbox(api, login, jp_root_dir: Path) -> None:
+async def test_feedback_is_html_for_a_sandbox_and_withdraw(api, login, jp_root_dir: Path, jp_fetch) -> None:
     login("bob")
     (jp_root_dir / "work").mkdir()
     shutil.copy(SOLUTION, jp_root_dir / "work" / "basics.ipynb")
@@ -80,10 +81,15 @@ async def test_feedback_is_html_for_a_sandbox(api, login, jp_root_dir: Path) -> 
         "POST", "lectures/intro/assignments/basics/submissions", {"path": "work/basics.ipynb"}
     )
     assert status == 201, submission
-    from .test_relay import wait_graded
-
     await wait_graded(api, "basics", submission["id"])
-    response_status, html = await api(
-        "GET", f"lectures/intro/assignments/basics/submissions/{submission['id']}/feedback"
-    )
-    assert response_status == 200 and "<html" in html.lower()
+    path = f"lectures/intro/assignments/basics/submissions/{submission['id']}"
+    response = await jp_fetch("grader", *path.split("/"), "feedback")
+    assert response.code == 200 and b"<html" in response.body.lower()
+    assert response.headers["Content-Type"].startswith("text/html")
+    csp = response.headers["Content-Security-Policy"]
+    assert csp.startswith("sandbox;") and "default-src 'none'" in csp and "script-src" not in csp
+    # Withdrawing (allowed before the deadline) passes through; the count of used submissions stays.
+    status, _ = await api("DELETE", path)
+    assert status == 204
+    status, error = await api("GET", path)
+    assert status == 404 and error["status"] == 404 and "not found" in error["message"]

@@ -55,16 +55,21 @@ class EventsRelayHandler(GraderHandler):
         last_event_id = self.request.headers.get("Last-Event-ID") or None
         # Refusals and an unreachable service are answered as JSON errors (the EventSource then stops);
         # once the stream runs, the service ending it or failing ends the browser's stream.
-        async with self.grader.client().event_stream(**query, last_event_id=last_event_id) as frames:
-            self.grader.open_streams += 1
-            try:
-                self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
-                self.set_header("Cache-Control", "no-cache")
-                self.set_header("X-Accel-Buffering", "no")
-                await self.flush()
-                await self.relay(frames)
-            finally:
-                self.grader.open_streams -= 1
+        try:
+            async with self.grader.client().event_stream(**query, last_event_id=last_event_id) as frames:
+                self.grader.open_streams += 1
+                try:
+                    self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
+                    self.set_header("Cache-Control", "no-cache")
+                    self.set_header("X-Accel-Buffering", "no")
+                    await self.flush()
+                    await self.relay(frames)
+                finally:
+                    self.grader.open_streams -= 1
+        except (APIError, ConnectionFailed, StreamClosedError) as e:
+            if not self._headers_written:
+                raise
+            self.log.info("grader: event stream ended: %s", e or type(e).__name__)
         if not self._finished:
             self.finish(set_content_type="text/event-stream; charset=UTF-8")
 
@@ -100,8 +105,8 @@ class EventsRelayHandler(GraderHandler):
         finally:
             for task in (pump, gone):
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StreamClosedError, APIError, ConnectionFailed):
-                await pump
+            with contextlib.suppress(asyncio.CancelledError, StreamClosedError):
+                await pump  # an upstream failure propagates: get() ends the stream
             gone.cancel()
 
     async def pump(self, frames: AsyncIterator[ServerSentEvent]) -> None:

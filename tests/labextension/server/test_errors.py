@@ -103,6 +103,14 @@ async def test_refusals_pass_through_with_the_service_message(api, login, jp_roo
         status, body = await api("POST", "lectures/intro/assignments/held/submissions", {"path": "w"})
         statuses.append(status)
     assert statuses == [201, 201, 201, 403]
-    assert "You have used all 3 submissions for 'held'" == body["message"]
+    assert body["message"] == "You have used all 3 submissions for 'held'"
     status, listing = await api("GET", "lectures/intro/assignments")
     assert {a["name"]: a["submissions_used"] for a in listing["items"]}["held"] == 3
+
+
+async def test_under_jupyterhub_the_servers_hub_token_is_used(api, course, monkeypatch) -> None:
+    """In a single-user server: GRADER_URL from the hub's spawner, the token is JUPYTERHUB_API_TOKEN."""
+    monkeypatch.setenv("GRADER_URL", course.url)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", course.tokens["bob"])
+    status, config = await api("GET", "config")
+    assert status == 200 and config["user"]["name"] == "bob", config

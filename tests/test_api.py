@@ -123,6 +123,30 @@ def test_max_submissions_counts_withdrawn_ones(world: World) -> None:
     assert world.submit("other_student", assignment="twice").status_code == 201
 
 
+def test_submissions_used_is_the_callers_own_count(world: World) -> None:
+    """Every assignment response says how many submissions the caller made, withdrawn ones included."""
+    new_released_assignment(world, "counted", max_submissions=3)
+    first = world.submit("student", assignment="counted").json()
+    assert world.client("student").delete(f"{A}/counted/submissions/{first['id']}").status_code == 204
+    assert world.submit("student", assignment="counted").status_code == 201
+
+    def used(who: str) -> dict[str, int]:
+        items = world.client(who).get(f"{A}?limit=100").json()["items"]
+        return {a["name"]: a["submissions_used"] for a in items}
+
+    assert used("student")["counted"] == 2
+    assert used("other_student")["counted"] == 0
+    assert used("instructor")["counted"] == 0
+    assert world.client("student").get(f"{A}/counted").json()["submissions_used"] == 2
+    # Each assignment of the page has its own count (one grouped query, not one per row).
+    new_released_assignment(world, "counted_once")
+    assert world.submit("student", assignment="counted_once").status_code == 201
+    counts = used("student")
+    assert (counts["counted"], counts["counted_once"]) == (2, 1)
+    patched = world.client("instructor").patch(f"{A}/counted", json={"title": "Counted"}).json()
+    assert patched["submissions_used"] == 0
+
+
 def test_completed_assignment_refuses_students(world: World) -> None:
     new_released_assignment(world, "done")
     assert world.client("instructor").patch(f"{A}/done", json={"status": "completed"}).status_code == 200

@@ -102,9 +102,8 @@ class EventStream:
         self.server_retry: float | None = None
         self._retry = Retry(reconnect_timeout)
 
-    def check(self, response: httpx.Response) -> None:
-        """4xx ends the subscription (raised); 5xx is retried like a dropped connection."""
-        check(response)
+    def opened(self) -> None:
+        """A connection was accepted: the backoff starts over at the next failure."""
         self._retry.reset()
 
     def accept(self, sse: ServerSentEvent) -> StatusEvent | None:

@@ -14,13 +14,14 @@ and let it be collected) so its connection is released.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
 import httpx
-from httpx_sse import aconnect_sse
+from httpx_sse import ServerSentEvent, aconnect_sse
 
 from . import _common, models, operations, uploads
 from .config import Credentials
@@ -308,6 +309,36 @@ class AsyncGraderClient:
 
     # --- events ------------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def event_stream(
+        self,
+        *,
+        submission: int | None = None,
+        lecture: str | None = None,
+        assignment: str | None = None,
+        last_event_id: str | None = None,
+    ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+        """One connection to the event stream, as the service's frames, never reconnected.
+
+        For relaying the stream (a Jupyter server extension passes it on to a browser's EventSource,
+        which reconnects by itself with Last-Event-ID). Entering raises the service's refusal
+        (`APIError`) or `ConnectionFailed`, before anything was relayed; then each frame (`event`,
+        `data`, `id`, `retry`) comes as it arrives, until the service ends the stream. Leaving the
+        block closes the connection. `events()` is the reconnecting, parsed form.
+        """
+        call = operations.get_events(submission, lecture, assignment, last_event_id)
+        timeout = httpx.Timeout(self._http.timeout.connect, read=self.event_timeout, write=None, pool=None)
+        try:
+            async with aconnect_sse(
+                self._http, "GET", call.url, **_common.request_kwargs(call), timeout=timeout
+            ) as source:
+                if source.response.status_code >= 400:
+                    await source.response.aread()  # the error's JSON body
+                _common.check(source.response)
+                yield source.aiter_sse()
+        except httpx.TransportError as e:
+            raise _common.transport_error(e, self.url) from None
+
     async def events(
         self,
         *,
@@ -322,29 +353,24 @@ class AsyncGraderClient:
         connection are the current state, so a reconnect misses nothing.
         """
         stream = _common.EventStream(submission, self.reconnect_timeout)
-        timeout = httpx.Timeout(self._http.timeout.connect, read=self.event_timeout, write=None, pool=None)
         while True:
-            call = operations.get_events(submission, lecture, assignment, stream.last_event_id)
             error: Exception | None = None
             try:
-                async with aconnect_sse(
-                    self._http, "GET", call.url, **_common.request_kwargs(call), timeout=timeout
-                ) as source:
-                    if source.response.status_code >= 400:
-                        await source.response.aread()  # the error's JSON body
-                    try:
-                        stream.check(source.response)
-                    except ServerError as e:
-                        error = e
-                    else:
-                        async for sse in source.aiter_sse():
-                            event = stream.accept(sse)
-                            if event is not None:
-                                yield event
-                            if stream.finished:
-                                return
-            except httpx.TransportError as e:
-                error = _common.transport_error(e, self.url)
+                async with self.event_stream(
+                    submission=submission,
+                    lecture=lecture,
+                    assignment=assignment,
+                    last_event_id=stream.last_event_id,
+                ) as frames:
+                    stream.opened()
+                    async for sse in frames:
+                        event = stream.accept(sse)
+                        if event is not None:
+                            yield event
+                        if stream.finished:
+                            return
+            except (ServerError, ConnectionFailed) as e:
+                error = e  # 5xx and network failures are retried; 4xx ends the subscription
             await asyncio.sleep(stream.retry_delay(error))
 
     async def wait(

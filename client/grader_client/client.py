@@ -10,6 +10,7 @@ Errors are `grader_client.errors` exceptions; list methods iterate over every pa
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
 import httpx
-from httpx_sse import connect_sse
+from httpx_sse import ServerSentEvent, connect_sse
 
 from . import _common, models, operations, uploads
 from .config import Credentials
@@ -298,6 +299,34 @@ class GraderClient:
 
     # --- events ------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def event_stream(
+        self,
+        *,
+        submission: int | None = None,
+        lecture: str | None = None,
+        assignment: str | None = None,
+        last_event_id: str | None = None,
+    ) -> Iterator[Iterator[ServerSentEvent]]:
+        """One connection to the event stream, as the service's frames, never reconnected.
+
+        For relaying the stream elsewhere. Entering raises the service's refusal (`APIError`) or
+        `ConnectionFailed`; then each frame (`event`, `data`, `id`, `retry`) comes as it arrives,
+        until the service ends the stream. `events()` is the reconnecting, parsed form.
+        """
+        call = operations.get_events(submission, lecture, assignment, last_event_id)
+        timeout = httpx.Timeout(self._http.timeout.connect, read=self.event_timeout, write=None, pool=None)
+        try:
+            with connect_sse(
+                self._http, "GET", call.url, **_common.request_kwargs(call), timeout=timeout
+            ) as source:
+                if source.response.status_code >= 400:
+                    source.response.read()  # the error's JSON body
+                _common.check(source.response)
+                yield source.iter_sse()
+        except httpx.TransportError as e:
+            raise _common.transport_error(e, self.url) from None
+
     def events(
         self,
         *,
@@ -312,29 +341,24 @@ class GraderClient:
         connection are the current state, so a reconnect misses nothing.
         """
         stream = _common.EventStream(submission, self.reconnect_timeout)
-        timeout = httpx.Timeout(self._http.timeout.connect, read=self.event_timeout, write=None, pool=None)
         while True:
-            call = operations.get_events(submission, lecture, assignment, stream.last_event_id)
             error: Exception | None = None
             try:
-                with connect_sse(
-                    self._http, "GET", call.url, **_common.request_kwargs(call), timeout=timeout
-                ) as source:
-                    if source.response.status_code >= 400:
-                        source.response.read()  # the error's JSON body
-                    try:
-                        stream.check(source.response)
-                    except ServerError as e:
-                        error = e
-                    else:
-                        for sse in source.iter_sse():
-                            event = stream.accept(sse)
-                            if event is not None:
-                                yield event
-                            if stream.finished:
-                                return
-            except httpx.TransportError as e:
-                error = _common.transport_error(e, self.url)
+                with self.event_stream(
+                    submission=submission,
+                    lecture=lecture,
+                    assignment=assignment,
+                    last_event_id=stream.last_event_id,
+                ) as frames:
+                    stream.opened()
+                    for sse in frames:
+                        event = stream.accept(sse)
+                        if event is not None:
+                            yield event
+                        if stream.finished:
+                            return
+            except (ServerError, ConnectionFailed) as e:
+                error = e  # 5xx and network failures are retried; 4xx ends the subscription
             time.sleep(stream.retry_delay(error))
 
     def wait(

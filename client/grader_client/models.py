@@ -125,6 +125,7 @@ class Assignment(Model):
     late_until: datetime | None = None
     late_penalty: float = 0.0
     max_submissions: int | None = None
+    submissions_used: int | None = None  # the caller's own, withdrawn ones included (older services: None)
     grading_policy: str | None = None
     feedback_policy: str | None = None
     max_score: float | None = None

@@ -126,6 +126,24 @@ def apply_fields(assignment: Assignment, body: dict[str, Any]) -> None:
         raise api_error(400, "late_until needs a due_date")
 
 
+def submissions_used(db: Any, user_id: int, assignment_ids: list[int]) -> dict[int, int]:
+    """Per assignment, how many submissions the user made (withdrawn ones too): one query for a page."""
+    if not assignment_ids:
+        return {}
+    rows = db.execute(
+        select(Submission.assignment_id, func.count())
+        .where(Submission.user_id == user_id, Submission.assignment_id.in_(assignment_ids))
+        .group_by(Submission.assignment_id)
+    ).tuples()
+    return dict(rows.all())
+
+
+def caller_model(handler: APIHandler, assignment: Assignment, staff: bool) -> dict[str, Any]:
+    """One assignment as the caller sees it, with the caller's `submissions_used`."""
+    used = submissions_used(handler.db, handler.user.id, [assignment.id]).get(assignment.id, 0)
+    return assignment_model(assignment, staff, used)
+
+
 class AssignmentsHandler(APIHandler):
     @needs_role(RoleName.STUDENT)
     def get(self, lecture: Lecture) -> None:
@@ -137,7 +155,9 @@ class AssignmentsHandler(APIHandler):
         rows = self.db.scalars(
             query.order_by(Assignment.created_at.desc(), Assignment.id.desc()).offset(offset).limit(limit)
         ).all()
-        self.write_page([assignment_model(a, staff) for a in rows], total, offset, limit)
+        used = submissions_used(self.db, self.user.id, [a.id for a in rows])
+        models = [assignment_model(a, staff, used.get(a.id, 0)) for a in rows]
+        self.write_page(models, total, offset, limit)
 
     @needs_role(RoleName.INSTRUCTOR)
     def post(self, lecture: Lecture) -> None:
@@ -159,7 +179,7 @@ class AssignmentHandler(APIHandler):
     @needs_role(RoleName.STUDENT)
     def get(self, lecture: Lecture, name: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
-        self.write_json(assignment_model(assignment, self.permissions.is_staff(lecture.id)))
+        self.write_json(caller_model(self, assignment, self.permissions.is_staff(lecture.id)))
 
     @needs_role(RoleName.INSTRUCTOR)
     async def patch(self, lecture: Lecture, name: str) -> None:
@@ -186,7 +206,7 @@ class AssignmentHandler(APIHandler):
             released.apply_to(assignment)
         assignment.status = status
         self.db.commit()
-        self.write_json(assignment_model(assignment, True))
+        self.write_json(caller_model(self, assignment, True))
 
     async def release(self, assignment: Assignment) -> Released:
         if assignment.source_commit is None:

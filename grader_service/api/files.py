@@ -14,9 +14,9 @@ from ..states import RoleName
 from ..storage import git
 from ..storage.release import ReleaseFailed, release_assignment
 from ..storage.uploads import UploadError, UploadLimits, extract_upload
+from .assignments import caller_model
 from .base import APIHandler, api_error
 from .permissions import needs_role
-from .serialize import assignment_model
 
 
 class UploadMixin:
@@ -115,7 +115,7 @@ class AssignmentFilesHandler(UploadMixin, APIHandler):
                 self.db.rollback()
                 await git.revert_branch(repo, commit, parent)
                 raise
-        self.write_json(assignment_model(assignment, True))
+        self.write_json(caller_model(self, assignment, True))
 
 
 handlers = [(r"lectures/([^/]+)/assignments/([^/]+)/files", AssignmentFilesHandler)]

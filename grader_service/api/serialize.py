@@ -40,7 +40,9 @@ def role_model(role: Role) -> dict[str, Any]:
     }
 
 
-def assignment_model(assignment: Assignment, staff: bool) -> dict[str, Any]:
+def assignment_model(assignment: Assignment, staff: bool, submissions_used: int = 0) -> dict[str, Any]:
+    """`submissions_used`: the caller's own submissions to it, withdrawn ones included (they count
+    against `max_submissions` too), so a student sees how many are left."""
     model: dict[str, Any] = {
         "lecture": assignment.lecture.code,
         "name": assignment.name,
@@ -50,6 +52,7 @@ def assignment_model(assignment: Assignment, staff: bool) -> dict[str, Any]:
         "late_until": isoformat(assignment.late_until),
         "late_penalty": assignment.late_penalty,
         "max_submissions": assignment.max_submissions,
+        "submissions_used": submissions_used,
         "grading_policy": assignment.grading_policy,
         "feedback_policy": assignment.feedback_policy,
         "max_score": assignment.max_score,

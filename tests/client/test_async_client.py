@@ -96,15 +96,11 @@ async def _first_events(
     client: AsyncGraderClient, last_event_id: str, until: int
 ) -> list[models.StatusEvent]:
     """Open the stream as a reconnect would (Last-Event-ID set) and read until `until` shows up."""
-    from httpx_sse import aconnect_sse
-
-    from grader_client import operations
-
-    call = operations.get_events(None, "intro", "basics", last_event_id)
     events = []
-    async with aconnect_sse(client._http, "GET", call.url, params=call.query, headers=call.headers) as source:
-        assert source.response.status_code == 200
-        async for sse in source.aiter_sse():
+    async with client.event_stream(
+        lecture="intro", assignment="basics", last_event_id=last_event_id
+    ) as frames:
+        async for sse in frames:
             if sse.event == "status":
                 event = models.StatusEvent.from_json(json.loads(sse.data))
                 events.append(event)
@@ -122,3 +118,21 @@ def test_a_bad_last_event_id_is_refused(course: Course) -> None:
         headers={"Authorization": f"token {course.tokens['tutor']}", "Last-Event-ID": "yesterday"},
     )
     assert r.status_code == 400 and "Last-Event-ID" in r.json()["message"]
+
+
+def test_event_stream_refusals_come_before_any_frame(course: Course) -> None:
+    """`event_stream()` (for relays) raises the service's refusal on opening, and never reconnects."""
+
+    async def main() -> None:
+        async with course.async_client("tutor") as client:
+            with pytest.raises(errors.BadRequest, match="Last-Event-ID"):
+                async with client.event_stream(lecture="intro", assignment="basics", last_event_id="x"):
+                    raise AssertionError("opened")
+            with pytest.raises(errors.NotFound):
+                async with client.event_stream(submission=10**9):
+                    raise AssertionError("opened")
+            async with client.event_stream(lecture="intro", assignment="basics") as frames:
+                first = await anext(frames)
+                assert first.retry == 1000  # the service's frames as sent
+
+    asyncio.run(main())

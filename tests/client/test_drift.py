@@ -55,7 +55,7 @@ def test_each_client_has_exactly_one_method_per_operation() -> None:
 
 
 def test_requests_are_only_sent_by_the_plumbing() -> None:
-    """Methods send through `_send`/`_paginate`/`events` only, so every path comes from a builder."""
+    """Methods send through `_send`/`_paginate`/`event_stream` only, so every path comes from a builder."""
     for cls in (GraderClient, AsyncGraderClient):
         tree = ast.parse(inspect.getsource(inspect.getmodule(cls)))
         for node in ast.walk(tree):
@@ -70,7 +70,7 @@ def test_requests_are_only_sent_by_the_plumbing() -> None:
                             "_send",
                             "close",
                             "aclose",
-                            "events",
+                            "event_stream",
                         )
                     ):
                         raise AssertionError(f"{cls.__name__}.{node.name} uses the HTTP client directly")

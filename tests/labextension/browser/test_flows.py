@@ -119,7 +119,7 @@ def test_instructor_creates_uploads_releases_regrades_all_and_exports(page, lab_
     admin.get_by_label("Source folder").fill("intro/second-source")
     admin.get_by_role("button", name="Upload source").click()
     admin.get_by_text("Uploaded intro/second-source as the source.").wait_for()
-    admin.get_by_role("button", name="Release").click()
+    admin.get_by_role("button", name="Release", exact=True).click()
     admin.get_by_text("Released.").wait_for()
 
     # A student's submission to regrade (through the client, as another user would submit).

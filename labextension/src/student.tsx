@@ -36,16 +36,45 @@ export interface IStudentProps {
 }
 
 export function StudentView(props: IStudentProps): JSX.Element {
-  if (!props.lectures.length) {
-    return (
-      <p className="jp-grader-empty">You are not in any lecture yet.</p>
-    );
-  }
+  // Lectures opened by code (a course the service does not list for this user: it says why).
+  const [extra, setExtra] = useState<ILecture[]>([]);
+  const [code, setCode] = useState('');
+  const lectures = [
+    ...props.lectures,
+    ...extra.filter(e => !props.lectures.some(l => l.code === e.code))
+  ];
   return (
     <div className="jp-grader-student">
-      {props.lectures.map(lecture => (
-        <LectureSection key={lecture.code} lecture={lecture} {...props} />
+      {!props.lectures.length && (
+        <p className="jp-grader-empty">You are not in any lecture yet.</p>
+      )}
+      {lectures.map(lecture => (
+        <LectureSection key={lecture.code} {...props} lecture={lecture} />
       ))}
+      <form
+        className="jp-grader-open"
+        aria-label="Open a lecture by code"
+        onSubmit={e => {
+          e.preventDefault();
+          const wanted = code.trim();
+          if (wanted && !lectures.some(l => l.code === wanted)) {
+            setExtra([...extra, { code: wanted, role: null }]);
+          }
+          setCode('');
+        }}
+      >
+        <label className="jp-grader-field">
+          <span>Lecture code</span>
+          <input
+            className="jp-mod-styled"
+            value={code}
+            onChange={e => setCode(e.target.value)}
+          />
+        </label>
+        <button type="submit" className="jp-Button jp-mod-styled jp-mod-reject">
+          Open
+        </button>
+      </form>
     </div>
   );
 }

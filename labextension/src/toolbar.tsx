@@ -75,7 +75,12 @@ function SubmitControl(props: {
       >
         <span className="jp-ToolbarButtonComponent-label">Submit</span>
       </button>
-      <span className="jp-grader-toolbar-status" aria-live="polite">
+      <span
+        className="jp-grader-toolbar-status"
+        aria-live="polite"
+        data-submission={latest?.id}
+        data-status={latest?.auto_status}
+      >
         {latest ? statusLabel(latest) : !check.allowed ? check.reason : ''}
       </span>
     </div>

@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cli_submit import client_job_seconds  # noqa: E402
 from grader_client import GraderClient  # noqa: E402
 from tests.labextension.browser.conftest import CHROMIUM, TOKEN, Lab  # noqa: E402
 from tests.service import ServiceProcess  # noqa: E402
@@ -55,12 +56,16 @@ def set_up(svc: ServiceProcess, assignments: int) -> dict[str, str]:
         for code in ("intro", "many"):
             admin.create_lecture(code, code.title())
             admin.set_role(code, "alice", "student")
-        admin.create_assignment("intro", "basics", due_date="2099-01-15T23:59:00Z", feedback_policy="immediate")
+        admin.create_assignment(
+            "intro", "basics", due_date="2099-01-15T23:59:00Z", feedback_policy="immediate"
+        )
         admin.upload_assignment("intro", "basics", source)
         admin.release_assignment("intro", "basics")
         for i in range(assignments):
             name = f"week-{i + 1:02d}"
-            admin.create_assignment("many", name, due_date=f"2099-{1 + i % 12:02d}-15T23:59:00Z", max_submissions=3)
+            admin.create_assignment(
+                "many", name, due_date=f"2099-{1 + i % 12:02d}-15T23:59:00Z", max_submissions=3
+            )
             admin.upload_assignment("many", name, source)
             admin.release_assignment("many", name)
     return tokens
@@ -111,7 +116,9 @@ def time_first_paint(page, runs: int, assignments: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=20, help="timed submits and panel openings")
     parser.add_argument("--warmup", type=int, default=3, help="submits before timing")
     parser.add_argument("--assignments", type=int, default=20, help="assignments in the panel")
@@ -128,7 +135,9 @@ def main() -> None:
             lab = Lab(root / "lab", svc.url, tokens["alice"])
             # alice's fetched notebook, already solved and saved.
             (lab.root / "intro" / "basics").mkdir(parents=True)
-            shutil.copy(EXAMPLES / "submission" / "basics.ipynb", lab.root / "intro" / "basics" / "basics.ipynb")
+            shutil.copy(
+                EXAMPLES / "submission" / "basics.ipynb", lab.root / "intro" / "basics" / "basics.ipynb"
+            )
             lab.start()
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -138,6 +147,14 @@ def main() -> None:
                 time_submits(page, args.warmup)
                 submits = time_submits(page, args.runs)
                 report("click Submit -> 10/10 shown (warm)", submits)
+                with GraderClient(svc.url, tokens["admin"]) as admin:
+                    timed = list(admin.submissions("intro", "basics"))[: args.runs]
+                service = [client_job_seconds(svc, s.id) for s in timed]
+                report("  of which the service: submit -> graded", service)
+                print(
+                    "  browser + Lab server share (p50 difference): "
+                    f"{(statistics.median(submits) - statistics.median(service)) * 1000:.0f} ms"
+                )
                 paints = time_first_paint(page, args.runs, args.assignments)
                 browser.close()
         finally:

@@ -43,7 +43,10 @@ def _require(condition: bool, why: str) -> None:
 @pytest.fixture(scope="session")
 def browser():
     _require(Path(CHROMIUM).exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
-    _require(importlib.util.find_spec("playwright") is not None, "Python playwright is missing (pip install playwright)")
+    _require(
+        importlib.util.find_spec("playwright") is not None,
+        "Python playwright is missing (pip install playwright)",
+    )
     from playwright.sync_api import sync_playwright
 
     listed = subprocess.run(
@@ -87,7 +90,11 @@ class Course:
             admin.set_role("intro", "alice", "student")
         with GraderClient(self.url, self.tokens["ins"]) as ins:
             ins.create_assignment(
-                "intro", "basics", due_date="2099-01-01T00:00:00Z", max_submissions=5, feedback_policy="immediate"
+                "intro",
+                "basics",
+                due_date="2099-01-01T00:00:00Z",
+                max_submissions=5,
+                feedback_policy="immediate",
             )
             ins.upload_assignment("intro", "basics", EXAMPLES / "source" / "basics")
             ins.release_assignment("intro", "basics")

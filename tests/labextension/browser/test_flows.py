@@ -71,7 +71,10 @@ def test_student_fetches_edits_submits_from_the_notebook_and_sees_the_score_live
     elapsed = time.perf_counter() - started
     # What alice typed was saved before the submission (the service graded it 10/10 above).
     saved = (lab.root / "intro" / "basics" / "basics.ipynb").read_text()
-    assert "return a + b" in saved and "NotImplementedError" not in saved.split("def add")[1].split("def fizzbuzz")[0]
+    assert (
+        "return a + b" in saved
+        and "NotImplementedError" not in saved.split("def add")[1].split("def fizzbuzz")[0]
+    )
     # The panel (in its own tab) followed the same submission live, without a reload.
     page.locator(".lm-TabBar-tab", has_text="Grader").click()
     card.locator(".jp-grader-status", has_text="Graded: 10/10").wait_for()

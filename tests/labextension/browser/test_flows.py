@@ -83,6 +83,13 @@ def test_student_fetches_edits_submits_from_the_notebook_and_sees_the_score_live
     table.wait_for()
     assert table.locator("tbody tr").count() == 6
     assert "test_add" in table.inner_text() and "3/3" in table.inner_text()
+    # The feedback page opens in a Lab tab, in an iframe sandboxed with no permission at all.
+    card.get_by_role("button", name="Feedback").click()
+    frame = page.locator(".jp-grader-feedback iframe")
+    frame.wait_for()
+    assert frame.get_attribute("sandbox") == ""
+    assert "test_add" in page.frame_locator(".jp-grader-feedback iframe").locator("body").inner_text()
+    page.locator(".lm-TabBar-tab", has_text="Grader").click()
     print(f"submit click -> 10/10 shown: {elapsed:.2f} s")
 
 

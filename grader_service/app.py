@@ -281,7 +281,11 @@ class GraderService(Application):
 
     def init_db(self) -> None:
         """Create the engine and make sure the schema is current (or refuse with a clear message)."""
-        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+        data_dir = Path(self.data_dir)
+        if not data_dir.exists():
+            # Job directories inside are open to the sandbox's uid (mode 0777): this mode is what keeps
+            # other local users out of them (docs/architecture.md).
+            data_dir.mkdir(parents=True, mode=0o700)
         self.engine = db.make_engine(
             self.db_url, pool_size=self.db_pool_size, max_overflow=self.db_max_overflow
         )

@@ -7,6 +7,8 @@ import io
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 from base64 import b64decode
@@ -327,3 +329,18 @@ def test_jobs_graded_side_by_side_each_score_exactly(world: World, tmp_path: Pat
         gradebook = tutor.get(f"{A}/tiny/submissions/{sid}/gradebook").json()
         notes = [n for nb in gradebook["notebooks"].values() for n in nb["notes"]]
         assert not gradebook["tampering"] and not [n for n in notes if n["kind"] == "tampering"], notes
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root and runuser")
+def test_other_local_users_cannot_reach_job_directories(world: World) -> None:
+    """Job directories are open to the sandbox's uid; the data dir the service made keeps everyone else out."""
+    data_dir = world.service.data_dir
+    assert data_dir.stat().st_mode & 0o077 == 0, oct(data_dir.stat().st_mode)
+    jobs = data_dir / "jobs" / "probe"
+    jobs.mkdir(parents=True, exist_ok=True)
+    jobs.chmod(0o777)
+    for command in (f"touch {jobs}/forged", f"ls {data_dir}"):
+        attempt = subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c", command], capture_output=True)
+        assert attempt.returncode != 0, command
+    assert not (jobs / "forged").exists()
+    jobs.rmdir()

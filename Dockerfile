@@ -42,8 +42,9 @@ LABEL org.opencontainers.image.title="grader-service" \
       org.opencontainers.image.description="Automatic grading of Jupyter notebook assignments" \
       org.opencontainers.image.licenses="BSD-3-Clause"
 
-# git: submission storage; bubblewrap: local executor sandbox; tini: PID 1 that forwards signals
-# and reaps git/sandbox children.
+# git: zip downloads and file listings of the repositories (storing and staging use libgit2, which
+# pygit2's wheel bundles: no system library); bubblewrap: local executor sandbox; tini: PID 1 that
+# forwards signals and reaps git/sandbox children.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git bubblewrap tini \

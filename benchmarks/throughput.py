@@ -4,7 +4,8 @@ Starts the real service (SQLite, local sandboxed executor) in a temp dir, releas
 assignment, follows the assignment's event stream, and measures in two phases:
 
 1. latency: submits M notebooks one after another, each once the previous is graded (what one
-   student sees on a quiet service): submit->graded p50/p95;
+   student sees on a quiet service): submit->graded p50/p95, and how long the submit request
+   itself takes to answer (upload, git, database);
 2. throughput: submits K notebooks at once: gradings per minute (first submit to last graded),
    submit->graded p50/p95 within the burst (mostly queueing), the grading process's own time,
    the service's overhead per submission (job time minus grading process time), CPU per grading
@@ -160,6 +161,7 @@ def run(svc: ServiceProcess, tmp_path: Path, m: int, k: int, probe_interval: flo
     stream_ready.wait(10)
 
     submitted_at: dict[int, float] = {}
+    answered: list[float] = []  # how long each submit request took to answer (upload, git, database)
 
     def submit(token: str) -> int:
         t = time.perf_counter()
@@ -171,6 +173,7 @@ def run(svc: ServiceProcess, tmp_path: Path, m: int, k: int, probe_interval: flo
         )
         r.raise_for_status()
         submitted_at[r.json()["id"]] = t
+        answered.append(time.perf_counter() - t)
         return r.json()["id"]
 
     # Phase 1: one at a time.
@@ -183,6 +186,11 @@ def run(svc: ServiceProcess, tmp_path: Path, m: int, k: int, probe_interval: flo
         if sid in graded_at:
             sequential.append(graded_at[sid] - submitted_at[sid])
     print(f"one at a time            {len(sequential)}/{m} graded")
+    print(
+        f"submit request           p50 {1000 * statistics.median(answered):.1f} ms, "
+        f"p95 {1000 * percentile(answered, 0.95):.1f} ms (answer to POST submissions)"
+    )
+    answered.clear()
     if sequential:
         print(
             f"submit->graded latency   p50 {1000 * statistics.median(sequential):.0f} ms, "
@@ -215,6 +223,10 @@ def run(svc: ServiceProcess, tmp_path: Path, m: int, k: int, probe_interval: flo
     runner = [j.runner_seconds or 0 for j in jobs]
 
     print(f"all at once              {len(latencies)}/{k} graded")
+    print(
+        f"submit request           p50 {1000 * statistics.median(answered):.1f} ms, "
+        f"p95 {1000 * percentile(answered, 0.95):.1f} ms (8 clients at once)"
+    )
     print(f"throughput               {60 * len(latencies) / (end - start):.1f} gradings/min")
     print(
         f"submit->graded latency   p50 {1000 * statistics.median(latencies):.0f} ms, "

@@ -106,9 +106,6 @@ def awkward_tree(root: Path) -> None:
     write(root / "tab\tand\nnewline", "odd\n")
     write(root / "back\\slash", "\\\n")
     write(root / "BIG.bin", os.urandom(300_000))
-    fd = os.open(os.fsencode(root) + b"/\xff\xfe-not-utf8", os.O_WRONLY | os.O_CREAT, 0o644)
-    os.write(fd, b"bytes\n")
-    os.close(fd)
 
 
 def test_commit_matches_git_and_passes_fsck(tmp_path: Path) -> None:
@@ -131,6 +128,22 @@ def test_commit_matches_git_and_passes_fsck(tmp_path: Path) -> None:
     listed = run_git("--git-dir", repo, "ls-tree", "-r", "--name-only", "-z", commit).split("\0")
     assert "sub/kept" in listed and "foo/bar" in listed and "empty.txt" in listed
     assert not [n for n in listed if ".git" in n.split("/") or n.startswith(("empty/", "only-"))]
+
+
+def test_a_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    """libgit2 takes UTF-8 names only (uploads never make others, as zip entries and query strings
+    are text): such a name is refused, never stored under another spelling, and nothing is committed."""
+    files, repo = tmp_path / "files", tmp_path / "store.git"
+    write(files / "ok", "ok\n")
+    for name in (b"\xff\xfe-not-utf8", b"sub/latin-1-\xe9.txt"):
+        path = os.fsencode(files) + b"/" + name
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(b"bytes\n")
+        with pytest.raises(store.GitError, match="UTF-8"):
+            asyncio.run(store.commit_directory(repo, files, "m", None))
+        os.unlink(path)
+    assert run_git("--git-dir", repo, "rev-list", "--all") == ""
 
 
 @pytest.mark.parametrize("message", ["x", "x\n", "", "two\nlines\n\n", "  spaced  ", "ünï 🎓"])

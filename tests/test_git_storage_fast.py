@@ -16,6 +16,7 @@ import io
 import os
 import stat
 import subprocess
+import sys
 import tarfile
 import threading
 import zlib
@@ -76,7 +77,7 @@ def export_both(repo: Path, commit: str, tmp_path: Path) -> tuple[Path, Path]:
     new, old = tmp_path / "export-new", tmp_path / "export-old"
     new.mkdir(parents=True)
     old.mkdir(parents=True)
-    assert store._export_loose(repo, commit, new), "not exported from the loose objects"
+    assert store._export_with_library(repo, commit, new), "not exported through libgit2"
     asyncio.run(store._export_with_git(repo, commit, old))
     assert snapshot(old) == snapshot(tar_x(repo, commit, tmp_path / "export-tar"))
     return new, old
@@ -108,7 +109,10 @@ def no_lock_left(repo: Path) -> bool:
 # ensure_repo
 
 
-def test_ensure_repo_writes_what_git_init_writes(tmp_path: Path) -> None:
+def test_ensure_repo_is_what_git_init_makes(tmp_path: Path) -> None:
+    """libgit2's bare repository holds git's (`git init --bare --template=`), with the same modes,
+    plus only its inert template files (no hook that could run), and git reads the same settings
+    from it, plus ours."""
     ours, gits = tmp_path / "ours.git", tmp_path / "gits.git"
     asyncio.run(store.ensure_repo(ours))
     run_git("init", "--quiet", "--bare", "--template=", "--initial-branch=main", gits)
@@ -118,20 +122,43 @@ def test_ensure_repo_writes_what_git_init_writes(tmp_path: Path) -> None:
             str(p.relative_to(repo)): (p.is_dir(), stat.S_IMODE(p.stat().st_mode)) for p in repo.rglob("*")
         }
 
-    assert layout(ours) == layout(gits)
+    theirs, mine = layout(gits), layout(ours)
+    assert {k: v for k, v in mine.items() if k in theirs} == theirs
+    extra = sorted(set(mine) - set(theirs))
+    assert set(extra) <= {"description", "hooks", "hooks/README.sample", "info", "info/exclude"}, extra
+    # (git runs a hook by its name, never one named `.sample`; and core.hooksPath is /dev/null.)
     assert stat.S_IMODE(ours.stat().st_mode) == stat.S_IMODE(gits.stat().st_mode)
     assert (ours / "HEAD").read_bytes() == (gits / "HEAD").read_bytes() == b"ref: refs/heads/main\n"
-    # The bytes the service wrote when it ran `git init` and appended its settings.
-    assert (ours / "config").read_text() == (gits / "config").read_text() + store._SETTINGS
     listed = run_git("--git-dir", ours, "config", "--list").splitlines()
-    assert listed == run_git("--git-dir", gits, "config", "--list").splitlines() + [
-        f"core.hookspath={os.devnull}",
-        "gc.auto=0",
-    ]
+    assert sorted(listed) == sorted(
+        run_git("--git-dir", gits, "config", "--list").splitlines()
+        + [f"core.hookspath={os.devnull}", "gc.auto=0"]
+    )
     assert "core.bare=true" in listed
     assert run_git("--git-dir", ours, "symbolic-ref", "HEAD") == store.BRANCH
     assert run_git("--git-dir", ours, "rev-parse", "--is-bare-repository") == "true"
     run_git("--git-dir", ours, "fsck", "--strict")
+
+
+def test_user_config_does_not_reach_the_repositories(tmp_path: Path) -> None:
+    """A user's git config (here one whose template directory holds a hook, and that would rename
+    the initial branch) changes nothing the service makes: libgit2 reads no config but the
+    repository's own. Run in a process of its own, since libgit2 finds the user's config once."""
+    home, templates = tmp_path / "home", tmp_path / "templates"
+    write(templates / "hooks" / "post-update", "#!/bin/sh\ntouch /tmp/hooked\n", 0o755)
+    write(templates / "planted", "x\n")
+    write(home / ".gitconfig", f"[init]\n\ttemplateDir = {templates}\n\tdefaultBranch = trunk\n")
+    repo = tmp_path / "r.git"
+    script = "import asyncio, sys, pathlib; from grader_service.storage import git; asyncio.run(git.ensure_repo(pathlib.Path(sys.argv[1])))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "XDG_"))}
+    subprocess.run([sys.executable, "-c", script, str(repo)], env={**env, "HOME": str(home)}, check=True)
+    assert not (repo / "planted").exists() and not (repo / "hooks" / "post-update").exists()
+    assert (repo / "HEAD").read_text() == "ref: refs/heads/main\n"
+    # git itself, given the same HOME, does read it: the config is one that would have mattered.
+    subprocess.run(
+        ["git", "init", "-q", "--bare", tmp_path / "g.git"], env={**env, "HOME": str(home)}, check=True
+    )
+    assert (tmp_path / "g.git" / "planted").exists()
 
 
 def test_ensure_repo_then_commit_is_seen_by_git(tmp_path: Path) -> None:
@@ -271,7 +298,8 @@ def test_concurrent_updates_from_the_same_old_one_wins(tmp_path: Path) -> None:
     def attempt(new: str) -> bool:
         barrier.wait()
         try:
-            return store._compare_and_swap(repo, new, current)
+            store._compare_and_swap(repo, new, current)
+            return True
         except store.GitError:
             return False
 
@@ -331,9 +359,6 @@ def exportable_tree(root: Path) -> None:
     os.symlink("er", root / "deep" / "dir-link")
     os.symlink("nowhere", root / "dangling")
     os.symlink("deep/../deep/er/../..", root / "self")  # resolves to the destination itself
-    fd = os.open(os.fsencode(root) + b"/\xff\xfe-not-utf8", os.O_WRONLY | os.O_CREAT, 0o644)
-    os.write(fd, b"bytes\n")
-    os.close(fd)
 
 
 def test_export_matches_git_archive(tmp_path: Path) -> None:
@@ -357,7 +382,7 @@ def test_export_matches_git_archive(tmp_path: Path) -> None:
 
 def test_export_of_trees_git_wrote(tmp_path: Path) -> None:
     """Trees from git itself: a submodule link (an empty directory in git archive's tar), an
-    executable in a subtree, and the empty tree."""
+    executable in a subtree, a name that is not UTF-8, and the empty tree."""
     repo = tmp_path / "r.git"
     asyncio.run(store.ensure_repo(repo))
 
@@ -373,22 +398,34 @@ def test_export_of_trees_git_wrote(tmp_path: Path) -> None:
 
     blob = git_in("hash-object", "-w", "--stdin", stdin="hello\n")
     inner = git_in("mktree", stdin=f"100755 blob {blob}\trun\n")
+    odd = (
+        subprocess.run(
+            ["git", "--git-dir", str(repo), "mktree", "-z"],
+            input=b"100644 blob %s\t\xff\xfe-not-utf8\0" % blob.encode(),
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
     tree = git_in(
         "mktree",
         "--missing",
-        stdin=f"160000 commit {'1' * 40}\tsub\n100644 blob {blob}\tf\n040000 tree {inner}\td\n",
+        stdin=f"160000 commit {'1' * 40}\tsub\n100644 blob {blob}\tf\n040000 tree {inner}\td\n"
+        f"040000 tree {odd}\todd\n",
     )
     commit = git_in("commit-tree", "-m", "x", tree)
     new, old = export_both(repo, commit, tmp_path)
     assert snapshot(new) == snapshot(old)
     assert snapshot(new)[b"sub"] == ("dir", 0o755, b"", NOW)
+    assert snapshot(new)[b"odd/\xff\xfe-not-utf8"] == ("file", 0o644, b"hello\n", NOW)
 
     # The empty tree: nothing to write. (tarfile cannot open git archive's tar of it, which holds
     # only the pax global header, so the git path fails there.)
     empty = git_in("commit-tree", "-m", "empty", git_in("mktree", stdin=""))
     dest = tmp_path / "empty"
     dest.mkdir()
-    assert store._export_loose(repo, empty, dest) and not os.listdir(dest)
+    assert store._export_with_library(repo, empty, dest) and not os.listdir(dest)
     with pytest.raises(store.GitError, match="end of file header"):
         asyncio.run(store._export_with_git(repo, empty, dest))
 
@@ -415,7 +452,7 @@ def test_export_refuses_links_that_lead_outside(tmp_path: Path, name: str, targe
     new = tmp_path / "new"
     new.mkdir()
     with pytest.raises(store.GitError, match="refused"):
-        store._export_loose(repo, commit, new)
+        store._export_with_library(repo, commit, new)
     assert not os.path.lexists(new / name)
 
 
@@ -427,7 +464,7 @@ def test_export_checks_links_against_what_is_on_disk(tmp_path: Path) -> None:
     os.symlink("sub", files / "a")
     os.symlink("a/../..", files / "b")
     commit = commit_files(repo, files)
-    for export in (store._export_loose, lambda r, c, d: asyncio.run(store._export_with_git(r, c, d))):
+    for export in (store._export_with_library, lambda r, c, d: asyncio.run(store._export_with_git(r, c, d))):
         dest = tmp_path / f"dest-{id(export)}"
         dest.mkdir()
         with pytest.raises(store.GitError):
@@ -445,7 +482,7 @@ def test_export_judges_links_by_what_later_entries_make_of_them(tmp_path: Path) 
     os.symlink(".", files / "b")
     commit = commit_files(repo, files)
     for name, export in (
-        ("loose", store._export_loose),
+        ("library", store._export_with_library),
         ("git", lambda r, c, d: asyncio.run(store._export_with_git(r, c, d))),
     ):
         dest = tmp_path / name / "jobs" / "1" / "submission"
@@ -579,7 +616,7 @@ def test_tar_modes_and_owners_are_the_services(hostile: tuple[Path, Path]) -> No
     assert (dest / "suid").stat().st_mtime == NOW
 
 
-def test_export_falls_back_to_git_when_objects_are_packed(tmp_path: Path) -> None:
+def test_export_reads_packed_objects(tmp_path: Path) -> None:
     repo, files = tmp_path / "r.git", tmp_path / "files"
     exportable_tree(files)
     commit = commit_files(repo, files)
@@ -592,24 +629,24 @@ def test_export_falls_back_to_git_when_objects_are_packed(tmp_path: Path) -> Non
     assert not loose_objects(repo)
     packed = tmp_path / "packed"
     packed.mkdir()
-    assert not store._export_loose(repo, commit, packed) and not os.listdir(packed)
-    asyncio.run(store.export(repo, commit, packed))
+    assert store._export_with_library(repo, commit, packed)
     assert snapshot(packed) == snapshot(loose)
 
-    # Partly packed: a new commit, written loose, but for one blob left only in the pack.
+    # Partly packed: a new commit's new objects are loose, the ones it shares stay in the pack
+    # (an object found in a pack is not written again).
     write(files / "nb.ipynb", '{"cells": [1]}\n')
     second = commit_files(repo, files, "two", commit)
-    blob = run_git("--git-dir", repo, "rev-parse", f"{second}:deep/sibling.txt")
-    (repo / "objects" / blob[:2] / blob[2:]).unlink()
     assert loose_objects(repo)
+    blob = run_git("--git-dir", repo, "rev-parse", f"{second}:deep/sibling.txt")
+    assert not (repo / "objects" / blob[:2] / blob[2:]).exists()
     mixed = tmp_path / "mixed"
     mixed.mkdir()
-    assert not store._export_loose(repo, second, mixed) and not os.listdir(mixed)
-    asyncio.run(store.export(repo, second, mixed))
+    assert store._export_with_library(repo, second, mixed)
     expected = tmp_path / "expected"
     expected.mkdir()
     asyncio.run(store._export_with_git(repo, second, expected))
     assert snapshot(mixed) == snapshot(expected)
+    assert (mixed / "nb.ipynb").read_text() == '{"cells": [1]}\n'
 
 
 def test_export_leaves_gitattributes_to_git(tmp_path: Path) -> None:
@@ -620,7 +657,7 @@ def test_export_leaves_gitattributes_to_git(tmp_path: Path) -> None:
     commit = commit_files(repo, files)
     dest = tmp_path / "dest"
     dest.mkdir()
-    assert not store._export_loose(repo, commit, dest)
+    assert not store._export_with_library(repo, commit, dest)
     asyncio.run(store.export(repo, commit, dest))
     assert sorted(os.listdir(dest)) == [".gitattributes", "kept.txt"]
 
@@ -656,13 +693,15 @@ def test_export_refuses_corrupt_objects(tmp_path: Path, damage: str) -> None:
 
 
 def test_object_with_a_wrong_size_is_corrupt(tmp_path: Path) -> None:
-    objects = tmp_path / "objects"
+    repo = tmp_path / "r.git"
+    asyncio.run(store.ensure_repo(repo))
     raw = b"blob 5\0abc"  # its hash matches, its header lies
     sha = hashlib.sha1(raw).hexdigest()
-    write(objects / sha[:2] / sha[2:], zlib.compress(raw))
+    write(repo / "objects" / sha[:2] / sha[2:], zlib.compress(raw))
+    opened = store._open(repo)
     with pytest.raises(store.GitError, match="corrupt"):
-        store._read_loose(objects, sha)
-    assert store._read_loose(objects, "0" * 40) is None
+        store._object(opened, sha)
+    assert store._object(opened, "0" * 40) is None
 
 
 def test_update_branch_refuses_a_corrupt_commit(tmp_path: Path) -> None:

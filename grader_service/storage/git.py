@@ -1,37 +1,38 @@
 """Git repositories holding uploaded sources, released versions and submissions.
 
 A submission is on the service's hot path, and every git process costs a fork/exec of the whole
-service process plus git's own start-up, so the hot paths spawn none; what they do is done in
-Python, by git's own rules and file formats, so git reads and writes the same repositories:
+service process plus git's own start-up, so the hot paths spawn none: they go through libgit2
+(pygit2), which reads and writes git's own formats, so git and the service share the repositories:
 
-- Commits are written as loose objects straight into `objects/xx/...` (blobs, trees, then the
-  commit), built by the same rules as `git add --all --force .` + `write-tree` + `commit-tree -m`,
-  so the hashes are the ones git itself would produce. No working tree, index, user config or hooks
-  are involved, and the branch is not moved.
-- A new repository is the few files and directories `git init --bare --template=` writes, plus our
-  settings, built under a temporary name and renamed into place.
-- `head` reads the branch's ref file (or `packed-refs`), and `update_branch` moves it with git's
-  lock-file protocol: a compare-and-swap under `refs/heads/main.lock`, which git itself honours and
-  creates, so it stays safe against anything else touching the repository.
-- `export` reads loose objects (checked against their names) and writes the files as `git archive`
-  + `tar -x` would. A packed repository (after `git gc`), `.gitattributes` (which git archive
-  obeys) or anything else unexpected is handed to git archive for the whole export, whose tar is
-  read member by member here. Both end in one writer, `_write_entries`, which refuses what could
+- `commit_directory` stores a directory as blobs, trees and a commit, the objects
+  `git add --all --force .` + `write-tree` + `commit-tree -m` would write (the same hashes). No
+  working tree, index, user config or hooks are involved, and the branch is not moved. Names git
+  would refuse are refused first (`_check_name`: libgit2 refuses fewer of the spellings that some
+  file system reads as `.git`).
+- `ensure_repo` has libgit2 make a bare repository under a temporary name, with our settings, and
+  renames it into place.
+- `head` reads the branch, and `update_branch`/`revert_branch` move or delete it only if it still
+  has the value the caller expects: libgit2 takes git's lock (`refs/heads/main.lock`), compares
+  the current value (loose or packed) under it and writes, so git and the service interleave
+  safely; a lock held by someone else is waited for as git waits (core.filesRefLockTimeout).
+- `export` reads the commit's tree through libgit2 (loose or packed objects, each checked against
+  its name) and writes the files as `git archive` + `tar -x` would. `.gitattributes` (which git
+  archive obeys) or anything else unusual is handed to git archive for the whole export, whose tar
+  is read member by member here. Both end in one writer, `_write_entries`, which refuses what could
   reach outside the destination (absolute or `..` paths, writing through a link, links that lead
   out, devices, hard links) and sets every mode itself.
 
-Git stays for the rare paths (zip download, file listing, deleting the branch): there it costs
-little and saves reimplementing pack files.
+Git stays for the rare paths (zip download, file listing): there it costs little.
 
-Blocking file work runs in a thread (`asyncio.to_thread`) and git runs as an asyncio subprocess,
-so the event loop never waits on disk.
+Blocking work runs in a thread (`asyncio.to_thread`), each call with a repository of its own
+(libgit2 objects are not shared between threads), and git runs as an asyncio subprocess, so the
+event loop never waits on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 import os
 import re
@@ -39,21 +40,35 @@ import secrets
 import shutil
 import stat
 import tarfile
-import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
+import pygit2
+from pygit2.enums import ConfigLevel, FileMode, ObjectType, Option, ReferenceType, RepositoryOpenFlag
+
 BRANCH = "refs/heads/main"
-IDENTITY = b"grader-service <grader-service@localhost>"
+IDENTITY = ("grader-service", "grader-service@localhost")
 _EMPTY_ENV_KEYS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY")
 _SHA = re.compile(r"[0-9a-f]{40}")
-# Appended to a new repository's config (git config files may repeat a section): no hooks ever run,
-# and no automatic gc, which would otherwise start inside a request.
-_SETTINGS = f"[core]\n\thooksPath = {os.devnull}\n[gc]\n\tauto = 0\n"
-# What `git init --bare` writes on a file system with modes, symbolic links and case-sensitive
-# names (which the service needs anyway; git would add `symlinks = false` or `ignorecase = true`).
-_GIT_INIT_CONFIG = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
+# Set in a new repository's config: no hooks ever run, and no automatic gc, which would otherwise
+# start inside a request.
+_SETTINGS = {"core.hooksPath": os.devnull, "gc.auto": "0"}
+# A repository is always opened at the path given, never found by searching upwards, and as bare.
+_OPEN_FLAGS = RepositoryOpenFlag.NO_SEARCH | RepositoryOpenFlag.BARE
+
+
+def _isolate_libgit2() -> None:
+    """Make libgit2 read no system, XDG or user config (as `GIT_CONFIG_NOSYSTEM` and
+    `GIT_CONFIG_GLOBAL=/dev/null` do for git), and open our repositories without checking who owns
+    them: the service names each path itself and never discovers one, like `git --git-dir`."""
+    for level in (ConfigLevel.SYSTEM, ConfigLevel.XDG, ConfigLevel.GLOBAL, ConfigLevel.PROGRAMDATA):
+        pygit2.settings.search_path[level] = ""
+    pygit2.option(Option.SET_OWNER_VALIDATION, 0)
+
+
+_isolate_libgit2()
 
 
 class GitError(RuntimeError):
@@ -82,6 +97,46 @@ async def git(*args: str) -> bytes:
     return out
 
 
+def _open(repo: Path) -> pygit2.Repository:
+    try:
+        return pygit2.Repository(repo, _OPEN_FLAGS)
+    except pygit2.GitError as e:
+        raise GitError(f"cannot open repository {repo}: {e}") from None
+
+
+def _object(repo: pygit2.Repository, sha: str | pygit2.Oid) -> pygit2.Object | None:
+    """The object, or None if the repository does not have it. A damaged object is an error,
+    never data: libgit2 checks every object it reads against its name."""
+    _check_loose(Path(repo.path), str(sha))
+    try:
+        return repo.get(sha)
+    except pygit2.GitError as e:
+        raise GitError(f"object {sha} is corrupt: {e}") from None
+
+
+def _check_loose(gitdir: Path, sha: str) -> None:
+    """Refuse a damaged loose object before libgit2 reads it: libgit2 1.9 loops forever on a
+    truncated zlib stream (libgit2 issue 7342, fixed after 1.9.7), and writes past its buffer
+    when the header states fewer bytes than follow (issue 7177). An object after a crash
+    without fsync can be either. A complete stream whose header states its size passes; whether
+    its content matches its name libgit2 checks. Remove once the bundled libgit2 has both fixes.
+    """
+    try:
+        with open(gitdir / "objects" / sha[:2] / sha[2:], "rb") as f:
+            stored = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return  # not loose: packed (packs carry their own checksums), or not there
+    inflate = zlib.decompressobj()
+    try:
+        raw = inflate.decompress(stored)
+    except zlib.error as e:
+        raise GitError(f"object {sha} is corrupt: {e}") from None
+    header, _, body = raw.partition(b"\0")
+    size = header.partition(b" ")[2]
+    if not inflate.eof or inflate.unused_data or size != b"%d" % len(body):
+        raise GitError(f"object {sha} is corrupt: truncated, or its header does not match its size")
+
+
 async def ensure_repo(repo: Path) -> None:
     """Create a bare repository if it does not exist yet (see `_init_repo`)."""
     if (repo / "HEAD").exists():
@@ -90,21 +145,19 @@ async def ensure_repo(repo: Path) -> None:
 
 
 def _init_repo(repo: Path) -> None:
-    """Write what `git init --quiet --bare --template= --initial-branch=main` writes (no template:
-    git's sample hooks and description would be copied only to never run), with `_SETTINGS`
-    appended to the config, as the service did when it ran that command.
+    """A bare repository whose HEAD names `BRANCH`, with `_SETTINGS` in its config.
 
-    The repository is built under a temporary name and renamed into place, so it either does not
-    exist or is complete (never without its settings after a crash, never half-made for a racing
-    creator, whose rename then fails and who finds ours).
+    It is made under a temporary name and renamed into place, so it either does not exist or is
+    complete (never without its settings after a crash, never half-made for a racing creator,
+    whose rename then fails and who finds ours).
     """
     repo.parent.mkdir(parents=True, exist_ok=True)
     tmp = repo.with_name(f".{repo.name}.init-{secrets.token_hex(6)}")
     try:
-        for directory in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
-            (tmp / directory).mkdir(parents=True)
-        (tmp / "HEAD").write_bytes(b"ref: %s\n" % BRANCH.encode())
-        (tmp / "config").write_text(_GIT_INIT_CONFIG + _SETTINGS, encoding="utf-8")
+        made = pygit2.init_repository(tmp, bare=True, initial_head=BRANCH.removeprefix("refs/heads/"))
+        for key, value in _SETTINGS.items():
+            made.config[key] = value
+        del made  # closes its files before the rename
         try:
             os.rename(tmp, repo)
         except OSError:
@@ -116,28 +169,26 @@ def _init_repo(repo: Path) -> None:
 
 
 async def head(repo: Path) -> str | None:
-    """The branch's commit, or None if there is none yet; read from the ref files, no process."""
+    """The branch's commit, or None if there is none yet; no process."""
     return await asyncio.to_thread(_read_branch, repo)
 
 
 def _read_branch(repo: Path) -> str | None:
-    # A loose ref wins over packed-refs, as in git; `git gc`/`git pack-refs` move it to packed-refs.
+    if not (repo / "HEAD").exists():
+        return None  # no repository yet
+    ref = _branch(_open(repo))
+    return None if ref is None else str(ref.target)
+
+
+def _branch(repo: pygit2.Repository) -> pygit2.Reference | None:
+    """The branch (a loose ref, else the one in packed-refs, as in git), or None."""
     try:
-        sha = (repo / BRANCH).read_bytes().decode(errors="replace").strip()
-    except FileNotFoundError:
-        try:
-            packed = (repo / "packed-refs").read_bytes().decode(errors="replace")
-        except FileNotFoundError:
-            return None
-        for line in packed.splitlines():
-            sha, _, name = line.partition(" ")
-            if name == BRANCH:
-                break
-        else:
-            return None
-    if not _SHA.fullmatch(sha):
-        raise GitError(f"{BRANCH} in {repo} is not a commit id: {sha[:80]!r}")
-    return sha
+        ref = repo.references.get(BRANCH)
+    except (pygit2.GitError, ValueError) as e:
+        raise GitError(f"{BRANCH} in {repo.path} cannot be read: {e}") from None
+    if ref is not None and ref.type != ReferenceType.DIRECT:
+        raise GitError(f"{BRANCH} in {repo.path} is not a commit id but a link to {ref.target!r}")
+    return ref
 
 
 def _now() -> int:
@@ -148,32 +199,31 @@ def _now() -> int:
 async def commit_directory(repo: Path, directory: Path, message: str, parent: str | None) -> str:
     """Write `directory`'s files as a commit object in `repo`; the branch is not moved.
 
-    The objects are written in Python (see the module docstring) by a thread, and are the same
-    objects `git add --all --force .`, `write-tree` and `commit-tree -m` would write.
+    The objects are the ones `git add --all --force .`, `write-tree` and `commit-tree -m` would
+    write, written by libgit2 in a thread.
     """
     if parent and not _SHA.fullmatch(parent):
         raise GitError(f"parent {parent[:80]!r} is not a commit id")
     if "\0" in message:
         raise ValueError("a commit message cannot contain NUL")
     await ensure_repo(repo)
-    return await asyncio.to_thread(
-        _write_commit, repo / "objects", os.fsencode(directory), message.encode(), parent, _now()
-    )
+    return await asyncio.to_thread(_write_commit, repo, os.fsencode(directory), message, parent, _now())
 
 
-def _write_commit(objects: Path, directory: bytes, message: bytes, parent: str | None, now: int) -> str:
-    tree = _write_tree(objects, directory, b"") or _write_object(objects, b"tree", b"")
-    signature = b"%s %d +0000" % (IDENTITY, now)
-    body = b"tree %s\n" % tree.hex().encode()
-    if parent:
-        body += b"parent %s\n" % parent.encode()
-    body += b"author %s\ncommitter %s\n\n%s" % (signature, signature, message)
-    if message and not message.endswith(b"\n"):
-        body += b"\n"  # commit-tree -m completes the last line
-    return _write_object(objects, b"commit", body).hex()
+def _write_commit(path: Path, directory: bytes, message: str, parent: str | None, now: int) -> str:
+    repo = _open(path)
+    tree = _write_tree(repo, directory, b"") or repo.TreeBuilder().write()
+    signature = pygit2.Signature(*IDENTITY, now, 0)
+    if message and not message.endswith("\n"):
+        message += "\n"  # commit-tree -m completes the last line
+    parents = [pygit2.Oid(hex=parent)] if parent else []
+    try:
+        return str(repo.create_commit(None, signature, signature, message, tree, parents))
+    except pygit2.GitError as e:
+        raise GitError(f"committing in {path} failed: {e}") from None
 
 
-def _write_tree(objects: Path, directory: bytes, prefix: bytes) -> bytes | None:
+def _write_tree(repo: pygit2.Repository, directory: bytes, prefix: bytes) -> pygit2.Oid | None:
     """Store `directory` as a tree, by git's rules; None if it holds no file (git records no
     empty directory). `prefix` is its path in the tree, for messages.
 
@@ -181,35 +231,43 @@ def _write_tree(objects: Path, directory: bytes, prefix: bytes) -> bytes | None:
     target as content; other file types are skipped, and so is anything named `.git`, which git's
     directory walk never enters (uploads refuse `.git` anyway, so no embedded repository, which
     git would record as a submodule link, can come here). Contents are stored as they are: git
-    would apply `.gitattributes` filters, but uploads refuse that file too.
+    would apply `.gitattributes` filters, but uploads refuse that file too. libgit2 orders the
+    entries as git does.
     """
-    entries: list[tuple[bytes, bytes, bytes, bytes]] = []  # (sort key, mode, name, object id)
+    builder = repo.TreeBuilder()
     with os.scandir(directory) as found:
         for entry in found:
-            name = entry.name
-            if name == b".git":
+            path = prefix + entry.name
+            if entry.name == b".git":
                 continue
             if entry.is_symlink():
-                _check_name(prefix + name, symlink=True)
-                entries.append(
-                    (name, b"120000", name, _write_object(objects, b"blob", os.readlink(entry.path)))
-                )
+                _check_name(path, symlink=True)
+                _insert(builder, path, repo.create_blob(os.readlink(entry.path)), FileMode.LINK)
             elif entry.is_dir(follow_symlinks=False):
-                tree = _write_tree(objects, entry.path, prefix + name + b"/")
+                tree = _write_tree(repo, entry.path, path + b"/")
                 if tree is not None:
-                    _check_name(prefix + name, symlink=False)
-                    # Git orders a directory as if its name ended in "/".
-                    entries.append((name + b"/", b"40000", name, tree))
+                    _check_name(path, symlink=False)
+                    _insert(builder, path, tree, FileMode.TREE)
             elif entry.is_file(follow_symlinks=False):
-                _check_name(prefix + name, symlink=False)
+                _check_name(path, symlink=False)
                 executable = entry.stat(follow_symlinks=False).st_mode & stat.S_IXUSR
                 with open(entry.path, "rb") as f:
-                    blob = _write_object(objects, b"blob", f.read())
-                entries.append((name, b"100755" if executable else b"100644", name, blob))
-    if not entries:
-        return None
-    entries.sort()
-    return _write_object(objects, b"tree", b"".join(b"%s %s\0%s" % e[1:] for e in entries))
+                    blob = repo.create_blob(f.read())
+                _insert(builder, path, blob, FileMode.BLOB_EXECUTABLE if executable else FileMode.BLOB)
+    return builder.write() if len(builder) else None
+
+
+def _insert(builder: pygit2.TreeBuilder, path: bytes, oid: pygit2.Oid, mode: FileMode) -> None:
+    """Add the last part of `path` to the tree. libgit2 takes names as UTF-8 only; uploads only
+    make such names (zip and query strings give text), so another name is refused."""
+    try:
+        name = path.rpartition(b"/")[2].decode()
+    except UnicodeDecodeError:
+        raise GitError(f"invalid path {path[:200]!r}: file names must be UTF-8") from None
+    try:
+        builder.insert(name, oid, mode)
+    except pygit2.GitError as e:
+        raise GitError(f"invalid path {path[:200]!r}: {e}") from None
 
 
 def _check_name(path: bytes, symlink: bool) -> None:
@@ -253,120 +311,87 @@ def _is_ntfs_dotgitmodules(name: bytes) -> bool:
     return not rest.split(b":", 1)[0].strip(b". ")
 
 
-def _write_object(objects: Path, kind: bytes, body: bytes) -> bytes:
-    """Store a loose object as git does (zlib of "<kind> <size>\\0<body>", named by its SHA-1) and
-    return its id. The file is written under a temporary name (git's own `tmp_obj_` prefix, so
-    `git prune` clears leftovers) and linked into place, so no reader sees half an object.
-    """
-    header = b"%s %d\0" % (kind, len(body))
-    digest = hashlib.sha1(header)
-    digest.update(body)
-    name = digest.hexdigest()
-    path = objects / name[:2] / name[2:]
-    try:
-        os.utime(path)  # there already: touch it as git does, so a prune of old unreachable objects spares it
-        return digest.digest()
-    except OSError:
-        pass
-    path.parent.mkdir(exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            compressor = zlib.compressobj(1)  # git's core.looseCompression default
-            f.write(compressor.compress(header))
-            f.write(compressor.compress(body))
-            f.write(compressor.flush())
-        os.chmod(tmp, 0o444)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # written meanwhile, and an object's name is its content
-        except OSError:
-            os.replace(tmp, path)  # no hard links on this file system: rename, as git falls back to
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return digest.digest()
-
-
 async def update_branch(repo: Path, new: str, old: str | None) -> None:
-    """Move the branch to `new` only if it still points at `old` (None: must not exist).
+    """Move the branch to `new` only if it still points at `old` (None: must not exist), as
+    `git update-ref refs/heads/main new old` does (see `_compare_and_swap`)."""
+    await asyncio.to_thread(_compare_and_swap, repo, new, old)
 
-    As `git update-ref refs/heads/main new old` does it, in Python (see `_compare_and_swap`), for
-    a commit stored loose, as `commit_directory` leaves it; anything else (a packed commit, a name
-    other than a full commit id) is left to git, which also reads packs and resolves names.
+
+def _compare_and_swap(path: Path, new: str, old: str | None) -> None:
+    """libgit2 moves the branch under git's lock: whoever creates `<ref>.lock` (O_EXCL) owns the
+    ref until the lock is renamed over it or removed; the owner compares the current value (loose
+    ref, else packed-refs) with the one expected, writes the new value into the lock and renames it
+    into place. No reflog: bare repositories keep none (core.logAllRefUpdates is false for them).
+
+    Only a commit goes on the branch, as git's update-ref requires, named by its full id.
     """
-    ids = _SHA.fullmatch(new) and (old is None or _SHA.fullmatch(old))
-    if not (ids and await asyncio.to_thread(_compare_and_swap, repo, new, old)):
-        await git("--git-dir", str(repo), "update-ref", BRANCH, new, old or "0" * 40)
+    for sha in (new, old):
+        if sha is not None and not _SHA.fullmatch(sha):
+            raise GitError(f"{sha[:80]!r} is not a commit id")
+    repo = _open(path)
+    found = _object(repo, new)
+    if found is None:
+        raise GitError(f"{new} is not in {path}")
+    if found.type != ObjectType.COMMIT:
+        raise GitError(f"{new} is a {found.type_str}, not a commit")
+    target = pygit2.Oid(hex=new)
+
+    def swap() -> None:
+        if old is None:
+            repo.references.create(BRANCH, target)  # refused if the branch exists meanwhile
+        else:
+            _expect(repo, old).set_target(target)  # refused if it no longer points at `old`
+
+    _under_ref_lock(path, swap)
+
+
+async def revert_branch(repo: Path, new: str, old: str | None) -> None:
+    """Undo `update_branch(repo, new, old)` when the database refused to record the commit:
+    move the branch back, or delete it, only while it still points at `new`."""
+    if old is not None:
+        await update_branch(repo, old, new)
+        return
+
+    def delete() -> None:
+        opened = _open(repo)
+        _under_ref_lock(repo, lambda: _expect(opened, new).delete())  # also from packed-refs
+
+    await asyncio.to_thread(delete)
+
+
+def _expect(repo: pygit2.Repository, sha: str) -> pygit2.Reference:
+    """The branch, if it points at `sha`. libgit2 then changes or deletes it only if it still
+    does, checked under the lock."""
+    ref = _branch(repo)
+    current = None if ref is None else str(ref.target)
+    if ref is None or current != sha:
+        raise GitError(f"cannot lock ref {BRANCH!r}: is at {current} but expected {sha}")
+    return ref
 
 
 # git's core.filesRefLockTimeout default: a locked ref is retried for this long before giving up.
 _REF_LOCK_TIMEOUT = 0.1
 
 
-def _compare_and_swap(repo: Path, new: str, old: str | None) -> bool:
-    """Git's protocol for moving a loose ref, so git and this interleave safely: whoever creates
-    `<ref>.lock` (O_EXCL) owns the ref until the lock is renamed over it or removed; the owner reads
-    the current value (loose ref, else packed-refs, as `git pack-refs` also takes the ref's lock
-    before deleting a loose ref), compares, writes the new value into the lock and renames it into
-    place. No reflog: bare repositories keep none (core.logAllRefUpdates is false for them).
-
-    False, with nothing done, if `new` is not a loose commit (git then decides) or the branch has a
-    reflog after all (someone enabled it; git then writes it).
-    """
-    found = _read_loose(repo / "objects", new)
-    if found is None or (repo / "logs" / BRANCH).exists():
-        return False
-    if found[0] != b"commit":
-        raise GitError(f"{new} is a {found[0].decode(errors='replace')}, not a commit")
-    ref = repo / BRANCH
-    lock = ref.with_name(ref.name + ".lock")
-    fd = _create_lock(lock)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            current = _read_branch(repo)
-            if current != old:
-                raise GitError(f"cannot lock ref {BRANCH!r}: is at {current} but expected {old}")
-            f.write(new.encode() + b"\n")
-        os.rename(lock, ref)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock)  # still ours: nobody else can create it while it exists
-        raise
-    return True
-
-
-def _create_lock(lock: Path) -> int:
-    """Create `lock` exclusively, retrying a held one for `_REF_LOCK_TIMEOUT` with git's growing
-    back-off, as git does, so a short-lived holder (git or us) does not fail the update."""
+def _under_ref_lock(repo: Path, change: Callable[[], object]) -> None:
+    """Run `change` (which reads the branch afresh each time), retrying while someone else holds
+    the branch's lock, for `_REF_LOCK_TIMEOUT` with git's growing back-off, as git does, so a
+    short-lived holder (git or us) does not fail the update. libgit2 itself fails at once."""
+    lock = repo / f"{BRANCH}.lock"
     deadline = time.monotonic() + _REF_LOCK_TIMEOUT
     attempt = 0
     while True:
         try:
-            return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileNotFoundError:
-            lock.parent.mkdir(exist_ok=True)  # refs/heads removed: git recreates it too
-            continue
-        except FileExistsError:
-            attempt += 1
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise GitError(
-                    f"Unable to create '{lock}': File exists. Another git process seems to be running"
-                ) from None
-            time.sleep(min(attempt * attempt / 1000, remaining))
-
-
-async def revert_branch(repo: Path, new: str, old: str | None) -> None:
-    """Undo `update_branch(repo, new, old)` when the database refused to record the commit.
-
-    Deleting the branch is left to git, which must also remove it from packed-refs.
-    """
-    if old is None:
-        await git("--git-dir", str(repo), "update-ref", "-d", BRANCH, new)
-    else:
-        await update_branch(repo, old, new)
+            change()
+            return
+        except (pygit2.GitError, OSError) as e:  # a held lock is an OSError; AlreadyExistsError
+            if not lock.exists():
+                raise GitError(f"cannot update {BRANCH} in {repo}: {e}") from None
+        attempt += 1
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise GitError(f"Unable to create '{lock}': File exists. Another git process seems to be running")
+        time.sleep(min(attempt * attempt / 1000, remaining))
 
 
 async def archive_zip(repo: Path, commit: str) -> bytes:
@@ -382,10 +407,11 @@ async def list_files(repo: Path, commit: str) -> list[str]:
 async def export(repo: Path, commit: str, dest: Path) -> None:
     """Write the commit's files into `dest` (which must exist), as `_export_with_git` does.
 
-    Read in Python from the loose objects when all are loose, by a thread which reads the whole
-    tree before writing anything; otherwise by git, for the whole export, never mixing the two.
+    Read through libgit2 by a thread which reads the whole tree before writing anything, unless
+    git archive's own rules apply (`_LeaveToGit`); then by git, for the whole export, never mixing
+    the two.
     """
-    if not await asyncio.to_thread(_export_loose, repo, commit, dest):
+    if not await asyncio.to_thread(_export_with_library, repo, commit, dest):
         await _export_with_git(repo, commit, dest)
 
 
@@ -445,98 +471,65 @@ def _tar_entries(tar: bytes) -> tuple[list[tuple[bytes, int, bytes]], int]:
     return entries, mtime
 
 
-class _NotLoose(Exception):
-    """An export git must do: an object is not stored loose, or the tree needs git's rules."""
+class _LeaveToGit(Exception):
+    """An export git must do: the tree needs git archive's rules (`.gitattributes`, odd modes)."""
 
 
-_MODE = re.compile(rb"[0-7]{1,6}")
 _DIR, _FILE, _EXECUTABLE, _LINK = 0o40000, 0o100644, 0o100755, 0o120000
-_COMMIT_TREE = re.compile(rb"tree ([0-9a-f]{40})\n")
-_COMMIT_TIME = re.compile(rb"^committer [^\n]*> (\d+) [+-]\d{4}$", re.MULTILINE)
+_GITLINK = 0o160000
 
 
-def _export_loose(repo: Path, commit: str, dest: Path) -> bool:
-    """Export from loose objects; False, with nothing written, if git must do it (`_NotLoose`)."""
-    if not _SHA.fullmatch(commit) or (repo / "info" / "attributes").exists():
+def _export_with_library(path: Path, commit: str, dest: Path) -> bool:
+    """Export through libgit2; False, with nothing written, if git must do it (`_LeaveToGit`)."""
+    if not _SHA.fullmatch(commit) or (path / "info" / "attributes").exists():
         return False
-    objects = repo / "objects"
+    repo = _open(path)
+    found = _object(repo, commit)
+    if not isinstance(found, pygit2.Commit):
+        return False  # not there (git says so), or a tree or tag, which git archive accepts too
+    entries: list[tuple[bytes, int, bytes]] = []
     try:
-        found = _read_loose(objects, commit)
-        if found is None or found[0] != b"commit":
-            raise _NotLoose  # not there, or a tree or tag, which git archive accepts too
-        headers = found[1].partition(b"\n\n")[0]
-        tree, when = _COMMIT_TREE.match(headers), _COMMIT_TIME.search(headers)
-        if tree is None or when is None:
-            raise _NotLoose  # git's own reading of a malformed commit decides
-        entries: list[tuple[bytes, int, bytes]] = []
-        _read_tree(objects, tree.group(1).decode(), b"", entries)
-    except _NotLoose:
+        _read_tree(repo, _object(repo, found.tree_id), b"", entries)
+    except _LeaveToGit:
         return False
-    _write_entries(os.fsencode(dest), entries, int(when.group(1)))
+    _write_entries(os.fsencode(dest), entries, found.committer.time)
     return True
 
 
-def _read_loose(objects: Path, sha: str) -> tuple[bytes, bytes] | None:
-    """A loose object's kind and body, or None if it is not stored loose. Its content is checked
-    against its name: a damaged object is an error, never data."""
-    try:
-        with open(objects / sha[:2] / sha[2:], "rb") as f:
-            stored = f.read()
-    except FileNotFoundError:
-        return None
-    try:
-        raw = zlib.decompress(stored)
-    except zlib.error as e:
-        raise GitError(f"object {sha} is corrupt: {e}") from None
-    if hashlib.sha1(raw).hexdigest() != sha:
-        raise GitError(f"object {sha} is corrupt: its content has another hash")
-    header, _, body = raw.partition(b"\0")
-    kind, _, size = header.partition(b" ")
-    if size != b"%d" % len(body):
-        raise GitError(f"object {sha} is corrupt: bad header {header[:40]!r}")
-    return kind, body
-
-
-def _read_tree(objects: Path, sha: str, prefix: bytes, entries: list[tuple[bytes, int, bytes]]) -> None:
+def _read_tree(
+    repo: pygit2.Repository,
+    tree: pygit2.Object | None,
+    prefix: bytes,
+    entries: list[tuple[bytes, int, bytes]],
+) -> None:
     """Append the tree's entries to `entries` as `(path, mode, content)` in git archive's order
     (a directory, then what it holds). A submodule link is an empty directory, as git archive
     writes it; names the writer would refuse, or that would not stay in their directory, are
     errors."""
-    found = _read_loose(objects, sha)
-    if found is None:
-        raise _NotLoose
-    if found[0] != b"tree":
-        raise GitError(f"{sha} is a {found[0].decode(errors='replace')}, not a tree")
-    body, pos, names = found[1], 0, set()
-    while pos < len(body):
-        space = body.find(b" ", pos)
-        nul = body.find(b"\0", space + 1)
-        if space < 0 or nul < 0 or nul + 21 > len(body) or not _MODE.fullmatch(body[pos:space]):
-            raise GitError(f"tree {sha} is malformed")
-        mode, name, child = int(body[pos:space], 8), body[space + 1 : nul], body[nul + 1 : nul + 21].hex()
-        pos = nul + 21
+    if not isinstance(tree, pygit2.Tree):
+        raise GitError(f"{prefix[:200]!r} is missing or not a tree")
+    names: set[bytes] = set()
+    for item in tree:
+        name, mode = item.raw_name, item.filemode
         path = prefix + name
         if name in (b"", b".", b"..") or b"/" in name or name in names:
-            raise GitError(f"tree {sha} has an invalid or repeated name {path[:200]!r}")
+            raise GitError(f"tree {tree.id} has an invalid or repeated name {path[:200]!r}")
         names.add(name)
         if name == b".gitattributes":
-            raise _NotLoose  # git archive obeys its export-ignore and export-subst
-        if stat.S_ISDIR(mode) or mode == 0o160000:
+            raise _LeaveToGit  # git archive obeys its export-ignore and export-subst
+        if mode in (_DIR, _GITLINK):
             _check_name(path, symlink=False)
             entries.append((path, _DIR, b""))
-            if stat.S_ISDIR(mode):
-                _read_tree(objects, child, path + b"/", entries)
+            if mode == _DIR:
+                _read_tree(repo, _object(repo, item.id), path + b"/", entries)
             continue
-        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-            raise _NotLoose
-        _check_name(path, symlink=stat.S_ISLNK(mode))
-        blob = _read_loose(objects, child)
-        if blob is None:
-            raise _NotLoose
-        if blob[0] != b"blob":
-            raise GitError(f"{child} ({path[:200]!r}) is a {blob[0].decode(errors='replace')}, not a blob")
-        kind = _LINK if stat.S_ISLNK(mode) else _EXECUTABLE if mode & stat.S_IXUSR else _FILE
-        entries.append((path, kind, blob[1]))
+        if mode not in (_FILE, _EXECUTABLE, _LINK):
+            raise _LeaveToGit
+        _check_name(path, symlink=mode == _LINK)
+        blob = _object(repo, item.id)
+        if not isinstance(blob, pygit2.Blob):
+            raise GitError(f"{item.id} ({path[:200]!r}) is missing or not a blob")
+        entries.append((path, mode, blob.data))
 
 
 def _write_entries(dest: bytes, entries: list[tuple[bytes, int, bytes]], mtime: int) -> None:

@@ -40,8 +40,13 @@ def _require(condition: bool, why: str) -> None:
     pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for one module's tests.
+
+    Module-scoped on purpose: while `sync_playwright()` is open, Playwright's event loop counts as
+    running in this thread, so every later test that calls `asyncio.run()` would fail.
+    """
     _require(Path(CHROMIUM).exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
     _require(
         importlib.util.find_spec("playwright") is not None,

@@ -24,6 +24,7 @@ from grader_service.metrics import error_reason, route_template
 
 from .conftest import DATA, World, zip_dir
 from .grading_utils import wait_graded
+from .postgres import PostgresServer
 from .service import ServiceProcess
 
 SCRAPE_TOKEN = "scrape-" + secrets.token_hex(16)
@@ -357,3 +358,37 @@ def test_route_template() -> None:
 )
 def test_error_reason_is_one_of_a_few_words(reason: str | None, retryable: bool, expected: str) -> None:
     assert error_reason(GradingOutcome(False, reason=reason, retryable=retryable)) == expected
+
+
+# --- readiness and liveness when the database goes away ------------------------------------------
+
+
+def test_readiness_fails_without_the_database_and_liveness_does_not(tmp_path: Path) -> None:
+    """A PostgreSQL server of its own, stopped under the running service, then started again."""
+    server = PostgresServer()
+    server.start()
+    service = ServiceProcess(tmp_path / "data", server.url)
+    try:
+        service.start("--upgrade-db")
+        live, ready = service.api + "health/live", service.api + "health"
+        assert requests.get(ready, timeout=10).status_code == 200
+        server._run("pg_ctl", "-D", str(server.datadir), "-m", "immediate", "stop")
+        deadline = time.time() + 30
+        while requests.get(ready, timeout=10).status_code != 503:
+            assert time.time() < deadline, "readiness still passes without the database"
+            time.sleep(0.2)
+        for _ in range(5):
+            r = requests.get(live, timeout=10)
+            assert r.status_code == 200 and r.json()["status"] == "ok", r.text
+            assert requests.get(ready, timeout=10).json()["database"] == "unavailable"
+        opts = f"-p {server.port} -k {server.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        server._run(
+            "pg_ctl", "-D", str(server.datadir), "-o", opts, "-l", str(server.dir / "log"), "-w", "start"
+        )
+        deadline = time.time() + 30
+        while requests.get(ready, timeout=10).status_code != 200:
+            assert time.time() < deadline, "readiness did not come back with the database"
+            time.sleep(0.2)
+    finally:
+        service.stop()
+        server.stop()

@@ -136,38 +136,23 @@ class Metrics:
             namespace=ns,
             registry=r,
         )
-        self.queue_depth = Gauge(
-            "queue_depth",
-            "Jobs queued, all replicas together (read at scrape time)",
-            namespace=ns,
-            registry=r,
+
+        def gauge(name: str, documentation: str) -> Gauge:
+            return Gauge(name, documentation, namespace=ns, registry=r)
+
+        all_replicas = "all replicas together (read from the database at scrape time)"
+        self.queue_depth = gauge("queue_depth", f"Jobs queued, {all_replicas}")
+        self.queue_running = gauge("queue_running", f"Jobs running, {all_replicas}")
+        self.queue_oldest = gauge(
+            "queue_oldest_age_seconds", f"Age of the oldest queued job (0 with none), {all_replicas}"
         )
-        self.queue_running = Gauge(
-            "queue_running",
-            "Jobs running, all replicas together (read at scrape time)",
-            namespace=ns,
-            registry=r,
+        self.sse_streams = gauge("sse_streams_open", "Event streams (SSE) open on this process")
+        self.db_pool_in_use = gauge(
+            "db_pool_connections_in_use", "Database connections checked out of this process's pool"
         )
-        self.queue_oldest = Gauge(
-            "queue_oldest_age_seconds",
-            "Age of the oldest queued job, all replicas together; 0 with none queued",
-            namespace=ns,
-            registry=r,
-        )
-        self.sse_streams = Gauge(
-            "sse_streams_open", "Event streams (SSE) open on this process", namespace=ns, registry=r
-        )
-        self.db_pool_in_use = Gauge(
-            "db_pool_connections_in_use",
-            "Database connections checked out of this process's pool",
-            namespace=ns,
-            registry=r,
-        )
-        self.db_pool_capacity = Gauge(
+        self.db_pool_capacity = gauge(
             "db_pool_connections_max",
             "Most database connections this process's pool opens (db_pool_size + db_max_overflow)",
-            namespace=ns,
-            registry=r,
         )
         self._templates: dict[type, str] | None = None
         self._claimed: dict[int, float] = {}

@@ -25,11 +25,24 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from tornado import web
-from traitlets import Bool, Dict, Float, Instance, Int, Integer, TraitError, Unicode, default, validate
+from traitlets import (
+    Bool,
+    Dict,
+    Enum,
+    Float,
+    Instance,
+    Int,
+    Integer,
+    TraitError,
+    Unicode,
+    default,
+    observe,
+    validate,
+)
 from traitlets.config import Application, catch_config_error
 from traitlets.utils.importstring import import_item
 
-from . import __version__, db
+from . import __version__, db, logs
 from .auth import AUTHENTICATOR_ALIASES, Authenticator, Identity, TokenAuthenticator
 from .auth.roles import sync_roles
 from .autograding import EXECUTOR_ALIASES
@@ -39,6 +52,7 @@ from .autograding.queue import enqueue
 from .autograding.worker import Scheduler
 from .dbpool import ConnectionGate
 from .httpserver import GraderHTTPServer
+from .metrics import Metrics
 from .orm import ApiToken, Submission, User, utcnow
 from .orm.api_token import PREFIX_LENGTH, hash_token, new_token
 from .storage.git import RepoLocks
@@ -50,9 +64,11 @@ COMMON_ALIASES: dict[str, Any] = {
     "data-dir": "GraderService.data_dir",
     "db-url": "GraderService.db_url",
     "log-level": "Application.log_level",
+    "log-format": "GraderService.log_output",
 }
 
 DB_URL_ENV = "GRADER_SERVICE_DB_URL"
+METRICS_TOKEN_ENV = "GRADER_SERVICE_METRICS_TOKEN"
 
 
 def optional_classes() -> list[type]:
@@ -204,7 +220,20 @@ class GraderService(Application):
         "are closed and grading jobs in progress go back to the queue.",
     ).tag(config=True)
 
+    metrics_token = Unicode(
+        help="A token a monitoring system (Prometheus) sends as 'Authorization: Bearer <token>' to read "
+        "<base_url>api/v1/metrics; it opens nothing else. Empty: only admins can read the metrics. "
+        "Env GRADER_SERVICE_METRICS_TOKEN sets the default.",
+    ).tag(config=True)
+    log_output = Enum(
+        logs.LOG_OUTPUTS,
+        "text",
+        help="'text': log lines for people; 'json': one JSON object per line (time, level, logger, message, "
+        "request_id, submission_id) for log collectors.",
+    ).tag(config=True)
+
     engine = Instance(Engine, allow_none=True)
+    metrics = Instance(Metrics, ())  # this app's own registry: apps in one process never collide
     session_factory = Instance(sessionmaker, allow_none=True)
     authenticator = Instance(Authenticator, allow_none=True)
     requests_in_flight = Int(0)
@@ -218,6 +247,20 @@ class GraderService(Application):
     @default("log_level")
     def _default_log_level(self) -> int:
         return logging.INFO
+
+    @default("metrics_token")
+    def _default_metrics_token(self) -> str:
+        return os.environ.get(METRICS_TOKEN_ENV, "")
+
+    def get_default_logging_config(self) -> dict[str, Any]:
+        config = super().get_default_logging_config()
+        if self.log_output == "json":
+            config = logs.json_logging_config(config, self.log_level)
+        return config
+
+    @observe("log_output")
+    def _log_output_changed(self, _change: dict[str, Any]) -> None:
+        self._configure_logging()
 
     @default("db_url")
     def _default_db_url(self) -> str:
@@ -337,9 +380,10 @@ class GraderService(Application):
         )
 
     def log_request(self, handler: web.RequestHandler) -> None:
+        self.metrics.observe_request(handler, self.base_url)
         status = handler.get_status()
         level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-        if handler.request.path.endswith("/api/v1/health") and status == 200:
+        if handler.request.path.endswith(("/api/v1/health", "/api/v1/health/live")) and status == 200:
             level = logging.DEBUG
         user = getattr(getattr(handler, "user", None), "name", "-")
         self.log.log(
@@ -350,6 +394,7 @@ class GraderService(Application):
             handler.request.uri,
             user,
             1000 * handler.request.request_time(),
+            extra={"request_id": getattr(handler, "request_id", None)},
         )
 
     def record_identity(self, session: Session, identity: Identity) -> User:
@@ -394,6 +439,7 @@ class GraderService(Application):
         self.scheduler = Scheduler(
             self.session_factory, self.layout, executor, self.events, parent=self, log=self.log
         )
+        self.scheduler.metrics = self.metrics
 
     # --- serving ----------------------------------------------------------------------------
 

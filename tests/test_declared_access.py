@@ -14,7 +14,7 @@ import pytest
 from tornado import web
 
 from grader_service.api.base import APIHandler
-from grader_service.api.permissions import Access, access_of, needs_login
+from grader_service.api.permissions import UNAUTHENTICATED_LEVELS, Access, access_of, needs_login
 from grader_service.app import GraderService
 from grader_service.states import RoleName
 
@@ -46,8 +46,10 @@ def problems(route: str, handler: type[APIHandler], verb: str) -> list[str]:
     under_lecture = LECTURE_ROUTE in route
     if access.lecture != under_lecture:
         found.append(f"{where}: needs_role is for routes under lectures/<code>/, and those need it")
-    if (access.level == "public") == handler.auth_required:
-        found.append(f"{where}: @public goes with auth_required = False, and only with it")
+    if (access.level in UNAUTHENTICATED_LEVELS) == handler.auth_required:
+        found.append(
+            f"{where}: @public and @needs_scrape_access go with auth_required = False, and only they do"
+        )
     return found
 
 
@@ -77,6 +79,8 @@ def test_the_declarations_are_the_documented_minimums(app: web.Application) -> N
     assert declared["LecturesHandler", "post"] == Access("admin")
     assert declared["EventsHandler", "get"] == Access("login")
     assert declared["HealthHandler", "get"] == Access("public")
+    assert declared["LivenessHandler", "get"] == Access("public")
+    assert declared["MetricsHandler", "get"] == Access("scrape")
 
 
 class _Undeclared(APIHandler):

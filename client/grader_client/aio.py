@@ -92,6 +92,14 @@ class AsyncGraderClient:
         """The service's health; a degraded service answers too (`Health.ok` is False)."""
         return await self._send(operations.get_health())
 
+    async def liveness(self) -> dict[str, Any]:
+        """Whether the process serves (`{"status": "ok", "version": ...}`), without asking the database."""
+        return await self._send(operations.get_liveness())
+
+    async def metrics(self) -> str:
+        """This process's Prometheus metrics (text format); for admins, or with the scrape token."""
+        return await self._send(operations.get_metrics())
+
     async def openapi(self) -> str:
         """The service's OpenAPI description (YAML text)."""
         return await self._send(operations.get_openapi())

@@ -88,6 +88,14 @@ class GraderClient:
         """The service's health; a degraded service answers too (`Health.ok` is False)."""
         return self._send(operations.get_health())
 
+    def liveness(self) -> dict[str, Any]:
+        """Whether the process serves (`{"status": "ok", "version": ...}`), without asking the database."""
+        return self._send(operations.get_liveness())
+
+    def metrics(self) -> str:
+        """This process's Prometheus metrics (text format); for admins, or with the scrape token."""
+        return self._send(operations.get_metrics())
+
     def openapi(self) -> str:
         """The service's OpenAPI description (YAML text)."""
         return self._send(operations.get_openapi())

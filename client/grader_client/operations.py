@@ -129,6 +129,10 @@ def nothing(response: httpx.Response) -> None:
     return None
 
 
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    return response.json()
+
+
 def text(response: httpx.Response) -> str:
     return response.text
 
@@ -164,6 +168,16 @@ def _upload(data: bytes, content_type: str, filename: str | None) -> dict[str, A
 @operation("GET", "/health")
 def get_health() -> Call[models.Health]:
     return Call(model(models.Health), accept=(503,))
+
+
+@operation("GET", "/health/live")
+def get_liveness() -> Call[dict[str, Any]]:
+    return Call(json_object)
+
+
+@operation("GET", "/metrics")
+def get_metrics() -> Call[str]:
+    return Call(text)
 
 
 @operation("GET", "/openapi.yaml")

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import assignments, events, files, grading, health, lectures, roles, spec, submissions, users
+from . import assignments, events, files, grading, health, lectures, metrics, roles, spec, submissions, users
 from .base import APIHandler, NotFoundHandler
 
-RESOURCE_MODULES = [health, spec, users, lectures, roles, assignments, files, submissions, grading, events]
+RESOURCE_MODULES = [
+    health,
+    metrics,
+    spec,
+    users,
+    lectures,
+    roles,
+    assignments,
+    files,
+    submissions,
+    grading,
+    events,
+]
 
 
 def api_handlers(base_url: str) -> list[tuple[str, type, dict[str, Any]]]:

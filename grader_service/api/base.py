@@ -28,7 +28,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from tornado import web
 
-from .. import safejson
+from .. import logs, safejson
 from ..httpserver import RETRY_AFTER_SECONDS
 from ..orm import Assignment, Lecture, Submission, User
 from ..states import RoleName
@@ -82,6 +82,7 @@ class APIHandler(web.RequestHandler):
     _in_flight = False
     _upload_of: int | None = None
     _connection_closed = False
+    _request_id: str | None = None
 
     @property
     def service(self) -> GraderService:
@@ -110,6 +111,14 @@ class APIHandler(web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Cache-Control", "no-store")
+        self.set_header(logs.REQUEST_ID_HEADER, self.request_id)
+
+    @property
+    def request_id(self) -> str:
+        """This request's id: the caller's X-Request-ID if well formed, else a new one (`logs`)."""
+        if self._request_id is None:
+            self._request_id = logs.choose_request_id(self.request.headers.get(logs.REQUEST_ID_HEADER))
+        return self._request_id
 
     # --- request lifecycle -------------------------------------------------------------------
 
@@ -117,6 +126,7 @@ class APIHandler(web.RequestHandler):
         """Tornado calls this before `prepare`, when the caller is not known yet; we check later."""
 
     async def prepare(self) -> None:
+        logs.request_id.set(self.request_id)  # this request's task: its log lines carry the id
         service = self.service
         service.requests_in_flight += 1
         self._in_flight = True
@@ -490,6 +500,7 @@ class APIHandler(web.RequestHandler):
             or not self.permissions.may_see_submission(submission)
         ):
             raise api_error(404, f"Submission {submission_id} not found" + _ID_HINT * (number is None))
+        logs.submission_id.set(submission.id)
         return submission
 
 

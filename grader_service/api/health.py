@@ -1,5 +1,11 @@
 """Liveness and readiness: no authentication, cheap, and honest about the database, the queue and
-whether this process grades (and in which sandbox)."""
+whether this process grades (and in which sandbox).
+
+`health` is the readiness check: 503 while the database is unreachable (or every connection is
+busy), so a load balancer sends requests to another replica. `health/live` is the liveness check:
+it answers as long as the event loop runs, without the database, so losing the database takes a
+replica out of rotation but never gets it restarted (a restart would not bring the database back).
+"""
 
 from __future__ import annotations
 
@@ -50,4 +56,13 @@ class HealthHandler(APIHandler):
         self.finish(body)
 
 
-handlers = [(r"health", HealthHandler)]
+class LivenessHandler(APIHandler):
+    auth_required = False
+    authenticates = False
+
+    @public
+    def get(self) -> None:
+        self.finish({"status": "ok", "version": __version__})
+
+
+handlers = [(r"health", HealthHandler), (r"health/live", LivenessHandler)]

@@ -7,7 +7,8 @@ submissions; tutors read everything in their lecture and grade; instructors mana
 
 Every handler method declares who may call it at all, with one of the decorators below (in the
 manner of JupyterHub's ``@needs_scope``; a test fails for a routed method without one):
-``@public``, ``@needs_login``, ``@needs_admin``, or ``@needs_role(minimum)`` for a URL under
+``@public``, ``@needs_login``, ``@needs_admin``, ``@needs_scrape_access`` (the metrics), or
+``@needs_role(minimum)`` for a URL under
 ``lectures/<code>/``: it resolves the lecture from the path, loads the caller's roles (once per
 request) and hands the method the `Lecture` in place of its code. Finer rules (which rows a
 caller sees, whether they may submit, withdraw, download the source, see a result) are
@@ -26,12 +27,14 @@ message: ``convert.visibility``), no raw log, and hidden-test code never (see ``
 from __future__ import annotations
 
 import functools
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from sqlalchemy import Select, select
 
+from ..auth.base import token_from_header
 from ..orm import Assignment, Lecture, Role, Submission, User, utcnow
 from ..states import AssignmentStatus, FeedbackPolicy, FeedbackStatus, LectureState, RoleName, role_rank
 from .errors import APIError
@@ -45,7 +48,9 @@ if TYPE_CHECKING:
 # Not a lecture role: `needs_role(ADMIN)` is for admins only, and answers others as `needs_role` does
 # (404 to those without a role in the lecture, 403 to its members).
 ADMIN: Final = "admin"
-Level = Literal["public", "login", "admin"] | RoleName
+Level = Literal["public", "scrape", "login", "admin"] | RoleName
+# Levels whose methods are reached without authentication having succeeded (auth_required = False).
+UNAUTHENTICATED_LEVELS: Final = ("public", "scrape")
 M = TypeVar("M", bound=Callable[..., Any])
 
 
@@ -94,6 +99,37 @@ def needs_admin(method: M) -> M:
         return method(self, *args, **kwargs)
 
     return _declare(Access("admin"), wrapper)  # type: ignore[arg-type]
+
+
+def scrape_token_matches(presented: str | None, configured: str) -> bool:
+    """Whether `presented` is the configured scrape token, compared in constant time; never with none set."""
+    if not configured or presented is None:
+        return False
+    return hmac.compare_digest(presented.encode(), configured.encode())
+
+
+def needs_scrape_access(method: M) -> M:
+    """Admins, or a monitoring system presenting the scrape token an admin configured
+    (`c.GraderService.metrics_token`). That token is nobody's login: it opens the metrics and
+    nothing else, so a Prometheus server needs no user account. Without valid credentials 401,
+    a non-admin user 403."""
+
+    @functools.wraps(method)
+    def wrapper(self: APIHandler, *args: Any, **kwargs: Any) -> Any:
+        if not scrape_token_matches(token_from_header(self), self.service.metrics_token):
+            if self.user is None or self.identity is None:
+                raise APIError(
+                    401,
+                    "Authentication required: send 'Authorization: Bearer <token>' with an admin's token "
+                    "or the scrape token (c.GraderService.metrics_token)",
+                )
+            if not self.permissions.admin:
+                raise APIError(
+                    403, "Only admins, or the scrape token (c.GraderService.metrics_token), can read metrics"
+                )
+        return method(self, *args, **kwargs)
+
+    return _declare(Access("scrape"), wrapper)  # type: ignore[arg-type]
 
 
 def needs_role(minimum: RoleName | Literal["admin"]) -> Callable[[M], M]:

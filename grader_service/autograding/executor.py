@@ -41,6 +41,8 @@ class GradingTask:
     job_dir: Path
     # Effective settings: the executor's defaults overridden by the assignment's.
     settings: dict[str, Any] = field(default_factory=dict)
+    # When the job was enqueued (seconds since the epoch), for the queue-wait metric.
+    queued_at: float | None = None
 
     @property
     def cell_timeout(self) -> float:

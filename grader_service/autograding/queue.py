@@ -232,6 +232,7 @@ class JobQueue:
             assignment=assignment.name,
             user=user.name,
             job_dir=self.layout.job_dir(job.id),
+            queued_at=job.created_at.timestamp(),
             settings={
                 **self.executor.effective_settings(assignment.settings),
                 "assignment_id": assignment.id,

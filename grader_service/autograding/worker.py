@@ -16,19 +16,23 @@ import asyncio
 import contextlib
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from traitlets import Bool, Float, Integer
 from traitlets.config import LoggingConfigurable
 
+from .. import logs
 from ..orm import Submission
 from ..states import AutoStatus
 from ..storage.layout import DataLayout
 from ..storage.staging import JobStager
 from .events import EventBus
 from .executor import AutogradeExecutor, GradingOutcome, GradingTask
-from .queue import JobQueue
+from .queue import JobQueue, Recorded
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 
 class Scheduler(LoggingConfigurable):
@@ -52,6 +56,9 @@ class Scheduler(LoggingConfigurable):
         "accepted and stored; grading just waits.",
     ).tag(config=True)
     keep_job_dirs = Bool(False, help="Keep job directories after grading (for debugging).").tag(config=True)
+
+    # Set by the application: counts claims and outcomes (`grader_service.metrics`).
+    metrics: Metrics | None = None
 
     @property
     def workers(self) -> int:
@@ -143,11 +150,14 @@ class Scheduler(LoggingConfigurable):
     def claim(self) -> GradingTask | None:
         """The queue's best job, now ours and announced as running."""
         task = self.queue.claim()
+        if task is not None and self.metrics is not None:
+            self.metrics.job_claimed(task, self.executor.name)
         if task is not None:
             self._publish(task, {"auto_status": AutoStatus.RUNNING})
         return task
 
     async def _process(self, task: GradingTask) -> None:
+        named = logs.submission_id.set(task.submission_id)  # the log lines of this job name it
         heartbeat = asyncio.create_task(self._heartbeat(task.job_id))
         try:
             await self.stager.stage(task)
@@ -162,6 +172,7 @@ class Scheduler(LoggingConfigurable):
         finally:
             heartbeat.cancel()
         await self._finish(task, outcome)
+        logs.submission_id.reset(named)
 
     async def _keep_output(self, task: GradingTask, outcome: GradingOutcome) -> None:
         await self.stager.keep_output(task)
@@ -170,6 +181,8 @@ class Scheduler(LoggingConfigurable):
     async def _finish(self, task: GradingTask, outcome: GradingOutcome) -> None:
         """Record the outcome, announce it, and remove the job directory."""
         recorded = self.queue.record(task, outcome)
+        if self.metrics is not None:
+            self.metrics.job_finished(task, self.executor.name, outcome, finish_result(recorded, outcome))
         if recorded is None:
             self.log.warning("Job %d was taken from this worker; its result is discarded", task.job_id)
         else:
@@ -246,6 +259,8 @@ class Scheduler(LoggingConfigurable):
     async def _adopt(self, job_id: int, runner_name: str | None) -> None:
         """Let the executor finish a job a previous process started; re-queue it if it cannot."""
         task = self.queue.load_task(job_id)
+        if task is not None:
+            logs.submission_id.set(task.submission_id)  # this task's own context: no reset needed
         heartbeat = asyncio.create_task(self._heartbeat(job_id))
         try:
             outcome = await self.executor.reconcile(task, runner_name) if task else None
@@ -263,6 +278,15 @@ class Scheduler(LoggingConfigurable):
             self.wake()
             return
         await self._finish(task, outcome)
+
+
+def finish_result(recorded: Recorded | None, outcome: GradingOutcome) -> str:
+    """What became of a grading attempt, for the jobs metric."""
+    if recorded is None:
+        return "discarded"
+    if recorded.retry:
+        return "retried"
+    return "graded" if outcome.graded else "failed"
 
 
 def outcome_event(submission: Submission, outcome: GradingOutcome) -> dict[str, Any]:

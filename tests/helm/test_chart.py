@@ -94,8 +94,19 @@ MATRIX: dict[str, dict[str, Any]] = {
         },
         "persistence": {"existingClaim": "grader-nfs"},
     },
+    "metrics-3-replicas": {
+        "replicas": 3,
+        "database": {"type": "postgresql", "url": PG_URL},
+        "podAntiAffinity": "hard",
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "kps"}},
+            "allowedFrom": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+            ],
+        },
+    },
     "local-executor": {
-        "config": {"executor": "local", "logLevel": "DEBUG", "concurrency": 1},
+        "config": {"executor": "local", "logLevel": "DEBUG", "logFormat": "json", "concurrency": 1},
         "persistence": {"accessMode": "ReadWriteOnce", "storageClass": "-"},
         "extraConfig": "c.Scheduler.concurrency = 3\nc.Foo.bar = {'x': [1, 2]}\n",
     },
@@ -112,6 +123,7 @@ GRADER_SERVICE_TRAITS = [
     "authenticator_class",
     "executor_class",
     "log_level",
+    "log_output",
 ]
 HUB_AUTH_TRAITS = ["hub_api_url", "service_name", "admin_from_hub", "auto_create_lectures"]
 KUBE_EXECUTOR_TRAITS = [
@@ -192,7 +204,7 @@ def validation(rendered, tmp_path_factory) -> dict[str, list[str]]:
     files = {}
     for name, text in rendered.items():
         files[name] = out_dir / f"{name}.yaml"
-        files[name].write_text(text)
+        files[name].write_text(yaml.safe_dump_all(kubernetes_objects(chart.parse(text))))
     cmd = [tool, "--strict", "--quiet"]
     for version in SUPPORTED_KUBE_VERSIONS:
         cmd += ["-k", version]
@@ -212,6 +224,15 @@ def validation(rendered, tmp_path_factory) -> dict[str, list[str]]:
         if proc.returncode != 0:
             assert any(report.values()), f"kubernetes-validate exited {proc.returncode} without a report"
     return report
+
+
+# Kinds of CRDs (prometheus-operator's), for which kubernetes-validate has no schema: checked by
+# the tests of their own below instead.
+CRD_KINDS = {"ServiceMonitor"}
+
+
+def kubernetes_objects(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["kind"] not in CRD_KINDS]
 
 
 def workload(docs: list[dict]) -> dict:
@@ -294,6 +315,94 @@ def test_postgres_allows_three_replicas_rolling(docs):
     assert spec["replicas"] == 3
     assert spec["strategy"]["type"] == "RollingUpdate"
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_one_replica_gets_no_disruption_budget_anti_affinity_or_service_monitor(docs):
+    for name in ("defaults", "local-executor", "arm"):
+        assert find(docs[name], "PodDisruptionBudget") == [], name
+        assert find(docs[name], "ServiceMonitor") == [], name
+        assert "affinity" not in pod_spec(docs[name]), name
+        assert "GRADER_SERVICE_METRICS_TOKEN" not in env_of(docs[name]), name
+
+
+@pytest.mark.parametrize("name", ["postgres-3-replicas", "metrics-3-replicas"])
+def test_replicas_get_a_disruption_budget_and_spread_over_nodes(docs, name):
+    pdb = one(docs[name], "PodDisruptionBudget", FULLNAME)
+    selector = workload(docs[name])["spec"]["selector"]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": selector}
+    anti = pod_spec(docs[name])["affinity"]["podAntiAffinity"]
+    term = {"labelSelector": selector, "topologyKey": "kubernetes.io/hostname"}
+    if MATRIX[name].get("podAntiAffinity") == "hard":
+        assert anti == {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
+    else:
+        assert anti == {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
+        }
+
+
+def test_own_affinity_or_none_replaces_the_spread(helm):
+    values = copy.deepcopy(MATRIX["postgres-3-replicas"])
+    own = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["web"]}]}
+                ]
+            }
+        }
+    }
+    assert pod_spec(chart.render({**values, "affinity": own}))["affinity"] == own
+    assert "affinity" not in pod_spec(chart.render({**values, "podAntiAffinity": "none"}))
+    no_pdb = chart.render({**values, "podDisruptionBudget": {"enabled": False}})
+    assert find(no_pdb, "PodDisruptionBudget") == []
+
+
+def test_service_monitor_scrapes_every_replica_with_the_token(docs):
+    name = "metrics-3-replicas"
+    monitor = one(docs[name], "ServiceMonitor", FULLNAME)
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    service = one(docs[name], "Service", FULLNAME)
+    labels = service["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in [p["name"] for p in service["spec"]["ports"]]
+    assert endpoint["path"] == "/services/grader/api/v1/metrics"
+    assert (endpoint["interval"], endpoint["scrapeTimeout"]) == ("15s", "10s")
+    credentials = endpoint["authorization"]["credentials"]
+    assert endpoint["authorization"]["type"] == "Bearer"
+    # the service reads the very token Prometheus sends
+    secret = one(docs[name], "Secret", credentials["name"])
+    token = base64.b64decode(secret["data"][credentials["key"]]).decode()
+    assert len(token) >= 32
+    env = env_of(docs[name])["GRADER_SERVICE_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert env == {"name": credentials["name"], "key": credentials["key"]}
+    # and Prometheus may reach the port
+    policy = one(docs[name], "NetworkPolicy", FULLNAME)
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert MATRIX[name]["metrics"]["allowedFrom"][0] in peers
+
+
+def test_metrics_token_from_values_or_an_existing_secret(helm):
+    values = {"config": {"authenticator": "token"}, "metrics": {"token": "t0k3n-of-the-admin"}}
+    docs = chart.render(values)
+    secret = one(docs, "Secret", FULLNAME)
+    assert base64.b64decode(secret["data"]["metrics-token"]).decode() == "t0k3n-of-the-admin"
+    assert "metrics-token" not in json.dumps(one(docs, "ConfigMap", FULLNAME))
+    docs = chart.render(
+        {
+            **MATRIX["existing-secret"],
+            "metrics": {"serviceMonitor": {"enabled": True}},
+            "existingSecret": {**MATRIX["existing-secret"]["existingSecret"], "metricsTokenKey": "scrape"},
+        }
+    )
+    assert find(docs, "Secret") == []
+    ref = env_of(docs)["GRADER_SERVICE_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "hub", "key": "scrape"}
+    credentials = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["authorization"]["credentials"]
+    assert credentials == ref
 
 
 def test_rwo_volume_forces_recreate(docs):
@@ -404,6 +513,7 @@ def test_config_defaults(docs):
     assert gs.executor_class == "kube"
     assert cfg.Scheduler.concurrency == 2
     assert gs.log_level == "INFO"
+    assert gs.log_output == "text"
     assert gs.shutdown_timeout == 25  # done 5 s before the pod's grace period of 30 s ends
     assert hub.hub_api_url == "http://hub:8081/hub/api"
     assert hub.service_name == "grader"
@@ -453,6 +563,7 @@ def test_config_local_executor_and_extra_config(docs):
     cfg = load_config(d)
     assert cfg.GraderService.executor_class == "local"
     assert cfg.GraderService.log_level == "DEBUG"
+    assert cfg.GraderService.log_output == "json"
     assert "KubeAutogradeExecutor" not in cfg
     # extraConfig is appended last, so it wins
     assert cfg.Scheduler.concurrency == 3
@@ -566,8 +677,10 @@ def test_probes_hit_health_under_base_url(docs, name):
     base = (MATRIX[name].get("config") or {}).get("baseUrl", "/services/grader/")
     c = container(docs[name])
     assert c["ports"] == [{"name": "http", "containerPort": 4010, "protocol": "TCP"}]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"] == {"path": f"{base}api/v1/health", "port": "http"}, probe
+    # Liveness and startup never ask the database (losing it must not restart pods); readiness does.
+    for probe in ("startupProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": f"{base}api/v1/health/live", "port": "http"}, probe
+    assert c["readinessProbe"]["httpGet"] == {"path": f"{base}api/v1/health", "port": "http"}
     assert c["args"] == ["-f", "/etc/grader-service/grader_service_config.py"]
     assert "resources" in c and c["resources"]["limits"]["memory"]
 
@@ -745,6 +858,10 @@ def test_notes_warn_about_rwo_with_kube_executor(helm, tmp_path):
         ({"persistence": {"accessMode": "ReadWriteMost"}}, "accessMode"),
         ({"grading": {"resources": {"limits": {"memory": "lots"}}}}, "memory"),
         ({"grading": {"resources": {"requests": {"cpu": "1Gi"}}}}, "cpu"),
+        ({"metrics": {"serviceMonitor": {"enable": True}}}, "enable"),
+        ({"metrics": {"serviceMonitor": {"interval": "30 seconds"}}}, "interval"),
+        ({"podAntiAffinity": "always"}, "podAntiAffinity"),
+        ({"podDisruptionBudget": {"minAvailable": 1}}, "minAvailable"),
     ],
     ids=lambda v: json.dumps(v) if isinstance(v, dict) else v,
 )

@@ -88,6 +88,25 @@ app.kubernetes.io/component: autograde
 {{- printf "%sapi/v1/health" .Values.config.baseUrl }}
 {{- end }}
 
+{{/* Path of the liveness endpoint (no database) under the base URL. */}}
+{{- define "grader-service.livePath" -}}
+{{- printf "%sapi/v1/health/live" .Values.config.baseUrl }}
+{{- end }}
+
+{{/* Path of the metrics endpoint under the base URL. */}}
+{{- define "grader-service.metricsPath" -}}
+{{- printf "%sapi/v1/metrics" .Values.config.baseUrl }}
+{{- end }}
+
+{{/* "true" when the service gets a scrape token (from the values or generated for the ServiceMonitor). */}}
+{{- define "grader-service.usesMetricsToken" -}}
+{{- if or .Values.metrics.token .Values.metrics.serviceMonitor.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "grader-service.metricsTokenKey" -}}
+{{- if .Values.existingSecret.name }}{{ .Values.existingSecret.metricsTokenKey }}{{ else }}metrics-token{{ end }}
+{{- end }}
+
 {{- define "grader-service.usesSqlite" -}}
 {{- if eq .Values.database.type "sqlite" }}true{{ end }}
 {{- end }}

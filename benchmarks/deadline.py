@@ -23,6 +23,7 @@ Printed per replica count:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -271,8 +272,10 @@ def report(
     problems: list[str],
 ) -> None:
     n = len(burst.accepted)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
         f"\n{replicas} replica(s): {args.students} students, {args.clients} clients, {args.window:.0f} s window"
+        f" (load average {load}, {os.cpu_count()} CPUs)"
     )
     print(
         f"  accepted                 {n}/{args.students} in {accepted - start:.1f} s, {len(burst.errors)} errors"

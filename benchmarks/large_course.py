@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -124,6 +125,9 @@ def endpoints(students: int) -> list[tuple[str, str, str, dict[str, str]]]:
     middle = f"s{students // 2:05d}"
     deep = str(max(0, (students * 5) // 2))
     return [
+        # References: what any request costs on this machine now, without a list (no database; one row).
+        ("(reference) GET health", "staff", "health", {}),
+        ("(reference) GET user", "staff", "user", {}),
         ("submissions latest", "staff", sub, {"latest": "true"}),
         ("submissions all", "staff", sub, {}),
         ("submissions all, deep page", "staff", sub, {"offset": deep}),
@@ -243,7 +247,8 @@ def main() -> None:
                     db.upgrade(engine, revision) if revision == "head" else downgrade(engine, revision)
                     with engine.begin() as conn:
                         conn.execute(text("ANALYZE"))
-                    print(f"\n{phase} (revision {db.current_revision(engine)}):")
+                    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+                    print(f"\n{phase} (revision {db.current_revision(engine)}; load average {load}):")
                     results[phase] = measure(svc, tokens, args.students, args.repeat)
                     if not args.no_explain:
                         explain(engine, args.students)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import defer, lazyload
 
 from ..orm import Assignment, Lecture, Submission, User, utcnow
 from ..states import ManualStatus, RoleName, choices, member_of
@@ -17,8 +17,13 @@ from .permissions import needs_role
 from .serialize import submission_model
 
 # A list shows no gradebook or logs (the gradebook and logs endpoints do): not loading them keeps a
-# page of a large course's submissions from parsing a hundred gradebooks.
-LIST_OPTIONS = (defer(Submission.gradebook, raiseload=True), defer(Submission.logs, raiseload=True))
+# page of a large course's submissions from parsing a hundred gradebooks. Every row's assignment is the
+# one the handler holds already: taken from the session, not joined and parsed again on every row.
+LIST_OPTIONS = (
+    defer(Submission.gradebook, raiseload=True),
+    defer(Submission.logs, raiseload=True),
+    lazyload(Submission.assignment),
+)
 
 
 def lateness(assignment: Assignment) -> tuple[bool, float]:

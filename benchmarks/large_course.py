@@ -87,7 +87,6 @@ def seed(engine: Engine, students: int, assignments: int, per_student: int) -> N
         "INSERT INTO grading_jobs (submission_id, state, priority, attempts, executor, created_at,"
         " started_at, finished_at, runner_seconds)"
         " SELECT id, 'succeeded', 0, 1, 'local', now(), now(), now(), 1.2 FROM submissions",
-        "ANALYZE",
     ]
     params = {
         "lecture": LECTURE,
@@ -100,6 +99,13 @@ def seed(engine: Engine, students: int, assignments: int, per_student: int) -> N
         for statement in statements:
             names = {k: v for k, v in params.items() if f":{k}" in statement}
             conn.execute(text(statement), names)
+
+
+def vacuum(engine: Engine) -> None:
+    """VACUUM ANALYZE, as autovacuum would have done on a course's database long before the deadline:
+    statistics for the planner, and the visibility map that lets index-only scans skip the table."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
 
 
 def timed(
@@ -244,9 +250,11 @@ def main() -> None:
                     ("without the 0004 indexes", "0003"),
                     ("with the 0004 indexes", "head"),
                 ):
-                    db.upgrade(engine, revision) if revision == "head" else downgrade(engine, revision)
-                    with engine.begin() as conn:
-                        conn.execute(text("ANALYZE"))
+                    if revision == "head":
+                        db.upgrade(engine, revision)
+                    else:
+                        downgrade(engine, revision)
+                    vacuum(engine)
                     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
                     print(f"\n{phase} (revision {db.current_revision(engine)}; load average {load}):")
                     results[phase] = measure(svc, tokens, args.students, args.repeat)

@@ -156,3 +156,38 @@ def test_0003_downgrade_drops_the_constraints_and_keeps_the_rows(empty_engine: E
         command.downgrade(cfg, "0002")
     assert dump(engine) == before
     assert not refused(engine, "UPDATE grading_jobs SET state = 'paused'")
+
+
+# --- 0004: indexes for the list endpoints of large courses -----------------------------------------
+
+
+def index_columns(engine: Engine, table: str) -> dict[str, list[str]]:
+    with engine.connect() as conn:
+        return {ix["name"]: ix["column_names"] for ix in inspect(conn).get_indexes(table)}
+
+
+def test_0004_adds_the_list_indexes_keeps_the_rows_and_downgrades(empty_engine: Engine) -> None:
+    engine = empty_engine
+    db.upgrade(engine, "0003")
+    with engine.begin() as conn:
+        for row in ROWS_0002:
+            conn.execute(text(row.format(now=NOW)))
+    before = dump(engine)
+    old = index_columns(engine, "submissions")
+    assert old["ix_submissions_assignment_user"] == ["assignment_id", "user_id"]
+
+    db.upgrade(engine, "0004")
+    assert dump(engine) == before
+    submissions = index_columns(engine, "submissions")
+    assert submissions["ix_submissions_by_assignment"] == ["assignment_id", "id"]
+    assert submissions["ix_submissions_by_assignment_user"] == ["assignment_id", "user_id", "id"]
+    assert "ix_submissions_assignment_user" not in submissions  # a prefix of the new one: replaced
+    assert index_columns(engine, "roles")["ix_roles_lecture_id"] == ["lecture_id"]
+
+    cfg = db.alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+    assert index_columns(engine, "submissions") == old
+    assert "ix_roles_lecture_id" not in index_columns(engine, "roles")
+    assert dump(engine) == before

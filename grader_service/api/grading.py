@@ -198,11 +198,11 @@ class FeedbackReleaseHandler(APIHandler):
         self.write_json({"released": len(rows)})
 
 
-def penalized(submission: Submission, assignment: Assignment) -> float | None:
-    score = submission.final_score
+def penalized(score: float | None, late: bool, assignment: Assignment) -> float | None:
+    """A submission's final score (`score`) with the assignment's late penalty applied if it was late."""
     if score is None:
         return None
-    return round(score * (1 - assignment.late_penalty), 6) if submission.late else score
+    return round(score * (1 - assignment.late_penalty), 6) if late else score
 
 
 class ScoresHandler(APIHandler):
@@ -224,30 +224,32 @@ class ScoresHandler(APIHandler):
     @needs_role(RoleName.TUTOR)
     def get(self, lecture: Lecture, name: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
+        # Plain columns, not Submission objects: a course's every submission, without their gradebooks.
         rows = self.db.execute(
-            select(Submission, User)
+            select(
+                User.name, User.display_name, Submission.id, Submission.submitted_at, Submission.late,
+                Submission.late_seconds, Submission.auto_status,
+                func.coalesce(Submission.manual_score, Submission.score), Submission.max_score,
+            )
             .join(User, User.id == Submission.user_id)
             .where(Submission.assignment_id == assignment.id, Submission.deleted_at.is_(None))
             .order_by(User.name, Submission.id)
-        ).all()
-        chosen: dict[str, tuple[Submission, User]] = {}
-        for submission, user in rows:
-            current = chosen.get(user.name)
+        ).tuples()  # fmt: skip
+        chosen: dict[str, dict[str, Any]] = {}
+        for user, display_name, sid, submitted_at, late, late_seconds, auto_status, score, max_score in rows:
+            final = penalized(score, late, assignment)
+            current = chosen.get(user)
             if (
                 current is None
                 or assignment.grading_policy == GradingPolicy.LATEST
-                or (penalized(submission, assignment) or 0) > (penalized(current[0], assignment) or 0)
+                or (final or 0) > (current["final_score"] or 0)
             ):
-                chosen[user.name] = (submission, user)
-        table = [
-            {
-                "user": user.name, "display_name": user.display_name, "submission": s.id,
-                "submitted_at": isoformat(s.submitted_at), "late": s.late, "late_seconds": s.late_seconds,
-                "auto_status": s.auto_status, "score": s.final_score, "max_score": s.max_score,
-                "final_score": penalized(s, assignment),
-            }
-            for s, user in chosen.values()
-        ]  # fmt: skip
+                chosen[user] = {
+                    "user": user, "display_name": display_name, "submission": sid,
+                    "submitted_at": isoformat(submitted_at), "late": late, "late_seconds": late_seconds,
+                    "auto_status": auto_status, "score": score, "max_score": max_score, "final_score": final,
+                }  # fmt: skip
+        table = list(chosen.values())
         if self.choice_argument("format", ("json", "csv"), "json") == "csv":
             self.set_header("Content-Type", "text/csv; charset=UTF-8")
             self.set_header("Content-Disposition", f'attachment; filename="{lecture.code}-{name}-scores.csv"')

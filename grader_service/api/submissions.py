@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import defer, lazyload
 
 from ..orm import Assignment, Lecture, Submission, User, utcnow
 from ..states import ManualStatus, RoleName, choices, member_of
@@ -14,6 +15,15 @@ from .files import UploadMixin, send_zip
 from .lectures import check_fields
 from .permissions import needs_role
 from .serialize import submission_model
+
+# A list shows no gradebook or logs (the gradebook and logs endpoints do): not loading them keeps a
+# page of a large course's submissions from parsing a hundred gradebooks. Every row's assignment is the
+# one the handler holds already: taken from the session, not joined and parsed again on every row.
+LIST_OPTIONS = (
+    defer(Submission.gradebook, raiseload=True),
+    defer(Submission.logs, raiseload=True),
+    lazyload(Submission.assignment),
+)
 
 
 def lateness(assignment: Assignment) -> tuple[bool, float]:
@@ -51,7 +61,8 @@ class SubmissionsHandler(UploadMixin, APIHandler):
             )
             query = query.where(Submission.id.in_(latest))
         total = self.db.scalar(select(func.count()).select_from(query.subquery()))
-        rows = self.db.scalars(query.order_by(Submission.id.desc()).offset(offset).limit(limit)).all()
+        page = query.order_by(Submission.id.desc()).offset(offset).limit(limit)
+        rows = self.db.scalars(page.options(*LIST_OPTIONS)).all()
         self.write_page(
             [submission_model(s, self.permissions.result_view(s)) for s in rows], total, offset, limit
         )

@@ -16,7 +16,10 @@ class Role(Base):
     __table_args__ = (one_of("role", RoleName), one_of("source", RoleSource))
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    lecture_id: Mapped[int] = mapped_column(ForeignKey("lectures.id", ondelete="CASCADE"), primary_key=True)
+    # Indexed on its own for a lecture's roster: the primary key starts with user_id.
+    lecture_id: Mapped[int] = mapped_column(
+        ForeignKey("lectures.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
     role: Mapped[RoleName] = mapped_column(Vocabulary(RoleName))
     source: Mapped[RoleSource] = mapped_column(Vocabulary(RoleSource, length=8), default=RoleSource.API)
 

@@ -17,7 +17,10 @@ from .user import User
 class Submission(Base):
     __tablename__ = "submissions"
     __table_args__ = (
-        Index("ix_submissions_assignment_user", "assignment_id", "user_id"),
+        # Lists of large courses (alembic 0004): an assignment's submissions newest first; one student's,
+        # and the latest of each student (max(id) grouped by user), from the index alone.
+        Index("ix_submissions_by_assignment", "assignment_id", "id"),
+        Index("ix_submissions_by_assignment_user", "assignment_id", "user_id", "id"),
         one_of("auto_status", AutoStatus),
         one_of("manual_status", ManualStatus),
         one_of("feedback_status", FeedbackStatus),

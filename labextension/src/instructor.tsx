@@ -411,14 +411,14 @@ function AssignmentAdmin(props: {
   const regradeSelected = () =>
     act(async () => {
       const ids = Array.from(chosen);
-      await send('POST', `${base}/regrade`, { submissions: ids });
-      setInfo(`Regrading ${ids.length} submission(s).`);
-      // The service marked them queued when it accepted: from here on, final means regraded.
-      setTracking({
-        kind: 'selection',
-        ids,
-        progress: selectionProgress(ids, await allSubmissions())
+      const reply = await send<{ jobs: { submission: number }[] }>('POST', `${base}/regrade`, {
+        submissions: ids
       });
+      setInfo(`Regrading ${ids.length} submission(s).`);
+      // The service accepted each with a queued job (and marked it queued): from here on, a
+      // final state is the new grading's.
+      const accepted = reply.jobs.map(job => ({ id: job.submission, auto_status: 'queued' as const }));
+      setTracking({ kind: 'selection', ids, progress: selectionProgress(ids, accepted) });
       await load();
     });
   const releaseFeedback = () =>

@@ -324,7 +324,7 @@ export function runProgress(run: {
  */
 export function selectionProgress(
   ids: number[],
-  submissions: ISubmission[]
+  submissions: Pick<ISubmission, 'id' | 'auto_status'>[]
 ): { fraction: number; text: string; done: boolean } {
   const byId = new Map(submissions.map(s => [s.id, s]));
   let finished = 0;

@@ -68,9 +68,8 @@ class Extra:
         """The service's own message when `user` submits to `assignment` now."""
         from grader_client.errors import APIError
 
-        with self.client(user) as client:
-            with pytest.raises(APIError) as refused:
-                client.submit("intro", assignment, SOLUTION)
+        with self.client(user) as client, pytest.raises(APIError) as refused:
+            client.submit("intro", assignment, SOLUTION)
         return refused.value.message
 
 
@@ -213,9 +212,9 @@ def tab_through(page, root_selector: str) -> list[dict]:
         )["result"]
         if active.get("subtype") == "null" or "objectId" not in active:
             break
-        node = cdp.send("Accessibility.getPartialAXTree", {"objectId": active["objectId"], "fetchRelatives": False})[
-            "nodes"
-        ][0]
+        node = cdp.send(
+            "Accessibility.getPartialAXTree", {"objectId": active["objectId"], "fetchRelatives": False}
+        )["nodes"][0]
         mark = cdp.send(
             "Runtime.callFunctionOn",
             {
@@ -236,7 +235,9 @@ def tab_through(page, root_selector: str) -> list[dict]:
     cdp.detach()
     reached = {stop["control"] for stop in stops}
     missed = [str(i) for i in range(count) if str(i) not in reached]
-    assert not missed, f"not reachable by Tab: {[root.locator(f'[data-grader-control={m!r}]').evaluate('e => e.outerHTML') for m in missed]}"
+    assert not missed, (
+        f"not reachable by Tab: {[root.locator(f'[data-grader-control={m!r}]').evaluate('e => e.outerHTML') for m in missed]}"
+    )
     unnamed = [stop for stop in stops if not stop["name"].strip()]
     assert not unnamed, f"focused controls without an accessible name: {unnamed}"
     return stops

@@ -9,6 +9,7 @@ the costly part); each test loads the Lab afresh in its own page.
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -181,6 +182,94 @@ def test_a_grading_that_finishes_while_the_panel_is_closed_is_notified(page, lab
     # Its action opens the panel, which shows the same result.
     toast.get_by_role("button", name="Open Grader").click()
     card_of(page, "basics").locator(".jp-grader-status", has_text="Graded: 10/10").wait_for()
+
+
+def test_refetch_asks_and_keeps_a_backup_and_withdraw_asks(page, lab_for, extra) -> None:
+    lab = lab_for("alice")
+    folder = lab.root / "intro" / "basics"
+    shutil.rmtree(folder, ignore_errors=True)
+    with extra.client("alice") as alice:
+        withdrawn = alice.submit("intro", "basics", SOLUTION).id
+    open_lab(page, lab)
+    open_grader_from_launcher(page)
+    card = card_of(page, "basics")
+    fetch(card, "basics")
+    notebook = folder / "basics.ipynb"
+    released = notebook.read_text()
+    notebook.write_text(released.replace("raise NotImplementedError()", "return 42  # my work", 1))
+    changed = notebook.read_text()
+    assert changed != released
+
+    dialog = page.locator(".jp-Dialog")
+    card.get_by_role("button", name="Fetch").click()
+    dialog.get_by_text("intro/basics/basics.ipynb").wait_for()
+    dialog.get_by_role("button", name="Keep my files").click()
+    dialog.wait_for(state="detached")
+    assert notebook.read_text() == changed
+
+    card.get_by_role("button", name="Fetch").click()
+    dialog.get_by_role("button", name="Back up and replace").click()
+    info = card.get_by_text("your previous files are in")
+    info.wait_for()
+    backup = info.inner_text().split("your previous files are in ")[1].rstrip(")")
+    assert (lab.root / backup / "basics.ipynb").read_text() == changed
+    assert notebook.read_text() == released
+
+    # Withdraw asks first, then the submission leaves the history.
+    card.locator(".jp-grader-history summary").click()
+    row = card.locator(".jp-grader-history tbody tr").filter(
+        has=page.get_by_role("cell", name=str(withdrawn), exact=True)
+    )
+    row.get_by_role("button", name="Withdraw").click()
+    dialog.get_by_text(f"Submission #{withdrawn} of").wait_for()
+    dialog.get_by_role("button", name="Withdraw").click()
+    row.wait_for(state="detached")
+    with extra.client("alice") as alice:
+        remaining = {s.id for s in alice.submissions("intro", "basics")}
+    assert withdrawn not in remaining
+
+
+def test_instructor_edits_reads_logs_scores_by_hand_and_releases_feedback(page, lab_for, extra) -> None:
+    lab = lab_for("ins")
+    open_lab(page, lab)
+    open_grader_from_menu(page)
+    page.get_by_role("tab", name="Course management").click()
+    page.get_by_role("button", name="last", exact=True).click()
+    admin = page.get_by_role("region", name="Manage last")
+    admin.get_by_role("button", name="Edit").click()
+    form = page.get_by_role("form", name="Edit last")
+    form.get_by_label("Title").fill("The last one")
+    form.get_by_label("Late penalty (0–1)").fill("0.25")
+    form.get_by_role("button", name="Save").click()
+    page.get_by_role("button", name="The last one", exact=True).wait_for()
+    with extra.client("ins") as ins:
+        edited = ins.assignment("intro", "last")
+    assert edited.title == "The last one" and edited.late_penalty == 0.25
+
+    row = admin.locator("table.jp-grader-submissions tbody tr", has_text="alice")
+    row.wait_for()
+    number = int(row.locator("td").nth(1).inner_text())
+    row.get_by_role("button", name="Logs").click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.get_by_text(f"Grading log of #{number} (alice)").wait_for()
+    with extra.client("ins") as ins:
+        log = ins.logs("intro", "last", number)
+    assert log.strip() and log.strip().splitlines()[0] in dialog.locator("pre").inner_text()
+    dialog.get_by_role("button", name="Close").click()
+    dialog.wait_for(state="detached")
+
+    row.get_by_role("button", name="Score").click()
+    dialog.locator("input").fill("7")
+    dialog.locator("textarea").fill("Good, but see the feedback")
+    dialog.get_by_role("button", name="Save").click()
+    row.get_by_text("7/10 — Good, but see the feedback").wait_for()
+    with extra.client("ins") as ins:
+        scored = ins.submission("intro", "last", number)
+    assert scored.score == 7 and scored.comment == "Good, but see the feedback"
+
+    admin.get_by_role("button", name="Release feedback").click()
+    released = admin.get_by_text(re.compile(r"Feedback released for \d+ submission"))
+    released.wait_for()
 
 
 # --- keyboard and labels ------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import {
   IAssignment,
   ILecture,
   ISubmission,
-  runProgress
+  runProgress,
+  selectionProgress
 } from './model';
 
 export function InstructorView(props: { lectures: ILecture[] }): JSX.Element {
@@ -293,6 +294,23 @@ interface IRun {
   done: boolean;
 }
 
+interface IProgress {
+  fraction: number;
+  text: string;
+  done: boolean;
+}
+
+/** A regrade being followed: all (the service's grading run) or a selection (its submissions). */
+type Tracking =
+  | { kind: 'run'; run: IRun }
+  | { kind: 'selection'; ids: number[]; progress: IProgress };
+
+function progressOf(tracking: Tracking): IProgress {
+  return tracking.kind === 'run'
+    ? { ...runProgress(tracking.run), done: tracking.run.done }
+    : tracking.progress;
+}
+
 function AssignmentAdmin(props: {
   assignment: IAssignment;
   onEdit: () => void;
@@ -308,7 +326,7 @@ function AssignmentAdmin(props: {
   const [minScore, setMinScore] = useState('');
   const [submissions, setSubmissions] = useState<ISubmission[]>([]);
   const [chosen, setChosen] = useState<Set<number>>(new Set());
-  const [run, setRun] = useState<IRun | null>(null);
+  const [tracking, setTracking] = useState<Tracking | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [info, setInfo] = useState<string | null>(null);
 
@@ -336,19 +354,29 @@ function AssignmentAdmin(props: {
     void act(load);
   }, [base, all]);
 
-  // Follow a grading run until it is done, refreshing the table as it goes.
+  const allSubmissions = async () =>
+    (await get<{ items: ISubmission[] }>(`${base}/submissions`, { all: '1' })).items;
+
+  // Follow a regrade until it is done, refreshing the table as it goes (a failed poll stops it,
+  // saying why).
   useEffect(() => {
-    if (!run || run.done) {
+    if (!tracking || progressOf(tracking).done) {
       return;
     }
     const timer = window.setTimeout(() => {
-      void act(async () => {
-        setRun(await get<IRun>(`${base}/grading-runs/${run.id}`));
+      (async () => {
+        if (tracking.kind === 'run') {
+          const run = await get<IRun>(`${base}/grading-runs/${tracking.run.id}`);
+          setTracking({ kind: 'run', run });
+        } else {
+          const progress = selectionProgress(tracking.ids, await allSubmissions());
+          setTracking({ ...tracking, progress });
+        }
         await load();
-      });
+      })().catch(e => setError(messageOf(e)));
     }, 400);
     return () => window.clearTimeout(timer);
-  }, [run]);
+  }, [tracking]);
 
   const shown = submissions.filter(
     s =>
@@ -360,7 +388,8 @@ function AssignmentAdmin(props: {
     next.has(id) ? next.delete(id) : next.add(id);
     setChosen(next);
   };
-  const progress = run ? runProgress(run) : null;
+  const progress = tracking ? progressOf(tracking) : null;
+  const regrading = !!progress && !progress.done;
 
   const upload = () =>
     act(async () => {
@@ -376,12 +405,20 @@ function AssignmentAdmin(props: {
     });
   const regradeAll = () =>
     act(async () => {
-      setRun(await send<IRun>('POST', `${base}/regrade`, { all: true }));
+      const run = await send<IRun>('POST', `${base}/regrade`, { all: true });
+      setTracking({ kind: 'run', run });
     });
   const regradeSelected = () =>
     act(async () => {
-      await send('POST', `${base}/regrade`, { submissions: Array.from(chosen) });
-      setInfo(`Regrading ${chosen.size} submission(s).`);
+      const ids = Array.from(chosen);
+      const reply = await send<{ jobs: { submission: number }[] }>('POST', `${base}/regrade`, {
+        submissions: ids
+      });
+      setInfo(`Regrading ${ids.length} submission(s).`);
+      // The service accepted each with a queued job (and marked it queued): from here on, a
+      // final state is the new grading's.
+      const accepted = reply.jobs.map(job => ({ id: job.submission, auto_status: 'queued' as const }));
+      setTracking({ kind: 'selection', ids, progress: selectionProgress(ids, accepted) });
       await load();
     });
   const releaseFeedback = () =>
@@ -452,8 +489,12 @@ function AssignmentAdmin(props: {
         <ActionButton label="Apply" onClick={() => act(load)} />
       </div>
       <div className="jp-grader-actions">
-        <ActionButton label="Regrade selected" onClick={regradeSelected} disabled={!chosen.size} />
-        <ActionButton label="Regrade all" warn onClick={regradeAll} disabled={!!run && !run.done} />
+        <ActionButton
+          label="Regrade selected"
+          onClick={regradeSelected}
+          disabled={!chosen.size || regrading}
+        />
+        <ActionButton label="Regrade all" warn onClick={regradeAll} disabled={regrading} />
         <ActionButton label="Release feedback" onClick={releaseFeedback} />
         <Field label="CSV file" value={csvPath} onChange={setCsvPath} />
         <ActionButton label="Export CSV" onClick={exportCsv} />

@@ -7,6 +7,7 @@ import {
   IAssignment,
   ISubmission,
   runProgress,
+  selectionProgress,
   statusLabel,
   submissionsLabel,
   submitCheck,
@@ -239,5 +240,26 @@ describe('per-test table and progress', () => {
       text: '7 of 10 graded, 1 failed'
     });
     expect(runProgress({ total: 0, counts: {}, done: true }).fraction).toBe(1);
+  });
+
+  it('measures a regrade of selected submissions by their own states', () => {
+    const list = [
+      submission({ id: 1, auto_status: 'graded', score: 10, max_score: 10 }),
+      submission({ id: 2, auto_status: 'running' }),
+      submission({ id: 3, auto_status: 'queued' }),
+      submission({ id: 4, auto_status: 'failed' })
+    ];
+    expect(selectionProgress([1, 2, 3], list)).toEqual({
+      fraction: 1 / 3,
+      text: '1 of 3 graded',
+      done: false
+    });
+    expect(selectionProgress([1, 4], list)).toEqual({
+      fraction: 1,
+      text: '2 of 2 graded, 1 failed (done)',
+      done: true
+    });
+    // A withdrawn submission is no longer listed: it is not waited for.
+    expect(selectionProgress([2, 9], list).text).toBe('1 of 2 graded');
   });
 });

@@ -316,3 +316,33 @@ export function runProgress(run: {
     text: `${finished} of ${run.total} graded${failed}${run.done ? ' (done)' : ''}`
   };
 }
+
+/**
+ * Progress of a regrade of selected submissions (the service has no run for a selection): each
+ * submission's own state. The service marks them queued when it accepts the regrade, so a final
+ * state seen afterwards is the new grading's; one no longer listed (withdrawn) counts as finished.
+ */
+export function selectionProgress(
+  ids: number[],
+  submissions: Pick<ISubmission, 'id' | 'auto_status'>[]
+): { fraction: number; text: string; done: boolean } {
+  const byId = new Map(submissions.map(s => [s.id, s]));
+  let finished = 0;
+  let failed = 0;
+  for (const id of ids) {
+    const s = byId.get(id);
+    if (!s || isFinal(s.auto_status)) {
+      finished += 1;
+    }
+    if (s?.auto_status === 'failed') {
+      failed += 1;
+    }
+  }
+  const done = finished === ids.length;
+  const failures = failed ? `, ${failed} failed` : '';
+  return {
+    fraction: ids.length ? finished / ids.length : 1,
+    text: `${finished} of ${ids.length} graded${failures}${done ? ' (done)' : ''}`,
+    done
+  };
+}

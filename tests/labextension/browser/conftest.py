@@ -219,7 +219,8 @@ def page(browser, request: pytest.FixtureRequest):
 
 
 def open_lab(page, lab: Lab) -> None:
-    page.goto(f"{lab.url}lab?token={TOKEN}")
+    """Lab in its default layout (the launcher), whatever an earlier page of this Lab left open."""
+    page.goto(f"{lab.url}lab?reset&token={TOKEN}")
     page.wait_for_selector(".jp-Launcher", timeout=60_000)
 
 
@@ -227,3 +228,52 @@ def copy_example(root: Path, source: Path, relative: str) -> Path:
     target = root / relative
     shutil.copytree(source, target)
     return target
+
+
+def open_grader_from_launcher(page) -> None:
+    page.locator(".jp-LauncherCard", has_text="Grader").click()
+    page.wait_for_selector(".jp-grader-panel h1")
+
+
+def open_grader_from_menu(page) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text="Grader").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Grader").click()
+    page.wait_for_selector(".jp-grader-panel h1")
+
+
+# Every state the regrade progress bar shows, in order, recorded in the page as it changes (a
+# poll from here could miss short-lived ones).
+_RECORD_PROGRESS = """root => {
+  window.graderProgress = [];
+  const note = () => {
+    const bar = root.querySelector('.jp-grader-progress progress');
+    const text = root.querySelector('.jp-grader-progress [role=status]');
+    if (!bar || !text) { return; }
+    const state = { value: Number(bar.value), text: text.textContent };
+    const last = window.graderProgress[window.graderProgress.length - 1];
+    if (!last || last.value !== state.value || last.text !== state.text) {
+      window.graderProgress.push(state);
+    }
+  };
+  new MutationObserver(note).observe(root, {
+    subtree: true, childList: true, characterData: true, attributes: true
+  });
+}"""
+
+
+def record_progress(region) -> None:
+    """Start recording the progress bar's states inside `region` (a locator)."""
+    region.evaluate(_RECORD_PROGRESS)
+
+
+def recorded_progress(page) -> list[dict]:
+    return page.evaluate("window.graderProgress")
+
+
+def assert_live_progress(states: list[dict], total: int) -> None:
+    """The bar was seen before the regrade was done, only moved forward, and ended full."""
+    assert states, "no progress bar was shown"
+    assert states[0]["value"] < 1 and "(done)" not in states[0]["text"], states
+    values = [state["value"] for state in states]
+    assert values == sorted(values), states
+    assert states[-1] == {"value": 1, "text": f"{total} of {total} graded (done)"}, states

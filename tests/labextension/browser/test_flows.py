@@ -8,7 +8,16 @@ import time
 
 import requests
 
-from .conftest import EXAMPLES, copy_example, open_lab
+from .conftest import (
+    EXAMPLES,
+    assert_live_progress,
+    copy_example,
+    open_grader_from_launcher,
+    open_grader_from_menu,
+    open_lab,
+    record_progress,
+    recorded_progress,
+)
 
 # What alice types into the five answer cells of the fetched notebook (the student version has
 # `raise NotImplementedError()` there).
@@ -21,17 +30,6 @@ ANSWERS = [
     "        if w:\n            counts[w] = counts.get(w, 0) + 1\n    return counts",
     "def primes_upto(n):\n    return [p for p in range(2, n + 1) if all(p % d for d in range(2, int(p ** 0.5) + 1))]",
 ]
-
-
-def open_grader_from_launcher(page) -> None:
-    page.locator(".jp-LauncherCard", has_text="Grader").click()
-    page.wait_for_selector(".jp-grader-panel h1")
-
-
-def open_grader_from_menu(page) -> None:
-    page.locator(".lm-MenuBar-itemLabel", has_text="Grader").click()
-    page.locator(".lm-Menu-itemLabel", has_text="Grader").click()
-    page.wait_for_selector(".jp-grader-panel h1")
 
 
 def test_student_fetches_edits_submits_from_the_notebook_and_sees_the_score_live(page, lab_for) -> None:
@@ -143,11 +141,13 @@ def test_instructor_creates_uploads_releases_regrades_all_and_exports(page, lab_
     admin.get_by_role("button", name="Apply").click()
     admin.locator("table.jp-grader-submissions tbody tr", has_text="alice").wait_for()
 
+    record_progress(admin)
     admin.get_by_role("button", name="Regrade all").click()
     progress = admin.locator(".jp-grader-progress")
-    progress.locator("progress").wait_for()
-    progress.get_by_text(re.compile(r"1 of 1 graded.*\(done\)")).wait_for(timeout=120_000)
+    progress.get_by_text("1 of 1 graded (done)").wait_for(timeout=120_000)
     assert progress.locator("progress").get_attribute("value") == "1"
+    # The bar moved on its own while the run went on: first seen not done, then full.
+    assert_live_progress(recorded_progress(page), 1)
 
     admin.get_by_label("CSV file").fill("intro/second-scores.csv")
     admin.get_by_role("button", name="Export CSV").click()

@@ -18,7 +18,7 @@ from ..states import (
     choices,
     member_of,
 )
-from ..storage.feedback import PAGES_DIR, FeedbackUnavailable, feedback_pages
+from ..storage.feedback import FeedbackUnavailable, feedback_pages
 from .base import APIHandler, api_error, isoformat
 from .csv_export import to_csv
 from .lectures import check_fields
@@ -165,10 +165,9 @@ class FeedbackHandler(SubmissionDetailHandler):
         results = self.service.layout.results_dir(submission.id)
         self.db.close()  # rendering may take a moment: hold no database connection meanwhile
         try:
-            pages = await feedback_pages(results, submission.id)
+            folder, pages = await feedback_pages(results, submission.id)
         except FeedbackUnavailable as e:
             raise api_error(404, f"No feedback for submission {submission_id}: {e}") from None
-        folder = results / PAGES_DIR
         wanted = self.get_query_argument("notebook", None)
         if wanted is not None:
             pages = [p for p in pages if p.relative_to(folder).with_suffix(".ipynb").as_posix() == wanted]

@@ -13,6 +13,7 @@ queue's business.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import uuid
 from collections.abc import Iterable
@@ -81,16 +82,38 @@ class JobStager:
         grading path.
         """
         results = self.layout.results_dir(task.submission_id)
-        staging = results.with_name(f"{results.name}.job-{task.job_id}")
-        await asyncio.to_thread(shutil.rmtree, staging, True)
-        staging.mkdir(parents=True)
-        (task.job_dir / "output").rename(staging / "output")
-        await asyncio.to_thread(shutil.rmtree, results, True)
-        staging.rename(results)
+        version = results.with_name(f"{results.name}.job-{task.job_id}")
+        await asyncio.to_thread(shutil.rmtree, version, True)
+        version.mkdir(parents=True)
+        (task.job_dir / "output").rename(version / "output")
+        previous = await asyncio.to_thread(swap_in, results, version)
+        if previous is not None:
+            await asyncio.to_thread(shutil.rmtree, previous, True)
 
     @staticmethod
     async def remove(task: GradingTask) -> None:
         await asyncio.to_thread(shutil.rmtree, task.job_dir, True)
+
+
+def swap_in(link: Path, version: Path) -> Path | None:
+    """Point `link` at `version` in one atomic step; return the directory it named before.
+
+    A submission's results are a symlink to the directory of the grading that made them, replaced
+    by `rename(2)`: a reader (the feedback page of an earlier grading) finds the old results or the
+    new ones, never none, while a regrade lands.
+    """
+    previous: Path | None = None
+    if link.is_symlink():
+        previous = link.parent / os.readlink(link)
+    elif link.exists():  # results kept as a plain directory by an older version of the service
+        previous = link.with_name(f"{link.name}.unversioned")
+        shutil.rmtree(previous, ignore_errors=True)
+        link.rename(previous)
+    pointer = link.with_name(f"{version.name}.link")
+    pointer.unlink(missing_ok=True)
+    pointer.symlink_to(version.name)
+    os.replace(pointer, link)
+    return previous if previous is not None and previous != version else None
 
 
 def prepare_job_dir(job_dir: Path, source: Path) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import shutil
+import time
 from pathlib import Path
 
 from .conftest import EXAMPLES, copy_example
@@ -88,6 +90,12 @@ async def test_grading_manual_scores_feedback_release_and_export(
     for body in ({}, {"submissions": []}, {"submissions": ["1"]}, {"submissions": [0]}):
         status, error = await api("POST", f"{A}/held/regrade", body)
         assert status == 400, body
+    # The submission still reads "graded" until a worker claims the regrade: wait for the run itself.
+    deadline = time.monotonic() + 120
+    while not progress["done"]:
+        assert time.monotonic() < deadline, progress
+        await asyncio.sleep(0.2)
+        status, progress = await api("GET", f"{A}/held/grading-runs/{run['id']}")
     await wait_graded(api, "held", submitted.id)
 
     status, scored = await api("PATCH", sub, {"score": 7.5, "comment": "Good work"})

@@ -67,10 +67,6 @@ class GraderHTTPServer(HTTPServer):
         self._served: set[object] = set()  # connections past their first request
         self._last_warning = 0.0
 
-    @property
-    def open_connections(self) -> int:
-        return self._open
-
     def handle_stream(self, stream: iostream.IOStream, address: tuple) -> None:
         if self._open >= self.max_connections:
             self._refuse(stream, address)

@@ -145,11 +145,17 @@ class GradingClient(NotebookClient):
         # and the kernel; set by the caller once the kernel runs.
         self.spared_pids: set[int] = set()
         self.processes_killed: int = 0
+        # The running cell's timeout (set by `run_cell`; nbclient's own `timeout` is not used).
         self.current_timeout: float = 30.0
         self.current_index: int = -1
-        self.timeout_func = lambda cell: self.current_timeout
 
     # ---- kernel client ---------------------------------------------------------------------
+
+    @property
+    def grading_kc(self) -> GradingKernelClient:
+        """The kernel client (nbclient types it as any client; a `GradingKernelManager` makes ours)."""
+        assert isinstance(self.kc, GradingKernelClient)
+        return self.kc
 
     async def async_start_new_kernel_client(self) -> Any:
         """As nbclient's, with a maximum zmq message size set before the sockets exist."""
@@ -160,7 +166,7 @@ class GradingClient(NotebookClient):
             # The client connects while the new kernel is still binding its sockets; zmq retries
             # a refused connect after RECONNECT_IVL (default 100 ms, most of a kernel's start-up).
             self.kc.context.setsockopt(zmq.RECONNECT_IVL, 5)
-            await ensure_async(self.kc.start_channels())
+            self.kc.start_channels()
             await self._wait_for_ready(self.startup_timeout)
         except Exception:
             await _compat.cleanup_kernel(self)
@@ -175,39 +181,39 @@ class GradingClient(NotebookClient):
         (a fifth of a small notebook's grading time): stale status messages are harmless here,
         since every reply and output is matched to its request's msg_id.
         """
-        assert self.kc is not None
+        kc = self.grading_kc
         deadline = time.monotonic() + timeout
         while True:
-            msg_id = self.kc.kernel_info()
+            msg_id = kc.kernel_info()
             reply_by = min(deadline, time.monotonic() + 1.0)
             while time.monotonic() < reply_by:
                 try:
                     msg = await ensure_async(
-                        self.kc.shell_channel.get_msg(timeout=max(0.0, reply_by - time.monotonic()))
+                        kc.shell_channel.get_msg(timeout=max(0.0, reply_by - time.monotonic()))
                     )
                 except Empty:
                     break
                 if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "kernel_info_reply":
                     # IOPub is subscribed once any message arrives on it (the kernel's status).
                     with contextlib.suppress(Empty):
-                        await ensure_async(self.kc.iopub_channel.get_msg(timeout=0.2))
-                        _compat.adopt_kernel_info(self.kc, msg)
+                        await ensure_async(kc.iopub_channel.get_msg(timeout=0.2))
+                        _compat.adopt_kernel_info(kc, msg)
                         return
                     break
-            if not await ensure_async(self.kc.is_alive()):
+            if not await kc.is_alive():
                 raise RuntimeError("Kernel died before replying to kernel_info")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
 
     async def reconnect_iopub(self, timeout: float = 5.0) -> bool:
         """Replace the IOPub socket (after an oversized message dropped it) and check it works."""
-        assert self.kc is not None
-        channel = _compat.new_iopub_channel(self.kc)
+        kc = self.grading_kc
+        channel = _compat.new_iopub_channel(kc)
         with contextlib.suppress(Exception):
             channel.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            msg_id = self.kc.kernel_info()
+            msg_id = kc.kernel_info()
             until = min(deadline, time.monotonic() + 0.5)
             while time.monotonic() < until:
                 try:
@@ -346,7 +352,7 @@ class GradingClient(NotebookClient):
             rec.status = "timeout"
 
         try:
-            msg = await self._await_reply(msg_id, timeout or self.current_timeout, timed_out)
+            msg = await self._await_reply(msg_id, self.current_timeout, timed_out)
         except KernelUnresponsive:
             task_poll_kernel_alive.cancel()
             task_poll_output_msg.cancel()

@@ -77,7 +77,7 @@ class GraderHTTPServer(HTTPServer):
     def start_request(self, server_conn: object, request_conn: HTTPConnection) -> HTTPMessageDelegate:
         # Called before each request's headers are read: choose the timeout for that wait.
         if server_conn in self._served:
-            request_conn.params = self._keep_alive_params  # type: ignore[attr-defined]
+            request_conn.params = self._keep_alive_params  # type: ignore[attr-defined]  # an HTTP1Connection's
         else:
             self._served.add(server_conn)
         return super().start_request(server_conn, request_conn)

@@ -72,7 +72,7 @@ HOOKS: tuple[Hook, ...] = (
         "_async_cleanup_kernel",
         "call",
         "shut the kernel down and close the client's channels, as nbclient does after a run: after a "
-        "failed start (kernel.py) and when a kernel is replaced or the run ends (autograde.py)",
+        "failed start, and when a kernel is replaced or the run ends (`GradingClient.close_kernel`)",
         NBCLIENT,
         params=(),
     ),

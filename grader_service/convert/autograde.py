@@ -50,8 +50,8 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
 from ..states import KernelOutcome
-from . import _compat, confine, gradebook, processes, source_lock
 from . import cells as nbcells
+from . import confine, gradebook, processes, source_lock
 from .errors import DiskLimitReached, GradingError, SourceValidationError, UnreadableNotebookError
 from .forked_kernel import KernelLauncher
 from .guard import Plan, bound_names, build_plan
@@ -495,7 +495,7 @@ async def _execute(
     finally:
         execution.processes_killed = client.processes_killed + len(kill_kernel_tree(kernel.pgid, before))
         with contextlib.suppress(Exception):  # the kernel is dead either way
-            await _compat.cleanup_kernel(client)
+            await client.close_kernel()
         execution.processes_killed += len(kill_kernel_tree(None, before))
         if watch is not None:
             tail = watch.drain()
@@ -542,7 +542,7 @@ class _KernelStarter:
         """Kill the kernel and everything the notebook started; start a fresh kernel in its place."""
         self.client.processes_killed += len(kill_kernel_tree(self.pgid, self.before))
         with contextlib.suppress(Exception):  # the kernel is dead either way
-            await _compat.cleanup_kernel(self.client)
+            await self.client.close_kernel()
         self.client.processes_killed += len(kill_kernel_tree(None, self.before))
         self.client.km = self.env.kernel_manager(self.settings.kernel_launcher)
         await self.start()

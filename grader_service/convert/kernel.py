@@ -174,6 +174,10 @@ class GradingClient(NotebookClient):
         self.kc.allow_stdin = False
         return self.kc
 
+    async def close_kernel(self) -> None:
+        """Shut the kernel down and close the client's channels, as nbclient does after a run."""
+        await _compat.cleanup_kernel(self)
+
     async def _wait_for_ready(self, timeout: float) -> None:
         """The kernel answers kernel_info on shell and its IOPub messages reach us.
 

@@ -45,6 +45,8 @@ TokenCreateCommand
 TokenListCommand
 TokenRevokeCommand
 client_factory  # jupyter_client's KernelManager trait (convert/kernel.py)
+max_output_bytes  # a deprecated config name, set by users' config files (autograding/executor.py)
+_._deprecated_output_limit  # an @observe handler
 NoopProxy  # a JupyterHub proxy class, named in the hub's config (tests/jupyterhub)
 _.add_route
 _.delete_route

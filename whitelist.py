@@ -39,6 +39,8 @@ _._validate_group_pattern
 _._default_kubeconfig
 _._default_namespace
 _._default_data_mount_path
+_._default_metrics_token
+_._log_output_changed  # an @observe handler
 MigrateCommand  # GraderService.subcommands, "grader_service.app.MigrateCommand"
 TokenCommand
 TokenCreateCommand

@@ -255,8 +255,9 @@ class GraderService(Application):
 
     def get_default_logging_config(self) -> dict[str, Any]:
         config = super().get_default_logging_config()
-        if self.log_output == "json":
-            config = logs.json_logging_config(config, self.log_level)
+        level = self.log_level  # (traitlets types it as any object: it is a level's number or name)
+        if self.log_output == "json" and isinstance(level, int | str):
+            config = logs.json_logging_config(config, level)
         return config
 
     @observe("log_output")

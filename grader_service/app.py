@@ -17,6 +17,7 @@ import secrets
 import signal
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from tornado import web
 from traitlets import (
     Bool,
-    Dict,
     Enum,
     Float,
     Instance,
@@ -232,17 +232,18 @@ class GraderService(Application):
         "request_id, submission_id) for log collectors.",
     ).tag(config=True)
 
-    engine = Instance(Engine, allow_none=True)
     metrics = Instance(Metrics, ())  # this app's own registry: apps in one process never collide
-    session_factory = Instance(sessionmaker, allow_none=True)
-    authenticator = Instance(Authenticator, allow_none=True)
+    # Made by init_db, init_authenticator and start_serving (state, not configuration).
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    db_gate: ConnectionGate
+    authenticator: Authenticator
+    http_server: GraderHTTPServer
     requests_in_flight = Int(0)
-    http_server = Instance(GraderHTTPServer, allow_none=True)
-    uploads_in_flight = Dict()  # user id -> uploads in progress (max_uploads_per_user)
-    db_gate = Instance(ConnectionGate, allow_none=True)
     repo_locks = Instance(RepoLocks, ())
-    scheduler = Instance(Scheduler, allow_none=True)
-    events = Instance(EventBus, allow_none=True)
+    # Made by init_grading (None before).
+    scheduler: Scheduler | None = None
+    events: EventBus | None = None
 
     @default("log_level")
     def _default_log_level(self) -> int:
@@ -254,8 +255,9 @@ class GraderService(Application):
 
     def get_default_logging_config(self) -> dict[str, Any]:
         config = super().get_default_logging_config()
-        if self.log_output == "json":
-            config = logs.json_logging_config(config, self.log_level)
+        level = self.log_level  # (traitlets types it as any object: it is a level's number or name)
+        if self.log_output == "json" and isinstance(level, int | str):
+            config = logs.json_logging_config(config, level)
         return config
 
     @observe("log_output")
@@ -297,6 +299,10 @@ class GraderService(Application):
                 f"GraderService.{proposal['trait'].name} must be at least 1, not {proposal['value']}"
             )
         return proposal["value"]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.uploads_in_flight: dict[int, int] = {}  # user id -> uploads in progress (max_uploads_per_user)
 
     @property
     def layout(self) -> DataLayout:
@@ -432,7 +438,7 @@ class GraderService(Application):
         if self.scheduler is not None:
             self.scheduler.wake()
 
-    def init_grading(self) -> None:
+    def init_grading(self) -> Scheduler:
         name = EXECUTOR_ALIASES.get(self.executor_class, self.executor_class)
         executor = import_item(name)(parent=self, log=self.log)
         self.events = EventBus()
@@ -440,6 +446,7 @@ class GraderService(Application):
             self.session_factory, self.layout, executor, self.events, parent=self, log=self.log
         )
         self.scheduler.metrics = self.metrics
+        return self.scheduler
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -482,10 +489,10 @@ class GraderService(Application):
         self.init_db()
         self.init_authenticator()
         await self.authenticator.start()
-        self.init_grading()
-        await self.scheduler.executor.start()
+        scheduler = self.init_grading()
+        await scheduler.executor.start()
         if self.grading:
-            await self.scheduler.start()
+            await scheduler.start()
         self.layout.tmp_dir().mkdir(parents=True, exist_ok=True)
         self.raise_open_file_limit()
         self.http_server = self.make_http_server()
@@ -549,17 +556,18 @@ class GraderService(Application):
             self.log.warning(
                 "Closing %d unfinished request(s) at the shutdown timeout", self.requests_in_flight
             )
-        steps = [self.http_server.close_all_connections()]
-        if self.grading:
-            steps.append(self.scheduler.stop())
-        steps.append(self.authenticator.stop())
+        steps: list[Callable[[], Awaitable[None]]] = [self.http_server.close_all_connections]
+        if self.grading and self.scheduler is not None:
+            steps.append(self.scheduler.stop)
+        steps.append(self.authenticator.stop)
         for step in steps:
+            name = getattr(step, "__qualname__", repr(step))
             try:
-                await asyncio.wait_for(step, max(0.1, deadline - loop.time()))
+                await asyncio.wait_for(step(), max(0.1, deadline - loop.time()))
             except TimeoutError:
-                self.log.warning("Shutdown step %s did not finish in time", step.__qualname__)
+                self.log.warning("Shutdown step %s did not finish in time", name)
             except Exception:
-                self.log.exception("Shutdown step %s failed", step.__qualname__)
+                self.log.exception("Shutdown step %s failed", name)
         self.engine.dispose()
         watchdog.cancel()
         self.log.info("Stopped")
@@ -707,7 +715,8 @@ class TokenCommand(Application):
         if self.subapp is None:
             self.print_subcommands()
             self.exit(2)
-        self.subapp.start()
+        else:
+            self.subapp.start()
 
 
 main = GraderService.launch_instance

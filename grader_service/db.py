@@ -90,7 +90,10 @@ def alembic_config(db_url: str) -> Config:
 
 
 def head_revision() -> str:
-    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    if head is None:
+        raise RuntimeError(f"No migrations in {alembic_dir()}: the installation is incomplete")
+    return head
 
 
 def current_revision(engine: Engine) -> str | None:

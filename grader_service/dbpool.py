@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import QueuePool
 
 # Connections the gate leaves to the scheduler and the health check (one would do: they never await
 # while holding one), and to work in threads.
@@ -40,6 +41,10 @@ class ConnectionGate:
         event.listen(engine, "checkin", self._on_checkin)
 
     def has_room(self) -> bool:
+        if not isinstance(self.pool, QueuePool):
+            # An in-memory SQLite database: SQLAlchemy's pool for it holds one connection per thread
+            # and counts none; there is nothing to wait for.
+            return True
         return self.pool.checkedout() < self.limit
 
     async def wait(self, timeout: float) -> bool:

@@ -67,10 +67,6 @@ class GraderHTTPServer(HTTPServer):
         self._served: set[object] = set()  # connections past their first request
         self._last_warning = 0.0
 
-    @property
-    def open_connections(self) -> int:
-        return self._open
-
     def handle_stream(self, stream: iostream.IOStream, address: tuple) -> None:
         if self._open >= self.max_connections:
             self._refuse(stream, address)
@@ -81,7 +77,7 @@ class GraderHTTPServer(HTTPServer):
     def start_request(self, server_conn: object, request_conn: HTTPConnection) -> HTTPMessageDelegate:
         # Called before each request's headers are read: choose the timeout for that wait.
         if server_conn in self._served:
-            request_conn.params = self._keep_alive_params  # type: ignore[attr-defined]
+            request_conn.params = self._keep_alive_params  # type: ignore[attr-defined]  # an HTTP1Connection's
         else:
             self._served.add(server_conn)
         return super().start_request(server_conn, request_conn)

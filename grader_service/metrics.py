@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from tornado.routing import PathMatches
 
 if TYPE_CHECKING:
     from tornado import web
@@ -84,7 +85,7 @@ def route_templates(app: web.Application, base_url: str) -> dict[type, str]:
     found: dict[type, str] = {}
     for rule in app.wildcard_router.rules:
         target = rule.target
-        if isinstance(target, type):
+        if isinstance(target, type) and isinstance(rule.matcher, PathMatches):
             found.setdefault(target, route_template(rule.matcher.regex.pattern, base_url))
     return found
 

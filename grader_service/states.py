@@ -152,6 +152,8 @@ class KernelOutcome(StrEnum):
 
 def member_of(vocabulary: type[V], value: object) -> V | None:
     """The member whose value is `value`, or None for anything else (of any type: request input)."""
+    if not isinstance(value, str):
+        return None
     try:
         return vocabulary(value)
     except ValueError:

@@ -119,3 +119,33 @@ def test_engine_checkout_never_waits(sqlite_url: str, tmp_path: Path) -> None:
         with pytest.raises(PoolTimeout):
             engine.connect()
         assert time.perf_counter() - t < 0.1
+
+
+async def in_memory_scenario(data_dir: Path) -> None:
+    config = Config()
+    config.GraderService.grading = False
+    config.LocalAutogradeExecutor.fork_server = False
+    service = GraderService(config=config, data_dir=str(data_dir), db_url="sqlite://", port=free_port())
+    await service.start_serving()
+    try:
+        token = new_token()
+        with db.session_scope(service.session_factory) as session:
+            user = User(name="alice")
+            session.add(user)
+            session.flush()
+            session.add(ApiToken(user_id=user.id, prefix=token[:PREFIX_LENGTH], hashed=hash_token(token)))
+        api = f"http://127.0.0.1:{service.port}/api/v1/"
+        for _ in range(3):
+            response = await fetch(api + "user", token)
+            assert response.code == 200, response.body
+            assert json.loads(response.body)["name"] == "alice"
+    finally:
+        await service.stop_serving()
+
+
+def test_in_memory_sqlite_serves_requests(tmp_path: Path) -> None:
+    """Its pool (one connection per thread) counts no checkouts: the gate lets every request through.
+
+    (It used to ask that pool for `checkedout()`, which only a queue pool has: every request got 500.)
+    """
+    asyncio.run(in_memory_scenario(tmp_path / "data"))

@@ -662,11 +662,6 @@ def test_export_leaves_gitattributes_to_git(tmp_path: Path) -> None:
     assert sorted(os.listdir(dest)) == [".gitattributes", "kept.txt"]
 
 
-def blob_path(repo: Path, commit: str, name: str) -> Path:
-    sha = run_git("--git-dir", repo, "rev-parse", f"{commit}:{name}")
-    return repo / "objects" / sha[:2] / sha[2:]
-
-
 @pytest.mark.parametrize("damage", ["other content", "flipped byte", "truncated"])
 def test_export_refuses_corrupt_objects(tmp_path: Path, damage: str) -> None:
     repo, files = tmp_path / "r.git", tmp_path / "files"

@@ -140,7 +140,7 @@ def submissions_used(db: Any, user_id: int, assignment_ids: list[int]) -> dict[i
 
 def caller_model(handler: APIHandler, assignment: Assignment, staff: bool) -> dict[str, Any]:
     """One assignment as the caller sees it, with the caller's `submissions_used`."""
-    used = submissions_used(handler.db, handler.user.id, [assignment.id]).get(assignment.id, 0)
+    used = submissions_used(handler.db, handler.me.id, [assignment.id]).get(assignment.id, 0)
     return assignment_model(assignment, staff, used)
 
 
@@ -151,11 +151,11 @@ class AssignmentsHandler(APIHandler):
         offset, limit = self.pagination()
         query = select(Assignment).where(Assignment.lecture_id == lecture.id)
         query = self.permissions.visible_assignments(query, lecture.id)
-        total = self.db.scalar(select(func.count()).select_from(query.subquery()))
+        total = self.db.execute(select(func.count()).select_from(query.subquery())).scalar_one()
         rows = self.db.scalars(
             query.order_by(Assignment.created_at.desc(), Assignment.id.desc()).offset(offset).limit(limit)
         ).all()
-        used = submissions_used(self.db, self.user.id, [a.id for a in rows])
+        used = submissions_used(self.db, self.me.id, [a.id for a in rows])
         models = [assignment_model(a, staff, used.get(a.id, 0)) for a in rows]
         self.write_page(models, total, offset, limit)
 

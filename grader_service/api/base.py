@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from tornado import web
+from tornado.http1connection import HTTP1Connection
 
 from .. import logs, safejson
 from ..httpserver import RETRY_AFTER_SECONDS
@@ -146,8 +147,10 @@ class APIHandler(web.RequestHandler):
             self._request_body = RequestBody(limit, service.body_spool_size, service.layout.tmp_dir())
             # Tornado answers a chunked body past its own limit with a bare 400 and no body; with none,
             # data_received answers 413 in JSON. Its body timeout is only a backstop for the minimum rate.
-            self.request.connection.set_max_body_size(limit if not chunked else sys.maxsize)
-            self.request.connection.set_body_timeout(service.body_timeout + 2 * limit / service.body_min_rate)
+            connection = self.request.connection
+            assert isinstance(connection, HTTP1Connection)  # the server speaks HTTP/1 only (httpserver.py)
+            connection.set_max_body_size(limit if not chunked else sys.maxsize)
+            connection.set_body_timeout(service.body_timeout + 2 * limit / service.body_min_rate)
         if self.authenticates:
             try:
                 await self._authenticate()
@@ -456,6 +459,13 @@ class APIHandler(web.RequestHandler):
         self.write_json({"items": items, "offset": offset, "limit": limit, "total": total})
 
     # --- lookups with permissions ------------------------------------------------------------
+
+    @property
+    def me(self) -> User:
+        """The caller, in a method declared with `needs_login`, `needs_admin` or `needs_role`."""
+        if self.user is None:
+            raise self.login_required()
+        return self.user
 
     @property
     def permissions(self) -> Permissions:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 
 class RequestBody:
@@ -38,16 +38,16 @@ class RequestBody:
             return
         self._spool().write(chunk)
 
-    def file(self) -> BinaryIO:
+    def file(self) -> IO[bytes]:
         """The body from its first byte, as a seekable file."""
         spool = self._spool()
         spool.seek(0)
-        return spool  # type: ignore[return-value]
+        return spool
 
     def _spool(self) -> tempfile.SpooledTemporaryFile[bytes]:
         if self._file is None:
             # Closed by close(), when the request ends.
-            self._file = tempfile.SpooledTemporaryFile(self._spool_size, dir=self._tmp_dir)  # noqa: SIM115
+            self._file = tempfile.SpooledTemporaryFile(self._spool_size, dir=str(self._tmp_dir))  # noqa: SIM115
         return self._file
 
     def read(self) -> bytes:

@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from tornado.iostream import StreamClosedError
 
 from ..autograding.events import CLOSED
@@ -122,8 +122,11 @@ class EventsHandler(APIHandler):
     def _current(self, kind: str, key: int, since: datetime | None) -> list[dict[str, Any]]:
         """The state a (re)connecting client starts from."""
         if kind == "submission":
-            return [_state(self.db.get(Submission, key))]
-        wanted = Submission.auto_status.in_(PENDING_AUTO_STATUSES)
+            submission = self.db.get(Submission, key)
+            if submission is None:  # (loaded a moment ago, in this session: not expected)
+                raise api_error(404, f"Submission {key} not found")
+            return [_state(submission)]
+        wanted: ColumnElement[bool] = Submission.auto_status.in_(PENDING_AUTO_STATUSES)
         if since is not None:
             changed = (
                 select(GradingJob.id)

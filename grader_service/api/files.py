@@ -19,10 +19,10 @@ from .base import APIHandler, api_error
 from .permissions import needs_role
 
 
-class UploadMixin:
+class UploadMixin(APIHandler):
     """Shared by the source upload and the submission endpoints."""
 
-    body_limit = None  # the service's max_request_size
+    body_limit: int | None = None  # the service's max_request_size
 
     def upload_limits(self, allowed_files: list[str] | None = None) -> UploadLimits:
         service = self.service
@@ -96,7 +96,7 @@ class AssignmentFilesHandler(UploadMixin, APIHandler):
             self.service.repo_locks(repo),
         ):
             parent = await git.head(repo)
-            commit = await git.commit_directory(repo, files, f"source upload by {self.user.name}", parent)
+            commit = await git.commit_directory(repo, files, f"source upload by {self.me.name}", parent)
             released = None
             if assignment.release_commit is not None:
                 # Already released: the new source must validate, and students get its release.

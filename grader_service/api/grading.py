@@ -74,7 +74,7 @@ class GradingRunsHandler(APIHandler):
                 .group_by(Submission.user_id)
             )
             query = query.where(Submission.id.in_(latest))
-        run = GradingRun(assignment_id=assignment.id, created_by_id=self.user.id, scope=scope)
+        run = GradingRun(assignment_id=assignment.id, created_by_id=self.me.id, scope=scope)
         self.db.add(run)
         self.db.flush()
         # Regrades queue behind fresh submissions, so a regrade-all never holds up students.

@@ -9,6 +9,8 @@ replica out of rotation but never gets it restarted (a restart would not bring t
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import exc as sa_exc
 
 from .. import __version__
@@ -35,7 +37,11 @@ class HealthHandler(APIHandler):
             self.service.log.error("Health check: database unavailable: %s", e)
             database = "unavailable"
         status = 200 if database == "ok" else 503
-        body = {"status": "ok" if status == 200 else "degraded", "version": __version__, "database": database}
+        body: dict[str, Any] = {
+            "status": "ok" if status == 200 else "degraded",
+            "version": __version__,
+            "database": database,
+        }
         scheduler = self.service.scheduler
         if queue is not None:
             queue["backlogged"] = scheduler is not None and queue["queued"] > scheduler.max_queue_length

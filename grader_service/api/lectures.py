@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +20,14 @@ def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
         raise api_error(400, f"Unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
 
 
+@overload
+def string_field(
+    body: dict[str, Any], key: str, max_length: int = 255, *, required: Literal[True], nullable: bool = False
+) -> str: ...
+@overload
+def string_field(
+    body: dict[str, Any], key: str, max_length: int = 255, required: bool = False, nullable: bool = False
+) -> str | None: ...
 def string_field(
     body: dict[str, Any], key: str, max_length: int = 255, required: bool = False, nullable: bool = False
 ) -> str | None:
@@ -68,7 +76,7 @@ class LecturesHandler(APIHandler):
         state = self.get_query_argument("state", None)
         if state is not None:
             query = query.where(Lecture.state == lecture_state(state))
-        total = self.db.scalar(select(func.count()).select_from(query.subquery()))
+        total = self.db.execute(select(func.count()).select_from(query.subquery())).scalar_one()
         rows = self.db.scalars(query.order_by(Lecture.code).offset(offset).limit(limit)).all()
         self.write_page(
             [lecture_model(lec, self.permissions.role_in(lec.id)) for lec in rows], total, offset, limit

@@ -30,7 +30,7 @@ import functools
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Final, Literal, ParamSpec, TypeVar
 
 from sqlalchemy import Select, select
 
@@ -52,6 +52,9 @@ Level = Literal["public", "scrape", "login", "admin"] | RoleName
 # Levels whose methods are reached without authentication having succeeded (auth_required = False).
 UNAUTHENTICATED_LEVELS: Final = ("public", "scrape")
 M = TypeVar("M", bound=Callable[..., Any])
+H = TypeVar("H", bound="APIHandler")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def access_of(method: Callable[..., Any]) -> Access | None:
 
 
 def _declare(access: Access, wrapper: M) -> M:
-    wrapper.__access__ = access  # type: ignore[attr-defined]
+    wrapper.__access__ = access  # type: ignore[attr-defined]  # a function attribute, read by access_of
     return wrapper
 
 
@@ -78,27 +81,27 @@ def public(method: M) -> M:
     return _declare(Access("public"), method)
 
 
-def needs_login(method: M) -> M:
+def needs_login(method: Callable[Concatenate[H, P], R]) -> Callable[Concatenate[H, P], R]:
     """Any authenticated caller; what they see is filtered row by row by :class:`Permissions`."""
 
     @functools.wraps(method)
-    def wrapper(self: APIHandler, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: H, *args: P.args, **kwargs: P.kwargs) -> R:
         self.require_login()
         return method(self, *args, **kwargs)
 
-    return _declare(Access("login"), wrapper)  # type: ignore[arg-type]
+    return _declare(Access("login"), wrapper)
 
 
-def needs_admin(method: M) -> M:
+def needs_admin(method: Callable[Concatenate[H, P], R]) -> Callable[Concatenate[H, P], R]:
     """Admins only, for what belongs to no lecture (creating lectures)."""
 
     @functools.wraps(method)
-    def wrapper(self: APIHandler, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: H, *args: P.args, **kwargs: P.kwargs) -> R:
         self.require_login()
         self.permissions.require_admin()
         return method(self, *args, **kwargs)
 
-    return _declare(Access("admin"), wrapper)  # type: ignore[arg-type]
+    return _declare(Access("admin"), wrapper)
 
 
 def scrape_token_matches(presented: str | None, configured: str) -> bool:
@@ -108,14 +111,14 @@ def scrape_token_matches(presented: str | None, configured: str) -> bool:
     return hmac.compare_digest(presented.encode(), configured.encode())
 
 
-def needs_scrape_access(method: M) -> M:
+def needs_scrape_access(method: Callable[Concatenate[H, P], R]) -> Callable[Concatenate[H, P], R]:
     """Admins, or a monitoring system presenting the scrape token an admin configured
     (`c.GraderService.metrics_token`). That token is nobody's login: it opens the metrics and
     nothing else, so a Prometheus server needs no user account. Without valid credentials 401,
     a non-admin user 403."""
 
     @functools.wraps(method)
-    def wrapper(self: APIHandler, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: H, *args: P.args, **kwargs: P.kwargs) -> R:
         if not scrape_token_matches(token_from_header(self), self.service.metrics_token):
             if self.user is None or self.identity is None:
                 raise APIError(
@@ -129,19 +132,21 @@ def needs_scrape_access(method: M) -> M:
                 )
         return method(self, *args, **kwargs)
 
-    return _declare(Access("scrape"), wrapper)  # type: ignore[arg-type]
+    return _declare(Access("scrape"), wrapper)
 
 
-def needs_role(minimum: RoleName | Literal["admin"]) -> Callable[[M], M]:
+def needs_role(
+    minimum: RoleName | Literal["admin"],
+) -> Callable[[Callable[Concatenate[H, Lecture, P], R]], Callable[Concatenate[H, str, P], R]]:
     """At least `minimum` in the lecture whose code is the first path argument (admins hold every role).
 
     The method receives the `Lecture` in place of the code. No role at all: 404, as for a lecture
     that does not exist; a role too low: 403. `ADMIN`: admins; members get 403, everyone else 404.
     """
 
-    def decorate(method: M) -> M:
+    def decorate(method: Callable[Concatenate[H, Lecture, P], R]) -> Callable[Concatenate[H, str, P], R]:
         @functools.wraps(method)
-        def wrapper(self: APIHandler, code: str, *args: Any, **kwargs: Any) -> Any:
+        def wrapper(self: H, code: str, *args: P.args, **kwargs: P.kwargs) -> R:
             self.require_login()
             if minimum == ADMIN:
                 lecture = self.lecture_or_404(code, RoleName.STUDENT)
@@ -151,7 +156,7 @@ def needs_role(minimum: RoleName | Literal["admin"]) -> Callable[[M], M]:
             return method(self, lecture, *args, **kwargs)
 
         level: Level = "admin" if minimum == ADMIN else RoleName(minimum)
-        return _declare(Access(level, lecture=True), wrapper)  # type: ignore[arg-type]
+        return _declare(Access(level, lecture=True), wrapper)
 
     return decorate
 

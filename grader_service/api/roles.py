@@ -23,7 +23,7 @@ class RolesHandler(APIHandler):
             if role is None:
                 raise api_error(400, f"role must be one of {choices(RoleName)}")
             query = query.where(Role.role == role)
-        total = self.db.scalar(select(func.count()).select_from(query.subquery()))
+        total = self.db.execute(select(func.count()).select_from(query.subquery())).scalar_one()
         rows = self.db.scalars(query.order_by(User.name).offset(offset).limit(limit)).all()
         self.write_page([role_model(r) for r in rows], total, offset, limit)
 
@@ -48,7 +48,7 @@ class RoleHandler(APIHandler):
             self.db.flush()
         role = self.db.get(Role, (user.id, lecture.id))
         created = role is None
-        if created:
+        if role is None:
             role = Role(user_id=user.id, lecture_id=lecture.id, role=granted, source=RoleSource.API)
             self.db.add(role)
         else:

@@ -60,7 +60,7 @@ class SubmissionsHandler(UploadMixin, APIHandler):
                 .group_by(Submission.user_id)
             )
             query = query.where(Submission.id.in_(latest))
-        total = self.db.scalar(select(func.count()).select_from(query.subquery()))
+        total = self.db.execute(select(func.count()).select_from(query.subquery())).scalar_one()
         page = query.order_by(Submission.id.desc()).offset(offset).limit(limit)
         rows = self.db.scalars(page.options(*LIST_OPTIONS)).all()
         self.write_page(
@@ -77,15 +77,15 @@ class SubmissionsHandler(UploadMixin, APIHandler):
         late, late_seconds = lateness(assignment) if limited else (False, 0.0)
         filename = self.get_query_argument("filename", None)
         limits = self.upload_limits(assignment.settings.get("allowed_files"))
-        repo = self.service.layout.submission_repo(assignment.id, self.user.id)
+        repo = self.service.layout.submission_repo(assignment.id, self.me.id)
         async with self.extracted_upload(limits, filename) as files, self.service.repo_locks(repo):
             if assignment.max_submissions is not None and limited:
                 # Soft-deleted submissions count too: deleting must not buy extra attempts.
-                used = self.db.scalar(
+                used = self.db.execute(
                     select(func.count()).where(
-                        Submission.assignment_id == assignment.id, Submission.user_id == self.user.id
+                        Submission.assignment_id == assignment.id, Submission.user_id == self.me.id
                     )
-                )
+                ).scalar_one()
                 if used >= assignment.max_submissions:
                     raise api_error(
                         403, f"You have used all {assignment.max_submissions} submissions for {name!r}"
@@ -94,7 +94,7 @@ class SubmissionsHandler(UploadMixin, APIHandler):
             # submissions to this assignment all wait for the repository's lock.)
             self.release_db()
             parent = await git.head(repo)
-            commit = await git.commit_directory(repo, files, f"submission by {self.user.name}", parent)
+            commit = await git.commit_directory(repo, files, f"submission by {self.me.name}", parent)
             # The branch moves first and the row is written after, with no await in between: an open
             # write transaction across an await would hold SQLite's write lock while other coroutines
             # on this event loop wait for it.
@@ -102,7 +102,7 @@ class SubmissionsHandler(UploadMixin, APIHandler):
             try:
                 submission = Submission(
                     assignment_id=assignment.id,
-                    user_id=self.user.id,
+                    user_id=self.me.id,
                     commit_hash=commit,
                     late=late,
                     late_seconds=late_seconds,

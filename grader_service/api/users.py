@@ -16,9 +16,11 @@ class UserHandler(APIHandler):
         rows = self.db.execute(
             select(Lecture.code, Role.role)
             .join(Role, Role.lecture_id == Lecture.id)
-            .where(Role.user_id == self.user.id)
+            .where(Role.user_id == self.me.id)
         ).all()
-        self.write_json(user_model(self.user, roles=dict(rows), admin=self.identity.admin))
+        self.write_json(
+            user_model(self.me, roles=dict(rows), admin=self.identity is not None and self.identity.admin)
+        )
 
 
 handlers = [(r"user", UserHandler)]

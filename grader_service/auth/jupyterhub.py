@@ -412,7 +412,9 @@ class _OAuthRouteHandler(APIHandler):
 
     @property
     def authenticator(self) -> JupyterHubAuthenticator:
-        return self.service.authenticator
+        auth = self.service.authenticator
+        assert isinstance(auth, JupyterHubAuthenticator)  # only it routes these handlers
+        return auth
 
 
 class OAuthLoginHandler(_OAuthRouteHandler):
@@ -426,6 +428,7 @@ class OAuthLoginHandler(_OAuthRouteHandler):
             self.redirect(next_url)  # already logged in: no round trip through the hub
             return
         state = secrets.token_urlsafe(16)
+        assert auth.hub_auth is not None, "JupyterHubAuthenticator.start() was not called"
         verifier, challenge, method = auth.hub_auth.generate_pkce_code_challenge()
         auth.set_state_cookie(self, state, next_url, verifier)
         self.redirect(

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, Result, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..orm import Assignment, GradingJob, Lecture, Submission, User, utcnow
-from ..states import AutoStatus, JobState
+from ..states import AutoStatus, FeedbackStatus, JobState
 from ..storage.layout import DataLayout
 from .executor import AutogradeExecutor, GradingOutcome, GradingTask
 
@@ -113,6 +113,13 @@ def claim_candidates(session: Session, limit: int = 16) -> list[int]:
         select(ranked.c.id).order_by(ranked.c.priority, ranked.c.turn, ranked.c.id).limit(limit)
     ).all()
     return [row[0] for row in rows]
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE matched (`Session.execute` is typed as returning a `Result`; for an UPDATE
+    it is a `CursorResult`)."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 @dataclass(frozen=True)
@@ -204,7 +211,7 @@ class JobQueue:
                 .where(GradingJob.id == job_id, GradingJob.state == JobState.QUEUED)
                 .values(**values)
             )
-            if result.rowcount == 1:
+            if _rowcount(result) == 1:
                 return job_id
         return None
 
@@ -274,7 +281,7 @@ class JobQueue:
                 .values(status_detail=detail)
             )
             session.commit()
-        return bool(result.rowcount)
+        return bool(_rowcount(result))
 
     # --- results ----------------------------------------------------------------------------------
 
@@ -415,7 +422,7 @@ def apply_outcome(submission: Submission, outcome: GradingOutcome) -> None:
         submission.gradebook = outcome.gradebook
         submission.score = float(outcome.gradebook.get("score", 0.0))
         submission.max_score = float(outcome.gradebook.get("max_score", submission.max_score or 0.0))
-        submission.feedback_status = "generated" if outcome.feedback else "none"
+        submission.feedback_status = FeedbackStatus.GENERATED if outcome.feedback else FeedbackStatus.NONE
     else:
         submission.auto_status = AutoStatus.FAILED
         submission.logs = f"{outcome.reason}\n\n{outcome.logs}" if outcome.reason else outcome.logs

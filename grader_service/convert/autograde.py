@@ -495,7 +495,7 @@ async def _execute(
     finally:
         execution.processes_killed = client.processes_killed + len(kill_kernel_tree(kernel.pgid, before))
         with contextlib.suppress(Exception):  # the kernel is dead either way
-            await client._async_cleanup_kernel()
+            await client.close_kernel()
         execution.processes_killed += len(kill_kernel_tree(None, before))
         if watch is not None:
             tail = watch.drain()
@@ -542,7 +542,7 @@ class _KernelStarter:
         """Kill the kernel and everything the notebook started; start a fresh kernel in its place."""
         self.client.processes_killed += len(kill_kernel_tree(self.pgid, self.before))
         with contextlib.suppress(Exception):  # the kernel is dead either way
-            await self.client._async_cleanup_kernel()
+            await self.client.close_kernel()
         self.client.processes_killed += len(kill_kernel_tree(None, self.before))
         self.client.km = self.env.kernel_manager(self.settings.kernel_launcher)
         await self.start()

@@ -204,7 +204,7 @@ class ForkProvisioner(LocalProvisioner):
         # The kernelspec's argv is `python -I -m ipykernel_launcher <args>`: keep the args.
         args = cmd[cmd.index("ipykernel_launcher") + 1 :]
         pid = self.launcher.launch(args, str(kwargs.get("cwd") or os.getcwd()), dict(kwargs.get("env") or {}))
-        self.process = ForkedProcess(pid)  # type: ignore[assignment]
+        self.process = ForkedProcess(pid)  # type: ignore[assignment]  # has what the provisioner uses of a Popen
         self.pid = self.pgid = pid
         self.cwd = kwargs.get("cwd")
         return self.connection_info

@@ -93,8 +93,6 @@ from . import cells as nbcells
 
 SCHEMA = "grader-service/gradebook/1"
 
-STATUSES = ("passed", "failed", "error", "timeout", "needs-manual")
-
 
 def cell_kind(cell: NotebookNode) -> str | None:
     """ "test", "manual", "task" for cells worth points, else None."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import shutil
@@ -53,7 +52,7 @@ from nbformat import NotebookNode
 from nbformat.v4 import output_from_msg
 from traitlets import Type
 
-from . import processes
+from . import _compat, processes
 from .forked_kernel import ForkProvisioner, KernelLauncher
 
 KERNEL_NAME = "grader-python"
@@ -146,11 +145,17 @@ class GradingClient(NotebookClient):
         # and the kernel; set by the caller once the kernel runs.
         self.spared_pids: set[int] = set()
         self.processes_killed: int = 0
+        # The running cell's timeout (set by `run_cell`; nbclient's own `timeout` is not used).
         self.current_timeout: float = 30.0
         self.current_index: int = -1
-        self.timeout_func = lambda cell: self.current_timeout
 
     # ---- kernel client ---------------------------------------------------------------------
+
+    @property
+    def grading_kc(self) -> GradingKernelClient:
+        """The kernel client (nbclient types it as any client; a `GradingKernelManager` makes ours)."""
+        assert isinstance(self.kc, GradingKernelClient)
+        return self.kc
 
     async def async_start_new_kernel_client(self) -> Any:
         """As nbclient's, with a maximum zmq message size set before the sockets exist."""
@@ -161,13 +166,17 @@ class GradingClient(NotebookClient):
             # The client connects while the new kernel is still binding its sockets; zmq retries
             # a refused connect after RECONNECT_IVL (default 100 ms, most of a kernel's start-up).
             self.kc.context.setsockopt(zmq.RECONNECT_IVL, 5)
-            await ensure_async(self.kc.start_channels())
+            self.kc.start_channels()
             await self._wait_for_ready(self.startup_timeout)
         except Exception:
-            await self._async_cleanup_kernel()
+            await _compat.cleanup_kernel(self)
             raise
         self.kc.allow_stdin = False
         return self.kc
+
+    async def close_kernel(self) -> None:
+        """Shut the kernel down and close the client's channels, as nbclient does after a run."""
+        await _compat.cleanup_kernel(self)
 
     async def _wait_for_ready(self, timeout: float) -> None:
         """The kernel answers kernel_info on shell and its IOPub messages reach us.
@@ -176,44 +185,39 @@ class GradingClient(NotebookClient):
         (a fifth of a small notebook's grading time): stale status messages are harmless here,
         since every reply and output is matched to its request's msg_id.
         """
-        assert self.kc is not None
+        kc = self.grading_kc
         deadline = time.monotonic() + timeout
         while True:
-            msg_id = self.kc.kernel_info()
+            msg_id = kc.kernel_info()
             reply_by = min(deadline, time.monotonic() + 1.0)
             while time.monotonic() < reply_by:
                 try:
                     msg = await ensure_async(
-                        self.kc.shell_channel.get_msg(timeout=max(0.0, reply_by - time.monotonic()))
+                        kc.shell_channel.get_msg(timeout=max(0.0, reply_by - time.monotonic()))
                     )
                 except Empty:
                     break
                 if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "kernel_info_reply":
                     # IOPub is subscribed once any message arrives on it (the kernel's status).
                     with contextlib.suppress(Empty):
-                        await ensure_async(self.kc.iopub_channel.get_msg(timeout=0.2))
-                        self.kc._handle_kernel_info_reply(msg)
+                        await ensure_async(kc.iopub_channel.get_msg(timeout=0.2))
+                        _compat.adopt_kernel_info(kc, msg)
                         return
                     break
-            if not await ensure_async(self.kc.is_alive()):
+            if not await kc.is_alive():
                 raise RuntimeError("Kernel died before replying to kernel_info")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
 
     async def reconnect_iopub(self, timeout: float = 5.0) -> bool:
         """Replace the IOPub socket (after an oversized message dropped it) and check it works."""
-        assert self.kc is not None
-        old = self.kc._iopub_channel
-        if old is not None:
-            with contextlib.suppress(Exception):
-                old.close()
-        self.kc._iopub_channel = None
-        channel = self.kc.iopub_channel
+        kc = self.grading_kc
+        channel = _compat.new_iopub_channel(kc)
         with contextlib.suppress(Exception):
             channel.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            msg_id = self.kc.kernel_info()
+            msg_id = kc.kernel_info()
             until = min(deadline, time.monotonic() + 0.5)
             while time.monotonic() < until:
                 try:
@@ -232,6 +236,7 @@ class GradingClient(NotebookClient):
             rec = self.records[cell_index] = CellRecord()
         return rec
 
+    # A private hook of nbclient: see _compat.HOOKS.
     def output(
         self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int
     ) -> NotebookNode | None:
@@ -271,10 +276,13 @@ class GradingClient(NotebookClient):
         except ValueError:
             return None
         if display_id:
-            self._display_id_map.setdefault(display_id, {}).setdefault(cell_index, []).append(len(outs))
+            _compat.display_id_map(self).setdefault(display_id, {}).setdefault(cell_index, []).append(
+                len(outs)
+            )
         outs.append(out)
         return out
 
+    # A private hook of nbclient: see _compat.HOOKS.
     def _update_display_id(self, display_id: str, msg: dict[str, Any]) -> None:
         if _payload_size(msg.get("content") or {}) <= self.output_limit:
             super()._update_display_id(display_id, msg)
@@ -318,7 +326,7 @@ class GradingClient(NotebookClient):
                     self.kc.shell_channel.get_msg(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
                 )
             except Empty:
-                await self._async_check_alive()
+                await _compat.check_alive(self)
                 now = time.monotonic()
                 if now < deadline:
                     continue
@@ -333,6 +341,7 @@ class GradingClient(NotebookClient):
             if msg["parent_header"].get("msg_id") == msg_id:
                 return msg
 
+    # A private hook of nbclient: see _compat.HOOKS.
     async def _async_poll_for_reply(
         self,
         msg_id: str,
@@ -347,7 +356,7 @@ class GradingClient(NotebookClient):
             rec.status = "timeout"
 
         try:
-            msg = await self._await_reply(msg_id, timeout or self.current_timeout, timed_out)
+            msg = await self._await_reply(msg_id, self.current_timeout, timed_out)
         except KernelUnresponsive:
             task_poll_kernel_alive.cancel()
             task_poll_output_msg.cancel()
@@ -427,6 +436,7 @@ class GradingClient(NotebookClient):
     _last_reply_error: tuple[str, str] | None = None
     _last_carried: tuple[str, str | None] | None = None
 
+    # A private hook of nbclient: see _compat.HOOKS.
     async def _check_raise_for_error(
         self, cell: NotebookNode, cell_index: int, exec_reply: dict[str, Any] | None
     ) -> None:
@@ -464,29 +474,6 @@ def _notice(cell: NotebookNode, text: str) -> None:
     )
 
 
-def _settled_at_once(method: Any) -> Any:
-    """jupyter_client's `in_pending_state` decorator without its closing 10 ms sleep.
-
-    The decorator marks the manager pending while `method` runs, then sleeps "so tests can
-    capture the state" before marking it ready: 20 ms of every grading (a start and a shutdown).
-    """
-
-    @functools.wraps(method)
-    async def wrapper(self: AsyncKernelManager, *args: Any, **kwargs: Any) -> Any:
-        if self._attempted_start or not self._ready:
-            self._ready = asyncio.get_running_loop().create_future()
-        try:
-            out = await method(self, *args, **kwargs)
-        except Exception as e:
-            self._ready.set_exception(e)
-            raise
-        if self.owns_kernel:
-            self._ready.set_result(None)
-        return out
-
-    return wrapper
-
-
 class GradingKernelClient(AsyncKernelClient):
     """jupyter_client's client, able to carry one grader check on the next cell it sends."""
 
@@ -520,9 +507,10 @@ class GradingKernelManager(AsyncKernelManager):
 
     client_factory = Type(GradingKernelClient, klass=AsyncKernelClient)
 
-    start_kernel = _settled_at_once(AsyncKernelManager.start_kernel.__wrapped__)
-    shutdown_kernel = _settled_at_once(AsyncKernelManager.shutdown_kernel.__wrapped__)
+    start_kernel = _compat.settled_at_once(AsyncKernelManager.start_kernel)
+    shutdown_kernel = _compat.settled_at_once(AsyncKernelManager.shutdown_kernel)
 
+    # A private hook of jupyter_client: see _compat.HOOKS.
     async def _async_wait(self, pollinterval: float = 0.005) -> None:
         await super()._async_wait(pollinterval=pollinterval)
 
@@ -561,7 +549,7 @@ class KernelEnvironment:
                 "--InteractiveShell.xmode=Plain",
                 # ipykernel sleeps 0.5 ms before every execute_reply, for clients that stop
                 # reading IOPub at the reply; nbclient reads on until the kernel reports idle.
-                "--Kernel._execute_sleep=0",
+                _compat.NO_EXECUTE_SLEEP,
             ],
             "display_name": "grader (python)",
             "language": "python",

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 from ipykernel.iostream import OutStream
 
+from . import _compat
+
 
 class GradingOutStream(OutStream):
-    def _flush(self) -> None:
-        with self._buffer_lock:
+    def _flush(self) -> None:  # a private hook: see _compat.HOOKS
+        with _compat.buffer_lock(self):
             super()._flush()
 
     def flush(self) -> None:
-        if self.echo is None and self._is_master_process():
-            with self._buffer_lock:
-                if not self._buffers:
-                    return
+        with _compat.buffer_lock(self):
+            if _compat.nothing_to_flush(self):
+                return
         super().flush()

@@ -25,7 +25,7 @@ from nbformat import NotebookNode
 
 from . import cells as nbcells
 from . import gradebook
-from .errors import SourceValidationError, UnreadableNotebookError
+from .errors import Problem, SourceValidationError, UnreadableNotebookError
 from .notebooks import (
     copy_file,
     find_notebooks,
@@ -70,7 +70,7 @@ def load_source(source_dir: Path) -> dict[Path, NotebookNode]:
         raise SourceValidationError(
             [{"notebook": str(source_dir), "cell": None, "problem": "no notebooks in the source directory"}]
         )
-    problems = []
+    problems: list[Problem] = []
     notebooks: dict[Path, NotebookNode] = {}
     for rel in paths:
         name = notebook_name(rel)

@@ -34,10 +34,11 @@ def validate_notebook(path: Path, cell_timeout: float = 30.0) -> dict[str, Any]:
     plan = build_plan(nb, set(), mutation_runs=False, guard=False)
     settings = Settings(cell_timeout=cell_timeout, watch_files=False)
     execution = asyncio.run(execute_plan(nb, plan, path.parent, None, settings, None))
-    tests = []
+    tests: list[dict[str, Any]] = []
     for i, step in enumerate(plan.steps):
         if step.kind != "test":
             continue
+        assert step.cell_index is not None  # a test step is always a cell's
         cell = nb.cells[step.cell_index]
         max_points = nbcells.points(cell)
         rec = execution.records.get(i)

@@ -51,6 +51,7 @@ def instructor_messages(source: str) -> frozenset[str]:
 
     tree = parse_cell(source)
     messages: set[str] = set()
+    candidates: list[ast.expr]
     for node in ast.walk(tree) if tree is not None else ():
         if isinstance(node, ast.Assert) and isinstance(node.msg, ast.Constant):
             candidates = [node.msg]

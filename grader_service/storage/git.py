@@ -511,6 +511,8 @@ def _read_tree(
     names: set[bytes] = set()
     for item in tree:
         name, mode = item.raw_name, item.filemode
+        if name is None:  # (pygit2 names every object it reads from a tree)
+            raise GitError(f"tree {tree.id} has an entry without a name")
         path = prefix + name
         if name in (b"", b".", b"..") or b"/" in name or name in names:
             raise GitError(f"tree {tree.id} has an invalid or repeated name {path[:200]!r}")

@@ -155,7 +155,6 @@ class RequestRecord:
     user: str | None
     code: int = 0
     watch: bool = False
-    user_agent: str = ""
     fault: str | None = None
 
 
@@ -176,7 +175,6 @@ class Fault:
     watch: bool | None = None
     remaining: int | None = 1  # None: until ``until``/``clear_faults()``
     until: float | None = None  # time.monotonic() after which the fault no longer applies
-    hits: int = 0
 
     def matches(self, record: RequestRecord, watch: bool) -> bool:
         if self.until is not None and time.monotonic() > self.until:
@@ -583,7 +581,7 @@ class FakeKubeAPIServer:
     ) -> Fault:
         """Make the next ``count`` matching requests fail (``count=None``: all, for ``seconds``).
 
-        See :class:`Fault` for the modes. Returns the fault; its ``hits`` counts the requests it hit.
+        See :class:`Fault` for the modes. Returns the fault.
         """
         if mode not in ("status", "reset", "reset-after"):
             raise ValueError(f"unknown fault mode {mode}")
@@ -617,7 +615,6 @@ class FakeKubeAPIServer:
             if fault.matches(record, watch):
                 if fault.remaining is not None:
                     fault.remaining -= 1
-                fault.hits += 1
                 return fault
         return None
 
@@ -931,7 +928,6 @@ class _Handler(tornado.web.RequestHandler):
             self.request.path,
             {k: v[-1] for k, v in parse_qs(self.request.query).items()},
             None,
-            user_agent=self.request.headers.get("User-Agent", ""),
         )
 
     def prepare(self) -> None:

@@ -109,9 +109,6 @@ class Authorizer:
         parsed = [r if isinstance(r, PolicyRule) else PolicyRule.from_manifest(r) for r in rules]
         self._grants.append(_Grant(kind, subject, namespace, parsed))
 
-    def revoke(self, subject: str) -> None:
-        self._grants = [g for g in self._grants if g.subject != subject]
-
     def load_manifests(self, source: str | Path) -> None:
         """Apply rendered Role/ClusterRole/RoleBinding/ClusterRoleBinding documents (others ignored).
 

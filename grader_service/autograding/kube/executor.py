@@ -26,9 +26,10 @@ import math
 import os
 import time
 import uuid
+from collections import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from kubernetes.client import V1Pod
 from kubernetes.client.rest import ApiException
@@ -65,6 +66,17 @@ from .objects import (
 from .reflector import PodReflector, PodState
 
 Pod = dict[str, Any]
+
+
+class PodResources(TypedDict):
+    """A grading pod's requests and limits, as quantities (None: not set)."""
+
+    cpu_request: str | None
+    cpu_limit: str | None
+    memory_request: str | None
+    memory_limit: str | None
+    disk_limit: str | None
+
 
 JOB_LABEL = f"{LABEL_PREFIX}job-id"
 ATTEMPT_ANNOTATION = f"{LABEL_PREFIX}attempt"
@@ -139,13 +151,13 @@ class KubeAutogradeExecutor(AutogradeExecutor):
     cpu_request = Float(None, allow_none=True, help="CPU request of a grading pod, in cores.").tag(
         config=True
     )
-    cpu_limit = Float(
+    cpu_limit = Float(  # type: ignore[assignment]  # unlike a local job, a pod may have no limit (None)
         1.0, allow_none=True, help="Default CPU limit of a grading pod, in cores (None: no limit)."
     ).tag(config=True)
     memory_request = Unicode(
         None, allow_none=True, help="Memory request of a grading pod, a quantity like '256Mi'."
     ).tag(config=True)
-    memory_limit = Unicode(
+    memory_limit = Unicode(  # type: ignore[assignment]  # unlike a local job, a pod may have no limit (None)
         "2Gi", allow_none=True, help="Default memory limit of a grading pod, a quantity like '1Gi'."
     ).tag(config=True)
     run_as_user = Integer(1000, help="uid grading pods run as (never root).").tag(config=True)
@@ -306,7 +318,7 @@ class KubeAutogradeExecutor(AutogradeExecutor):
     def active_deadline(self, task: GradingTask) -> int:
         return math.ceil(task.timeout) + max(self.deadline_grace, 0)
 
-    def resources(self, task: GradingTask) -> dict[str, str | None]:
+    def resources(self, task: GradingTask) -> PodResources:
         """Requests and limits; a request above its limit is lowered to it (the API would refuse it)."""
         cpu_limit = task.settings.get("cpu", self.cpu_limit)
         memory_limit = task.settings.get("memory", self.memory_limit)
@@ -508,7 +520,7 @@ class KubeAutogradeExecutor(AutogradeExecutor):
                     "service waiting for it (no final status from the cluster)",
                     retryable=True,
                 )
-            await state.wait(lambda s, seen=seen: s.version != seen, timeout=max(wake - loop.time(), 0.0))
+            await state.wait(_changed_since(seen), timeout=max(wake - loop.time(), 0.0))
 
     def _report(self, task: GradingTask, waiting: _StartWait, text: str | None) -> None:
         if text != waiting.reported:
@@ -887,3 +899,8 @@ def memory_quantity(value: str | int | float) -> str:
 
 
 __all__ = ["KubeAutogradeExecutor", "PodConflict", "cpu_quantity", "last_log_line", "memory_quantity"]
+
+
+def _changed_since(version: int) -> abc.Callable[[PodState], bool]:
+    """Whether the pod's state has changed since it was at `version`."""
+    return lambda state: state.version != version

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -307,8 +308,10 @@ class PodReflector:
             if token:
                 kwargs["_continue"] = token
             try:
-                response = self.core.list_namespaced_pod(
-                    self.namespace, _preload_content=False, _request_timeout=(10, 60), **kwargs
+                response = _unread(
+                    self.core.list_namespaced_pod(
+                        self.namespace, _preload_content=False, _request_timeout=(10, 60), **kwargs
+                    )
                 )
             except ApiException as exc:
                 if exc.status == 410 and token:  # the continue token expired: start over
@@ -330,15 +333,17 @@ class PodReflector:
 
     def _watch(self) -> int:
         """Follow the watch until it ends; the number of events it brought."""
-        response = self.core.list_namespaced_pod(
-            self.namespace,
-            label_selector=self.label_selector,
-            watch=True,
-            resource_version=self._rv,
-            allow_watch_bookmarks=True,
-            timeout_seconds=self.watch_timeout,
-            _preload_content=False,
-            _request_timeout=(10, self.watch_timeout + 30),
+        response = _unread(
+            self.core.list_namespaced_pod(
+                self.namespace,
+                label_selector=self.label_selector,
+                watch=True,
+                resource_version=self._rv,
+                allow_watch_bookmarks=True,
+                timeout_seconds=self.watch_timeout,
+                _preload_content=False,
+                _request_timeout=(10, self.watch_timeout + 30),
+            )
         )
         self._response = response
         self.watches += 1
@@ -396,3 +401,10 @@ class PodReflector:
 
 
 __all__ = ["PodReflector", "PodState", "is_newer", "resource_version"]
+
+
+def _unread(response: object) -> urllib3.BaseHTTPResponse:
+    """The HTTP response the client returns with `_preload_content=False` (its signature names the model
+    it would have made of it)."""
+    assert isinstance(response, urllib3.BaseHTTPResponse)
+    return response

@@ -28,7 +28,6 @@ from .. import cells as nbcells
 from .base import Context, Preprocessor
 
 PROTECTED_ROLES = ("test", "locked", "task")
-ANSWER_ROLES = ("solution", "manual")
 
 
 @dataclass(frozen=True)
@@ -124,18 +123,18 @@ class MatchCells(Preprocessor):
         by_cell_id = {cell.get("id"): i for i, cell in enumerate(nb.cells) if cell.get("id")}
         for s in missing:
             cid = s.cell.get("id")
-            index = by_cell_id.get(cid) if cid else None
-            if index is not None and free(index):
-                self._claim(nb, s, index, "cell id", matched, claimed)
+            by_id = by_cell_id.get(cid) if cid else None
+            if by_id is not None and free(by_id):
+                self._claim(nb, s, by_id, "cell id", matched, claimed)
         for s in [s for s in missing if s.index not in matched and s.protected]:
             for index, cell in enumerate(nb.cells):
                 if free(index) and _same_text(nbcells.source_text(cell), s.visible_source):
                     self._claim(nb, s, index, "content", matched, claimed)
                     break
         for s in [s for s in missing if s.index not in matched and s.protected]:
-            index = self._by_position(nb, source, s, matched, free)
-            if index is not None:
-                self._claim(nb, s, index, "position", matched, claimed)
+            by_position = self._by_position(nb, source, s, matched, free)
+            if by_position is not None:
+                self._claim(nb, s, by_position, "position", matched, claimed)
         ctx.data["matched"] = matched
         return nb
 

@@ -201,7 +201,7 @@ async def _autograde(
         if nb is not None:
             executed[rel] = nb
 
-    book = {
+    book: dict[str, Any] = {
         "schema": gradebook.SCHEMA,
         "kind": "autograde",
         "settings": {
@@ -522,12 +522,16 @@ class _KernelStarter:
                 stderr=subprocess.DEVNULL,
                 preexec_fn=self.confinement.apply if self.confinement is not None else None,
             )
-            self.pgid = getattr(client.km.provisioner, "pgid", None)
+            self.pgid = getattr(self._provisioner(), "pgid", None)
             await client.async_start_new_kernel_client()
         except Exception as e:
             raise GradingError(f"the kernel could not be started: {type(e).__name__}: {e}") from None
         # What a timeout may kill: anything but the grader's processes and the kernel itself.
-        client.spared_pids = self.before | {getattr(client.km.provisioner, "pid", None) or 0}
+        client.spared_pids = self.before | {getattr(self._provisioner(), "pid", None) or 0}
+
+    def _provisioner(self) -> object | None:
+        """What started the kernel process (its pid and process group)."""
+        return self.client.km.provisioner if self.client.km is not None else None
 
     async def restart(self) -> None:
         """Kill the kernel and everything the notebook started; start a fresh kernel in its place."""

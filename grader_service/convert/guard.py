@@ -283,7 +283,7 @@ def build_plan(
     nonce = secrets.token_hex(8)
     plan.steps.append(
         Step(
-            "setup",
+            StepKind.SETUP,
             call=setup_expression(
                 registry, imported_modules(instructor_sources), nonce, forked_kernel=forked_kernel
             ),
@@ -303,7 +303,7 @@ def build_plan(
             _close_group(plan, registry, group)
             in_group = False
         if not protected:
-            kind = "test" if role == "test" else "cell"
+            kind = StepKind.TEST if role == "test" else StepKind.CELL
             plan.steps.append(
                 Step(kind, nbcells.source_text(cell), cell_index=index, grade_id=nbcells.grade_id(cell))
             )
@@ -333,7 +333,7 @@ def _add_protected_cell(
     pre_nonce = secrets.token_hex(8)
     plan.steps.append(
         Step(
-            "pre",
+            StepKind.PRE,
             call=_support_call(registry, "pre", pre_nonce, substitute, gid),
             expect=pre_nonce,
             group=group,
@@ -342,19 +342,24 @@ def _add_protected_cell(
     )
     if substitute:
         post_nonce = secrets.token_hex(8)
-        plan.steps.append(Step("mutant", source, cell_index=index, grade_id=gid, group=group))
+        plan.steps.append(Step(StepKind.MUTANT, source, cell_index=index, grade_id=gid, group=group))
         plan.steps.append(
-            Step("post", call=_support_call(registry, "post", post_nonce), expect=post_nonce, group=group)
+            Step(
+                StepKind.POST,
+                call=_support_call(registry, "post", post_nonce),
+                expect=post_nonce,
+                group=group,
+            )
         )
     if _role(cell) == "test":
         plan.groups[group].append(gid or f"#{index}")
-        plan.steps.append(Step("test", source, cell_index=index, grade_id=gid, group=group))
+        plan.steps.append(Step(StepKind.TEST, source, cell_index=index, grade_id=gid, group=group))
         return
-    plan.steps.append(Step("locked", source, cell_index=index, grade_id=gid, group=group))
+    plan.steps.append(Step(StepKind.LOCKED, source, cell_index=index, grade_id=gid, group=group))
     names = sorted(bound_names(source))
     if names:
         call = _support_call(registry, "checkpoint", names)
-        plan.steps.append(Step("checkpoint", call=call, expect="ok", group=group))
+        plan.steps.append(Step(StepKind.CHECKPOINT, call=call, expect="ok", group=group))
 
 
 def _close_group(plan: Plan, registry: str, group: int) -> None:
@@ -365,13 +370,15 @@ def _close_group(plan: Plan, registry: str, group: int) -> None:
     # The value canary comes last: it succeeds, so the unstash after it rides on its request.
     # (Their order hides nothing: each is recognisable by its source anyway.)
     plan.steps.append(
-        Step("canary-error", f'assert {a} == {b}, "{error_nonce}"', expect=error_nonce, group=group)
+        Step(StepKind.CANARY_ERROR, f'assert {a} == {b}, "{error_nonce}"', expect=error_nonce, group=group)
     )
-    plan.steps.append(Step("canary-value", f"({a} + {b}) * 0.5", expect=repr((a + b) * 0.5), group=group))
+    plan.steps.append(
+        Step(StepKind.CANARY_VALUE, f"({a} + {b}) * 0.5", expect=repr((a + b) * 0.5), group=group)
+    )
     unstash_nonce = secrets.token_hex(8)
     plan.steps.append(
         Step(
-            "unstash",
+            StepKind.UNSTASH,
             call=_support_call(registry, "unstash", unstash_nonce),
             expect=unstash_nonce,
             group=group,

@@ -349,4 +349,7 @@ def unknown_fields(data: Any, model: str, path: str = "") -> list[str]:
 
 def _to_model(manifest: dict[str, Any]) -> V1Pod:
     """The manifest (API JSON form) as the client's ``V1Pod``."""
-    return V1Pod.from_dict(manifest)
+    pod = V1Pod.from_dict(manifest)
+    if pod is None:  # (only for no manifest at all)
+        raise ValueError("empty pod manifest")
+    return pod

@@ -41,7 +41,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ from .forked_kernel import KernelLauncher
 from .guard import Plan, Step, bound_names, build_plan
 from .kernel import CellRecord, GradingClient, KernelEnvironment, KernelUnresponsive, kill_kernel_tree
 from .notebooks import atomic_write_text, iter_other_files, notebook_name, read_notebook, write_notebook
+from .options import AutogradeOptions
 from .preprocessors.base import Context, run_pipeline
 from .preprocessors.reconcile import describe_source, reconcile_pipeline
 from .release import load_source
@@ -76,32 +77,18 @@ DISK_FULL_FILES = 16
 MAX_KERNEL_RESTARTS = 3
 
 
-@dataclass
-class Settings:
-    """Everything that tunes one autograde run (the CLI flags)."""
+@dataclass(frozen=True)
+class Settings(AutogradeOptions):
+    """Everything that tunes one autograde run: the CLI's options, and what only tests and the
+    fork server set."""
 
-    cell_timeout: float = 30.0
-    timeout: float | None = None
-    output_limit: int = 1_000_000
-    mutation_runs: bool = True
     guard: bool = True  # False only to demonstrate what the guard prevents (tests)
-    watch_files: bool = True
     # Landlock each kernel off the source and output directories, where the machine has Landlock
     # (see `confine.fence`). False only to show the file watch at work without it (tests).
     fence_kernels: bool = True
     interrupt_grace: float = 5.0
     max_message_size: int = 64 * 1024 * 1024
-    kernel_python: str | None = None
     kernel_env: dict[str, str] | None = None  # extra environment for the kernel (HOME is private)
-    # Where kernels work: the submission is copied there (the job's size-limited scratch).
-    work_dir: Path | None = None
-    # Other size-limited places the job may write (a separate /dev/shm): full, they stop it too.
-    scratch: tuple[Path, ...] = ()
-    # Delete the source directory once read (the executors stage a private copy per job).
-    remove_source: bool = False
-    # Landlock each kernel away from the job's directories (see `confine`): for a pod, whose kernels
-    # would otherwise see the job's volume.
-    confine_kernels: bool = False
     iopub_timeout: float = 10.0
     startup_timeout: float = 60.0
     # Set by the fork server: kernels are forked from it instead of started as new processes.
@@ -137,21 +124,23 @@ class Execution:
 
 
 def autograde(
-    submission_dir: Path,
-    source_dir: Path,
-    output_dir: Path,
-    cell_timeout: float = 30,
-    timeout: float | None = None,
-    output_limit: int = 1_000_000,
-    **options: Any,
+    submission_dir: Path | str,
+    source_dir: Path | str,
+    output_dir: Path | str,
+    options: AutogradeOptions | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Grade `submission_dir` against `source_dir`; write into `output_dir`; return the summary.
+
+    `options` as the CLI parsed them; `settings` (fields of `Settings`, e.g. `cell_timeout=10`)
+    override them one by one.
 
     Raises GradingError when grading cannot be carried out (no valid source, kernel cannot start,
     overlapping directories); a bad submission is graded (with zeros), never an error.
     """
-    settings = Settings(cell_timeout=cell_timeout, timeout=timeout, output_limit=output_limit, **options)
-    return asyncio.run(_autograde(Path(submission_dir), Path(source_dir), Path(output_dir), settings))
+    given = {f.name: getattr(options, f.name) for f in fields(options)} if options is not None else {}
+    run = Settings(**{**given, **settings})
+    return asyncio.run(_autograde(Path(submission_dir), Path(source_dir), Path(output_dir), run))
 
 
 async def _autograde(

@@ -16,7 +16,7 @@ Per notebook of the source:
    capped outputs; Landlock fences the kernel off the source and output directories (`confine`),
    and inotify watches the output directory, and the source where no fence keeps the kernel out
    (`watch`: graders sharing a source never read it while such a kernel runs, `source_lock`);
-5. score the test cells (`scoring`), then apply the integrity verdicts: a failed canary, a test
+5. score the test cells (`scoring`), then apply the integrity verdicts (`verdicts`): a failed canary, a test
    that passes with wrong answers, or the kernel touching the instructor's files zeroes the
    affected tests with a note;
 6. kill the kernel's process group and anything it left behind (`processes`).

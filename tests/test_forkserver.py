@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from grader_service.autograding import local
-from grader_service.autograding.executor import GradingOutcome, GradingTask
+from grader_service.autograding.executor import GradingOutcome, GradingTask, JobLimits
 from grader_service.autograding.local import LocalAutogradeExecutor
 
 from .conftest import DATA
@@ -43,7 +43,9 @@ def stage(root: Path, job_id: int, answer: str) -> Path:
 
 def task(job: Path, job_id: int, **settings: Any) -> GradingTask:
     defaults = {"cell_timeout": 10.0, "timeout": 60.0, "memory": "1Gi", "cpu": 1.0}
-    return GradingTask(job_id, job_id, "c0ffee", "ml", "tiny", "stu", job, {**defaults, **settings})
+    return GradingTask(
+        job_id, job_id, "c0ffee", "ml", "tiny", "stu", job, JobLimits(**{**defaults, **settings})
+    )
 
 
 def with_executor(body: Callable[[LocalAutogradeExecutor], Awaitable[Any]]) -> Any:

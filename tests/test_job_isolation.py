@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from grader_service.autograding.executor import GradingOutcome, GradingTask
+from grader_service.autograding.executor import GradingOutcome, GradingTask, JobLimits
 from grader_service.autograding.local import LocalAutogradeExecutor
 
 from .conftest import DATA
@@ -43,7 +43,9 @@ def stage(root: Path, job_id: int, answer: str | None = None, probe: bool = Fals
 
 def task(job: Path, job_id: int, **settings: Any) -> GradingTask:
     defaults = {"cell_timeout": 20.0, "timeout": 60.0, "memory": "1Gi", "cpu": 1.0, "disk": "32Mi"}
-    return GradingTask(job_id, job_id, "c0ffee", "ml", "tiny", "stu", job, {**defaults, **settings})
+    return GradingTask(
+        job_id, job_id, "c0ffee", "ml", "tiny", "stu", job, JobLimits(**{**defaults, **settings})
+    )
 
 
 def grade(sandbox: str, job: Path, job_id: int, **settings: Any) -> GradingOutcome:

@@ -10,14 +10,15 @@ executor yields the same results.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from traitlets import Dict, Float, Integer, Unicode
+from traitlets import Dict, Float, Integer, Unicode, observe
 from traitlets.config import LoggingConfigurable
 
 from .. import safejson
+from ..convert.options import DEFAULT_CELL_TIMEOUT, DEFAULT_OUTPUT_LIMIT, AutogradeOptions
 
 # Exit codes of `grader-convert autograde`.
 EXIT_GRADED = 0
@@ -30,8 +31,33 @@ MAX_GRADEBOOK_BYTES = 16 * 1024 * 1024
 MAX_LOG_BYTES = 256 * 1024
 
 
+# The executors' defaults for a job's limits (`c.AutogradeExecutor.timeout`, `.memory_limit`, ...).
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_MEMORY = "2Gi"
+DEFAULT_CPU = 1.0
+DEFAULT_DISK = "1Gi"
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """One job's limits: the executor's configured defaults, overridden by the assignment's settings.
+
+    The fields are named as the assignment's settings (`cell_timeout`, `timeout`, `memory`, `cpu`,
+    `disk`, `image`), each overriding the executor's trait of that name (`memory_limit` for `memory`).
+    """
+
+    cell_timeout: float = DEFAULT_CELL_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT
+    memory: str | int | None = DEFAULT_MEMORY  # bytes or a quantity ('2Gi'); None: no limit (a pod)
+    cpu: float | str | None = DEFAULT_CPU  # cores, or a quantity ('500m')
+    disk: str | int | None = DEFAULT_DISK  # what the job may write, in total
+    image: str | None = None  # the grading image (Kubernetes); None: the executor's
+
+
 @dataclass(frozen=True)
 class GradingTask:
+    """One job handed to an executor: what to grade, where it is staged, within which limits."""
+
     job_id: int
     submission_id: int
     commit_hash: str
@@ -39,18 +65,13 @@ class GradingTask:
     assignment: str
     user: str
     job_dir: Path
-    # Effective settings: the executor's defaults overridden by the assignment's.
-    settings: dict[str, Any] = field(default_factory=dict)
+    limits: JobLimits = field(default_factory=JobLimits)
+    # What staging exports from git: the submission's repository and the assignment's source.
+    assignment_id: int = 0
+    user_id: int = 0
+    source_commit: str = ""
     # When the job was enqueued (seconds since the epoch), for the queue-wait metric.
     queued_at: float | None = None
-
-    @property
-    def cell_timeout(self) -> float:
-        return float(self.settings["cell_timeout"])
-
-    @property
-    def timeout(self) -> float:
-        return float(self.settings["timeout"])
 
 
 StatusListener = Callable[[GradingTask, str | None], None]
@@ -76,31 +97,6 @@ class GradingOutcome:
 def job_paths(task_root: str) -> tuple[str, str, str]:
     """Submission, source and output directories of a job directory seen at `task_root`."""
     return f"{task_root}/submission", f"{task_root}/source", f"{task_root}/output"
-
-
-def autograde_command(
-    python: str,
-    paths: tuple[str, str, str],
-    cell_timeout: float,
-    timeout: float,
-    *,
-    work_dir: str | None = None,
-    remove_source: bool = False,
-    confine_kernels: bool = False,
-) -> list[str]:
-    """The grading command on the job's (submission, source, output) directories as the job sees them."""
-    submission, source, output = paths
-    command = [
-        python, "-m", "grader_service.convert.cli", "autograde", "-i", submission, "-s", source, "-o", output,
-        "--cell-timeout", f"{cell_timeout:g}", "--timeout", f"{timeout:g}",
-    ]  # fmt: skip
-    if work_dir is not None:
-        command += ["--work-dir", work_dir]
-    if remove_source:
-        command.append("--remove-source")
-    if confine_kernels:
-        command.append("--confine-kernels")
-    return command
 
 
 def disk_limit_reason(limit: str, detail: str = "") -> str:
@@ -153,22 +149,28 @@ class GradingRefused:
 class AutogradeExecutor(LoggingConfigurable):
     """Base class: defaults for the per-assignment settings, and the run interface."""
 
-    cell_timeout = Float(30.0, help="Default seconds a single cell may run.").tag(config=True)
-    timeout = Float(600.0, help="Default seconds a whole submission may take to grade.").tag(config=True)
+    cell_timeout = Float(DEFAULT_CELL_TIMEOUT, help="Default seconds a single cell may run.").tag(config=True)
+    timeout = Float(DEFAULT_TIMEOUT, help="Default seconds a whole submission may take to grade.").tag(
+        config=True
+    )
     memory_limit = Unicode(
-        "2Gi", help="Default memory limit of a grading job (bytes or a quantity like '2Gi')."
+        DEFAULT_MEMORY, help="Default memory limit of a grading job (bytes or a quantity like '2Gi')."
     ).tag(config=True)
-    cpu_limit = Float(1.0, help="Default CPU limit of a grading job, in cores.").tag(config=True)
+    cpu_limit = Float(DEFAULT_CPU, help="Default CPU limit of a grading job, in cores.").tag(config=True)
     disk_limit = Unicode(
-        "1Gi",
+        DEFAULT_DISK,
         help="Default disk space a grading job may write, in total (bytes or a quantity like '512Mi'): the "
         "notebook's working directory, /tmp, /var/tmp and /dev/shm. Locally a tmpfs of this size, so it "
         "is memory (or swap) while the job runs; a Kubernetes pod gets it as its ephemeral-storage limit "
         "and emptyDir sizeLimit. A job that fills it stops with a 'disk limit' reason.",
     ).tag(config=True)
-    max_output_bytes = Integer(1_000_000, help="Cap on each cell's output kept in the graded notebook.").tag(
-        config=True
-    )
+    output_limit = Integer(
+        DEFAULT_OUTPUT_LIMIT,
+        help="Bytes of each cell's output kept in the graded notebook (`grader-convert autograde --output-limit`).",
+    ).tag(config=True)
+    max_output_bytes = Integer(
+        None, allow_none=True, help="Deprecated: the former name of `output_limit`, which it sets."
+    ).tag(config=True)
     extra_env = Dict(help="Extra environment variables for the grading process.").tag(config=True)
 
     name = "base"
@@ -179,16 +181,32 @@ class AutogradeExecutor(LoggingConfigurable):
     # Set by start() when jobs must not run here: no worker claims a job while it is set.
     refused: GradingRefused | None = None
 
-    def effective_settings(self, assignment_settings: dict[str, Any]) -> dict[str, Any]:
-        settings: dict[str, Any] = {
+    @observe("max_output_bytes")
+    def _deprecated_output_limit(self, change: dict[str, Any]) -> None:
+        if change["new"] is not None:
+            self.log.warning("%s.max_output_bytes is deprecated: use output_limit", type(self).__name__)
+            self.output_limit = change["new"]
+
+    def job_limits(self, assignment_settings: dict[str, Any]) -> JobLimits:
+        """A job's limits: this executor's defaults, overridden by the assignment's settings."""
+        values: dict[str, Any] = {
             "cell_timeout": self.cell_timeout,
             "timeout": self.timeout,
             "memory": self.memory_limit,
             "cpu": self.cpu_limit,
             "disk": self.disk_limit,
         }
-        settings.update({k: v for k, v in assignment_settings.items() if v is not None})
-        return settings
+        names = {f.name for f in fields(JobLimits)}
+        values.update({k: v for k, v in assignment_settings.items() if k in names and v is not None})
+        values["cell_timeout"], values["timeout"] = float(values["cell_timeout"]), float(values["timeout"])
+        return JobLimits(**values)
+
+    def autograde_options(self, task: GradingTask, **where: Any) -> AutogradeOptions:
+        """The job's `grader-convert autograde` options; `where` says where it runs (its work dir, ...)."""
+        limits = task.limits
+        return AutogradeOptions(
+            cell_timeout=limits.cell_timeout, timeout=limits.timeout, output_limit=self.output_limit, **where
+        )
 
     def report_status(self, task: GradingTask, detail: str | None) -> None:
         """Say why a running job is not progressing (an image pull, no free node), or None once it is.

@@ -29,7 +29,6 @@ from .executor import (
     GradingOutcome,
     GradingRefused,
     GradingTask,
-    autograde_command,
     cap_text,
     disk_limit_reason,
     job_paths,
@@ -199,16 +198,16 @@ class LocalAutogradeExecutor(AutogradeExecutor):
             await self.forks.stop()
 
     def limits(self, task: GradingTask) -> Limits:
-        memory = parse_quantity(task.settings.get("memory", self.memory_limit))
+        memory = parse_quantity(task.limits.memory or self.memory_limit)
         return Limits(
-            cpu_seconds=int(task.timeout) + 30,
+            cpu_seconds=int(task.limits.timeout) + 30,
             # Address space, not resident memory: interpreters and BLAS reserve far more than they touch.
             memory_bytes=max(memory, 512 * 2**20) * 2,
             max_processes=self.max_processes,
             max_file_bytes=self.max_file_size,
             niceness=self.niceness,
             # A floor that leaves room for the submission's copy and the kernels' own files.
-            disk_bytes=max(parse_quantity(task.settings.get("disk", self.disk_limit)), 16 << 20),
+            disk_bytes=max(parse_quantity(task.limits.disk or self.disk_limit), 16 << 20),
             disk_files=self.max_files,
         )
 
@@ -218,13 +217,11 @@ class LocalAutogradeExecutor(AutogradeExecutor):
     def command(self, task: GradingTask, uid: int, job_fds: list[int] | None = None) -> list[str]:
         """The job's command line: in bubblewrap, on the job directories open at `job_fds`."""
         if self.bubblewrap is not None and job_fds is not None:
-            paths = tuple(f"/proc/self/fd/{fd}" for fd in job_fds)
-            inner = autograde_command(self.python, paths, task.cell_timeout, task.timeout, work_dir=WORK_DIR)
             # /dev/shm is a tmpfs of its own there (a part of the disk limit): full, it stops the job too.
-            inner += ["--scratch", "/dev/shm", "--output-limit", str(self.max_output_bytes)]
+            options = self.autograde_options(task, work_dir=Path(WORK_DIR), scratch=(Path("/dev/shm"),))
+            inner = options.command(self.python, fd_paths(job_fds))
             return self.bubblewrap.wrap(inner, uid, self._env(), self.limits(task).disk_bytes)
-        cmd = autograde_command(self.python, job_paths(str(task.job_dir)), task.cell_timeout, task.timeout)
-        return [*cmd, "--output-limit", str(self.max_output_bytes)]
+        return self.autograde_options(task).command(self.python, job_paths(str(task.job_dir)))
 
     async def run(self, task: GradingTask) -> GradingOutcome:
         if self.refused is not None:  # the scheduler claims nothing then; this is the last line
@@ -237,13 +234,9 @@ class LocalAutogradeExecutor(AutogradeExecutor):
 
     async def _run(self, task: GradingTask, uid: int) -> GradingOutcome:
         started = time.monotonic()
-        budget = task.timeout + KILL_GRACE
+        budget = task.limits.timeout + KILL_GRACE
         if self.forks is not None:
-            paths = tuple(f"/proc/self/fd/{fd}" for fd in JOB_FDS)
-            argv = autograde_command(self.python, paths, task.cell_timeout, task.timeout, work_dir=WORK_DIR)[
-                3:
-            ]
-            argv += ["--output-limit", str(self.max_output_bytes)]
+            argv = self.autograde_options(task, work_dir=Path(WORK_DIR)).arguments(fd_paths(JOB_FDS))
             try:
                 code, logs, timed_out = await self._run_forked(
                     self.forks, task.job_id, uid, task.job_dir, argv, self.limits(task), budget
@@ -266,7 +259,7 @@ class LocalAutogradeExecutor(AutogradeExecutor):
         if code == EXIT_GRADED and gradebook is not None:
             return GradingOutcome(True, gradebook=gradebook, logs=logs, exit_code=0, runner_seconds=elapsed)
         if code == EXIT_DISK_LIMIT:
-            limit = str(task.settings.get("disk", self.disk_limit))
+            limit = str(task.limits.disk or self.disk_limit)
             return GradingOutcome(False, logs=logs, exit_code=code, runner_seconds=elapsed,
                                   reason=disk_limit_reason(limit))  # fmt: skip
         return GradingOutcome(
@@ -440,3 +433,9 @@ def _failure_reason(code: int | None, logs: str) -> str:
 
 
 __all__ = ["UNSANDBOXED_SETTING", "LocalAutogradeExecutor", "sandbox_fix"]
+
+
+def fd_paths(fds: list[int] | tuple[int, ...]) -> tuple[str, str, str]:
+    """The job's (submission, source, output) directories as a sandbox sees them: open descriptors."""
+    submission, source, output = (f"/proc/self/fd/{fd}" for fd in fds)
+    return submission, source, output

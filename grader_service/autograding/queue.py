@@ -240,12 +240,10 @@ class JobQueue:
             user=user.name,
             job_dir=self.layout.job_dir(job.id),
             queued_at=job.created_at.timestamp(),
-            settings={
-                **self.executor.effective_settings(assignment.settings),
-                "assignment_id": assignment.id,
-                "user_id": user.id,
-                "source_commit": assignment.source_commit,
-            },
+            limits=self.executor.job_limits(assignment.settings),
+            assignment_id=assignment.id,
+            user_id=user.id,
+            source_commit=assignment.source_commit or "",
         )
 
     # --- while a job runs -------------------------------------------------------------------------

@@ -204,7 +204,7 @@ class Scheduler(LoggingConfigurable):
             "job": task.job_id,
         }
         event.update(change)
-        self.events.publish(task.submission_id, task.settings["assignment_id"], event)
+        self.events.publish(task.submission_id, task.assignment_id, event)
 
     # --- crash safety -----------------------------------------------------------------------------
 

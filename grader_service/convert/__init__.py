@@ -13,5 +13,6 @@ Layout:
 - autograde: restore protected cells, execute (kernel, guard), score, write the gradebook;
 - kernel, kernel_support, guard, watch, processes: running untrusted notebooks safely and
   keeping their code from forging scores (see guard.py for the layers);
-- scoring: points from observations; feedback: the HTML pages; validate: the student's check.
+- options: the autograde knobs (`AutogradeOptions`: the command line, built and parsed);
+- scoring: points for one test cell; verdicts: the integrity verdicts over a notebook; feedback: the HTML pages; validate: the student's check.
 """

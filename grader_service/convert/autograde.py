@@ -16,7 +16,7 @@ Per notebook of the source:
    capped outputs; Landlock fences the kernel off the source and output directories (`confine`),
    and inotify watches the output directory, and the source where no fence keeps the kernel out
    (`watch`: graders sharing a source never read it while such a kernel runs, `source_lock`);
-5. score the test cells (`scoring`), then apply the integrity verdicts: a failed canary, a test
+5. score the test cells (`scoring`), then apply the integrity verdicts (`verdicts`): a failed canary, a test
    that passes with wrong answers, or the kernel touching the instructor's files zeroes the
    affected tests with a note;
 6. kill the kernel's process group and anything it left behind (`processes`).
@@ -32,7 +32,6 @@ The directories may be given as `/proc/self/fd/N`: directories the executor open
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
 import hashlib
@@ -42,7 +41,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +50,17 @@ from nbformat import NotebookNode
 
 from ..states import KernelOutcome
 from . import cells as nbcells
-from . import confine, gradebook, processes, source_lock
+from . import confine, gradebook, processes, source_lock, verdicts
 from .errors import DiskLimitReached, GradingError, SourceValidationError, UnreadableNotebookError
 from .forked_kernel import KernelLauncher
-from .guard import Plan, bound_names, build_plan
+from .guard import Plan, Step, bound_names, build_plan
 from .kernel import CellRecord, GradingClient, KernelEnvironment, KernelUnresponsive, kill_kernel_tree
 from .notebooks import atomic_write_text, iter_other_files, notebook_name, read_notebook, write_notebook
+from .options import AutogradeOptions
 from .preprocessors.base import Context, run_pipeline
 from .preprocessors.reconcile import describe_source, reconcile_pipeline
 from .release import load_source
-from .scoring import canary_error_held, canary_value_held, mutant_passed, score_record
-from .visibility import student_error
+from .verdicts import CELL_KINDS, NotebookResult, Observed, token_ok
 from .watch import DirectoryWatch, FileEvent, tree
 
 log = logging.getLogger(__name__)
@@ -78,32 +77,18 @@ DISK_FULL_FILES = 16
 MAX_KERNEL_RESTARTS = 3
 
 
-@dataclass
-class Settings:
-    """Everything that tunes one autograde run (the CLI flags)."""
+@dataclass(frozen=True)
+class Settings(AutogradeOptions):
+    """Everything that tunes one autograde run: the CLI's options, and what only tests and the
+    fork server set."""
 
-    cell_timeout: float = 30.0
-    timeout: float | None = None
-    output_limit: int = 1_000_000
-    mutation_runs: bool = True
     guard: bool = True  # False only to demonstrate what the guard prevents (tests)
-    watch_files: bool = True
     # Landlock each kernel off the source and output directories, where the machine has Landlock
     # (see `confine.fence`). False only to show the file watch at work without it (tests).
     fence_kernels: bool = True
     interrupt_grace: float = 5.0
     max_message_size: int = 64 * 1024 * 1024
-    kernel_python: str | None = None
     kernel_env: dict[str, str] | None = None  # extra environment for the kernel (HOME is private)
-    # Where kernels work: the submission is copied there (the job's size-limited scratch).
-    work_dir: Path | None = None
-    # Other size-limited places the job may write (a separate /dev/shm): full, they stop it too.
-    scratch: tuple[Path, ...] = ()
-    # Delete the source directory once read (the executors stage a private copy per job).
-    remove_source: bool = False
-    # Landlock each kernel away from the job's directories (see `confine`): for a pod, whose kernels
-    # would otherwise see the job's volume.
-    confine_kernels: bool = False
     iopub_timeout: float = 10.0
     startup_timeout: float = 60.0
     # Set by the fork server: kernels are forked from it instead of started as new processes.
@@ -139,21 +124,23 @@ class Execution:
 
 
 def autograde(
-    submission_dir: Path,
-    source_dir: Path,
-    output_dir: Path,
-    cell_timeout: float = 30,
-    timeout: float | None = None,
-    output_limit: int = 1_000_000,
-    **options: Any,
+    submission_dir: Path | str,
+    source_dir: Path | str,
+    output_dir: Path | str,
+    options: AutogradeOptions | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Grade `submission_dir` against `source_dir`; write into `output_dir`; return the summary.
+
+    `options` as the CLI parsed them; `settings` (fields of `Settings`, e.g. `cell_timeout=10`)
+    override them one by one.
 
     Raises GradingError when grading cannot be carried out (no valid source, kernel cannot start,
     overlapping directories); a bad submission is graded (with zeros), never an error.
     """
-    settings = Settings(cell_timeout=cell_timeout, timeout=timeout, output_limit=output_limit, **options)
-    return asyncio.run(_autograde(Path(submission_dir), Path(source_dir), Path(output_dir), settings))
+    given = {f.name: getattr(options, f.name) for f in fields(options)} if options is not None else {}
+    run = Settings(**{**given, **settings})
+    return asyncio.run(_autograde(Path(submission_dir), Path(source_dir), Path(output_dir), run))
 
 
 async def _autograde(
@@ -203,7 +190,7 @@ async def _autograde(
         if nb is not None:
             executed[rel] = nb
 
-    book = {
+    book: dict[str, Any] = {
         "schema": gradebook.SCHEMA,
         "kind": "autograde",
         "settings": {
@@ -481,16 +468,9 @@ async def _execute(
     try:
         await kernel.start()
         await _run_steps(
-            client,
-            plan,
-            cell_of_step,
-            exec_cells,
-            execution,
-            settings,
-            deadline,
-            watch,
-            watched,
-            kernel,
+            _Run(
+                client, plan, cell_of_step, exec_cells, execution, settings, deadline, watch, watched, kernel
+            )
         )
     finally:
         execution.processes_killed = client.processes_killed + len(kill_kernel_tree(kernel.pgid, before))
@@ -531,12 +511,16 @@ class _KernelStarter:
                 stderr=subprocess.DEVNULL,
                 preexec_fn=self.confinement.apply if self.confinement is not None else None,
             )
-            self.pgid = getattr(client.km.provisioner, "pgid", None)
+            self.pgid = getattr(self._provisioner(), "pgid", None)
             await client.async_start_new_kernel_client()
         except Exception as e:
             raise GradingError(f"the kernel could not be started: {type(e).__name__}: {e}") from None
         # What a timeout may kill: anything but the grader's processes and the kernel itself.
-        client.spared_pids = self.before | {getattr(client.km.provisioner, "pid", None) or 0}
+        client.spared_pids = self.before | {getattr(self._provisioner(), "pid", None) or 0}
+
+    def _provisioner(self) -> object | None:
+        """What started the kernel process (its pid and process group)."""
+        return self.client.km.provisioner if self.client.km is not None else None
 
     async def restart(self) -> None:
         """Kill the kernel and everything the notebook started; start a fresh kernel in its place."""
@@ -566,81 +550,109 @@ def _confinement(
     return confine.fence(fenced, abi) if fenced else None
 
 
-async def _run_steps(
-    client: GradingClient,
-    plan: Plan,
-    cell_of_step: dict[int, int],
-    exec_cells: list[NotebookNode],
-    execution: Execution,
-    settings: Settings,
-    deadline: float | None,
-    watch: DirectoryWatch | None,
-    watched: Watched | None,
-    kernel: _KernelStarter,
-) -> None:
-    await _install_support(client, plan, execution, settings)
+@dataclass
+class _Run:
+    """One plan running in one kernel: what `_run_steps` and its parts share."""
+
+    client: GradingClient
+    plan: Plan
+    cell_of_step: dict[int, int]  # plan step -> index of its cell in `exec_cells`
+    exec_cells: list[NotebookNode]
+    execution: Execution
+    settings: Settings
+    deadline: float | None
+    watch: DirectoryWatch | None
+    watched: Watched | None
+    kernel: _KernelStarter
+    cells_run: int = 0  # notebook cells sent so far (their execution count)
+    time_up_group: int | None = None  # the protected group running when the total time ran out
+
+
+async def _run_steps(run: _Run) -> None:
+    """Run the plan's steps after the setup, in order, while the kernel is usable."""
+    execution = run.execution
+    await _install_support(run.client, run.plan, execution, run.settings)
+    _start_watch(run.watch, run.watched)
+    for i, step in enumerate(run.plan.steps[1:], start=1):
+        if execution.kernel not in (KernelOutcome.OK, KernelOutcome.TIME_LIMIT):
+            break
+        if not _due(run, i, step):
+            continue
+        try:
+            if not await _run_step(run, i, step):
+                continue
+        except KernelUnresponsive:
+            execution.kernel, execution.stopped_at = KernelOutcome.KILLED, i
+        except DeadKernelError:
+            execution.kernel, execution.stopped_at = KernelOutcome.DIED, i
+        if run.watch is not None:
+            events = run.watch.drain()
+            if events:
+                execution.events.setdefault(i, []).extend(events)
+        if execution.kernel == KernelOutcome.KILLED:
+            await _replace_kernel(run, i)
+        check_disk(_scratch(run.settings))
+
+
+def _start_watch(watch: DirectoryWatch | None, watched: Watched | None) -> None:
     if watch is not None and watched is not None:
         watch.add_directories("source", list(watched.source_tree))  # listed under the source lock
         if watched.output is not None:
             watch.add_tree("output", watched.output)
         watch.drain()
 
-    count = 0
-    time_up_group: int | None = None
-    for i, step in enumerate(plan.steps[1:], start=1):
-        if execution.kernel not in ("ok", "time-limit"):
-            break
-        if i in execution.internal:  # carried by the cell before it
-            continue
-        # Once time is up, only the integrity checks of the group that was running still run.
-        finishing = step.kind in ("canary-error", "canary-value", "unstash") and step.group == time_up_group
-        if execution.kernel == "time-limit" and not finishing:
-            continue
-        try:
-            if step.internal:
-                execution.internal[i] = await client.run_internal(step.call, INTEGRITY_TIMEOUT)
-            else:
-                budget = settings.cell_timeout
-                if step.kind in ("canary-error", "canary-value", "mutant"):
-                    budget = min(budget, INTEGRITY_TIMEOUT)
-                elif deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        execution.kernel, execution.stopped_at, time_up_group = "time-limit", i, step.group
-                        continue
-                    budget = min(budget, remaining)
-                if step.kind in ("cell", "test", "locked"):
-                    count += 1
-                following = plan.steps[i + 1] if i + 1 < len(plan.steps) else None
-                carry = following.call if following is not None and following.internal else None
-                rec = await client.run_cell(
-                    exec_cells[cell_of_step[i]], cell_of_step[i], budget, count, carry=carry
-                )
-                execution.records[i] = rec
-                if rec.carried is not None:
-                    execution.internal[i + 1] = rec.carried
-                if rec.status == "dead":
-                    execution.kernel, execution.stopped_at = "died", i
-                elif rec.status == "unresponsive":
-                    execution.kernel, execution.stopped_at = "killed", i
-                elif (
-                    rec.status == "timeout"
-                    and deadline is not None
-                    and time.monotonic() >= deadline
-                    and step.kind in ("cell", "test", "locked")
-                ):
-                    execution.kernel, execution.stopped_at, time_up_group = "time-limit", i, step.group
-        except KernelUnresponsive:
-            execution.kernel, execution.stopped_at = "killed", i
-        except DeadKernelError:
-            execution.kernel, execution.stopped_at = "died", i
-        if watch is not None:
-            events = watch.drain()
-            if events:
-                execution.events.setdefault(i, []).extend(events)
-        if execution.kernel == "killed":
-            await _replace_kernel(kernel, client, plan, execution, settings, deadline, i)
-        check_disk(_scratch(settings))
+
+def _due(run: _Run, i: int, step: Step) -> bool:
+    """Whether step `i` still runs: not when the cell before carried it, nor once time is up
+    (then only the integrity checks of the group that was running still run)."""
+    if i in run.execution.internal:  # carried by the cell before it
+        return False
+    finishing = step.kind in ("canary-error", "canary-value", "unstash") and step.group == run.time_up_group
+    return run.execution.kernel != KernelOutcome.TIME_LIMIT or finishing
+
+
+async def _run_step(run: _Run, i: int, step: Step) -> bool:
+    """Run step `i`; False when the total time ran out before it could start."""
+    execution = run.execution
+    if step.internal:
+        execution.internal[i] = await run.client.run_internal(step.call, INTEGRITY_TIMEOUT)
+        return True
+    budget = _budget(run, step)
+    if budget is None:
+        execution.kernel, execution.stopped_at, run.time_up_group = KernelOutcome.TIME_LIMIT, i, step.group
+        return False
+    if step.kind in CELL_KINDS:
+        run.cells_run += 1
+    following = run.plan.steps[i + 1] if i + 1 < len(run.plan.steps) else None
+    carry = following.call if following is not None and following.internal else None
+    cell = run.cell_of_step[i]
+    rec = await run.client.run_cell(run.exec_cells[cell], cell, budget, run.cells_run, carry=carry)
+    execution.records[i] = rec
+    if rec.carried is not None:
+        execution.internal[i + 1] = rec.carried
+    if rec.status == "dead":
+        execution.kernel, execution.stopped_at = KernelOutcome.DIED, i
+    elif rec.status == "unresponsive":
+        execution.kernel, execution.stopped_at = KernelOutcome.KILLED, i
+    elif rec.status == "timeout" and _out_of_time(run.deadline) and step.kind in CELL_KINDS:
+        execution.kernel, execution.stopped_at, run.time_up_group = KernelOutcome.TIME_LIMIT, i, step.group
+    return True
+
+
+def _budget(run: _Run, step: Step) -> float | None:
+    """Seconds step may run: the cell timeout, shorter for checks and near the total time limit;
+    None when the total time is up."""
+    budget = run.settings.cell_timeout
+    if step.kind in ("canary-error", "canary-value", "mutant"):
+        return min(budget, INTEGRITY_TIMEOUT)
+    if run.deadline is None:
+        return budget
+    remaining = run.deadline - time.monotonic()
+    return min(budget, remaining) if remaining > 0 else None
+
+
+def _out_of_time(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
 
 
 async def _install_support(
@@ -650,47 +662,39 @@ async def _install_support(
     setup = plan.steps[0]
     status, text = await client.run_internal(setup.call, settings.startup_timeout)
     execution.internal[0] = (status, text)
-    if status != "ok" or not _token_ok(text, setup.expect):
+    if status != "ok" or not token_ok(text, setup.expect):
         raise GradingError(f"the grader's kernel support could not be installed: {text}")
 
 
-async def _replace_kernel(
-    kernel: _KernelStarter,
-    client: GradingClient,
-    plan: Plan,
-    execution: Execution,
-    settings: Settings,
-    deadline: float | None,
-    step: int,
-) -> None:
+async def _replace_kernel(run: _Run, step: int) -> None:
     """After a timeout the kernel did not recover from: go on in a fresh kernel if time allows.
 
     The fresh kernel has none of the notebook's state: the tests it costs fail there, and their
-    feedback says why (see `_score`). Student code gains nothing by it: every step after the
-    timeout runs, guarded, as it would have in the old kernel. Only a notebook cell's timeout is
-    forgiven this way: a kernel stuck in a mutation run, a canary or a guard call (where student
-    code has no business running) stops the grading, so that hanging the checks of one group
-    cannot be repeated group after group. So do restarts used up and the total time being over;
-    `execution.kernel == "killed"` then says so.
+    feedback says why (see `verdicts.restart_notes`). Student code gains nothing by it: every step
+    after the timeout runs, guarded, as it would have in the old kernel. Only a notebook cell's
+    timeout is forgiven this way: a kernel stuck in a mutation run, a canary or a guard call (where
+    student code has no business running) stops the grading, so that hanging the checks of one
+    group cannot be repeated group after group. So do restarts used up and the total time being
+    over; `execution.kernel == "killed"` then says so.
     """
-    out_of_time = deadline is not None and time.monotonic() >= deadline
-    stuck_in_check = plan.steps[step].kind not in ("cell", "test", "locked")
+    plan, execution, kernel = run.plan, run.execution, run.kernel
+    stuck_in_check = plan.steps[step].kind not in CELL_KINDS
     if (
         stuck_in_check
         or len(execution.restarts) >= MAX_KERNEL_RESTARTS
-        or out_of_time
+        or _out_of_time(run.deadline)
         or step + 1 >= len(plan.steps)
     ):
         kill_kernel_tree(kernel.pgid, kernel.before)
         return
     try:
         await kernel.restart()
-        await _install_support(client, plan, execution, settings)
+        await _install_support(run.client, plan, execution, run.settings)
     except (GradingError, KernelUnresponsive, DeadKernelError) as e:
         log.warning("the kernel could not be restarted after a timeout: %s", e)
         return
     execution.restarts.append(step)
-    execution.kernel, execution.stopped_at = "ok", None
+    execution.kernel, execution.stopped_at = KernelOutcome.OK, None
 
 
 def _grader_cell(source: str) -> NotebookNode:
@@ -698,63 +702,6 @@ def _grader_cell(source: str) -> NotebookNode:
     return NotebookNode(
         cell_type="code", execution_count=None, metadata=NotebookNode(), source=source, outputs=[]
     )
-
-
-def _token_ok(text: str | None, nonce: str) -> bool:
-    try:
-        value = ast.literal_eval(text or "")
-    except (ValueError, SyntaxError):
-        return False
-    return isinstance(value, str) and (value == nonce or value.startswith(f"ok:{nonce}:"))
-
-
-def _restored_items(text: str | None) -> list[str]:
-    return _reported(text, "restored")
-
-
-def _reported(text: str | None, key: str) -> list[Any]:
-    """One list from a guard step's answer (`ok:<nonce>:<json>`); empty when it is not there."""
-    try:
-        value = ast.literal_eval(text or "")
-        return list(json.loads(value.split(":", 2)[2]).get(key, []))
-    except (ValueError, SyntaxError, IndexError, AttributeError, TypeError):
-        return []
-
-
-def _fakes(execution: Execution) -> list[tuple[str, str, str]]:
-    """Values that faked a comparison in a protected cell (see `kernel_checks`): (grade id, message, detail)."""
-    found = []
-    for i in sorted(execution.internal):
-        status, text = execution.internal[i]
-        if status != "ok":
-            continue
-        for entry in _reported(text, "fakes"):
-            if isinstance(entry, list) and len(entry) == 3 and all(isinstance(x, str) for x in entry):
-                found.append((entry[0], entry[1], entry[2]))
-    return found
-
-
-# ---- scoring ------------------------------------------------------------------------------------
-
-
-def _step_label(plan: Plan, nb: NotebookNode, i: int) -> str:
-    if i >= len(plan.steps):
-        return "after the last cell"
-    step = plan.steps[i]
-    if step.cell_index is not None:
-        gid = nbcells.grade_id(nb.cells[step.cell_index])
-        where = f"cell #{step.cell_index + 1}"
-        return f"{where} ('{gid}')" if gid else where
-    return f"a grader check ({step.kind})"
-
-
-def first_hidden_step(plan: Plan, nb: NotebookNode) -> int | None:
-    """The plan step that first sends hidden-test code to the kernel: the taint point (see `visibility`)."""
-    for i, step in enumerate(plan.steps):
-        runs_cell_code = step.kind in ("test", "mutant") and step.cell_index is not None
-        if runs_cell_code and nbcells.has_hidden_tests(nbcells.source_text(nb.cells[step.cell_index])):
-            return i
-    return None
 
 
 def _score(
@@ -766,242 +713,27 @@ def _score(
     settings: Settings,
     after_hidden_tests: bool = False,
 ) -> dict[str, Any]:
-    result = dict(base, status="graded", message=None)
-    cells = result["cells"]
-    notes = [n.as_dict() for n in ctx.notes]
-    tamper: dict[str, list[str]] = {gid: [] for gid in cells}
-    for note in notes:
-        if note["cell"] in tamper and note["kind"] in ("tampering", "repair"):
-            tamper[note["cell"]].append(note["message"])
-
+    """The notebook's gradebook entry: its test scores, then each verdict in turn (`verdicts`)."""
+    result = NotebookResult.start(base, [n.as_dict() for n in ctx.notes])
+    observed = Observed(nb, plan, execution, settings.cell_timeout)
     # From the taint point on, what the kernel produced may quote hidden tests (see `visibility`);
     # after another notebook's hidden tests ran in this job, from the start.
     if after_hidden_tests:
-        taint, withheld_from = 0, 0
+        withheld_from: int | None = 0
     else:
-        taint = first_hidden_step(plan, nb)
+        taint = verdicts.first_hidden_step(plan, nb)
         withheld_from = plan.steps[taint].cell_index if taint is not None else None
-    result["withheld_from_cell"] = withheld_from
-
-    test_steps: dict[str, int] = {}
-    mutant_steps: dict[str, int] = {}
-    for i, step in enumerate(plan.steps):
-        if step.kind == "test" and step.grade_id:
-            test_steps.setdefault(step.grade_id, i)
-        elif step.kind == "mutant" and step.grade_id:
-            mutant_steps.setdefault(step.grade_id, i)
-    cell_of_gid: dict[str, int] = {}
-    for index, cell in enumerate(nb.cells):
-        gid = (cell.metadata.get("grader") or {}).get("grade_id") or nbcells.grade_id(cell)
-        if gid:
-            cell_of_gid.setdefault(gid, index)
-
-    stopped = _step_label(plan, nb, execution.stopped_at) if execution.stopped_at is not None else "a cell"
-    stop_reason = {
-        "died": ("error", "KernelDied", "the kernel died before this cell could run"),
-        "killed": (
-            "timeout",
-            "KernelUnresponsive",
-            f"the kernel could not be recovered after the timeout in {stopped} (it did not stop when "
-            "interrupted) and was killed; this cell could not run",
-        ),
-        "time-limit": ("timeout", "TimeLimit", "the total time limit was reached before this cell ran"),
-    }
-    for gid, entry in cells.items():
-        index = cell_of_gid.get(gid)
-        entry["withheld"] = withheld_from is not None and index is not None and index >= withheld_from
-        if entry["kind"] != "test":
-            entry.update(points=None, status="needs-manual", partial=False, error=None, duration_s=None)
-            continue
-        i = test_steps.get(gid)
-        rec = execution.records.get(i) if i is not None else None
-        if rec is None:
-            status, ename, message = stop_reason.get(
-                execution.kernel, ("error", "NotRun", "the cell did not run")
-            )
-            entry.update(points=0.0, status=status, partial=False, error={"name": ename, "message": message})
-            entry["duration_s"] = None
-            continue
-        outcome = score_record(rec, entry["max_points"], settings.cell_timeout)
-        entry.update(
-            points=outcome.points,
-            status=outcome.status,
-            partial=outcome.partial,
-            error={"name": outcome.error[0], "message": outcome.error[1]} if outcome.error else None,
-            duration_s=round(rec.duration, 3),
-        )
-        if outcome.error is not None and outcome.error_from_kernel and entry["withheld"]:
-            source = nbcells.source_text(nb.cells[plan.steps[i].cell_index])
-            entry["student_error"] = student_error(*outcome.error, source)
-
-    def note(cell: str | None, kind: str, message: str, detail: str | None = None) -> None:
-        """A note: `message` is the grader's own words; `detail`, what the kernel said (staff only)."""
-        entry: dict[str, Any] = {"cell": cell, "kind": kind, "message": message}
-        if detail:
-            entry["detail"] = detail
-        notes.append(entry)
-
-    # Tests that ran in a fresh kernel, after one did not recover from a timeout, and failed there:
-    # the definitions made before the timeout were lost with the old kernel.
-    for gid, i in test_steps.items():
-        restart = max((r for r in execution.restarts if r < i), default=None)
-        entry = cells.get(gid)
-        if restart is None or entry is None or entry["points"] >= entry["max_points"]:
-            continue
-        note(
-            gid,
-            "timeout",
-            f"'{gid}' ran in a new kernel: the kernel could not be recovered after the timeout in "
-            f"{_step_label(plan, nb, restart)} (it did not stop when interrupted), so what the notebook "
-            "had defined before was lost",
-        )
-
-    def zero(gid: str, message: str, kind: str = "tampering", detail: str | None = None) -> None:
-        entry = cells[gid]
-        if entry.get("points"):
-            entry["points"] = 0.0
-        entry["status"] = entry["status"] if entry["status"] != "passed" else "error"
-        if entry["error"] is None:
-            entry["error"] = {"name": "IntegrityCheck", "message": message}
-        tamper[gid].append(message)
-        note(gid, kind, message, detail)
-
-    # Mutation runs: what a test awards with wrong answers substituted is not earned by the
-    # answers. A test passing outright that way is being executed dishonestly (scored 0); a test
-    # that gives some credit regardless (e.g. for a function merely existing) loses that part.
-    for gid, i in mutant_steps.items():
-        rec = execution.records.get(i)
-        if rec is None or gid not in cells or not mutant_passed(rec):
-            continue
-        free = score_record(rec, cells[gid]["max_points"]).points
-        entry = cells[gid]
-        if free >= entry["max_points"] or not entry.get("points"):
-            zero(
-                gid,
-                f"'{gid}' passed even with wrong answers substituted: its execution was tampered with; scored 0",
-            )
-        else:
-            entry["points"] = max(0.0, round(entry["points"] - free, 6))
-            message = (
-                f"'{gid}' awards {free:g} points even with wrong answers substituted; those were deducted"
-            )
-            tamper[gid].append(message)
-            note(gid, "integrity", message)
-
-    # Values that claimed a comparison their contents contradict (kernel_checks): the test failed
-    # on the trusted comparison already; it scores 0 whatever else it did, with a note.
-    for gid, message, detail in _fakes(execution):
-        if gid in cells and cells[gid]["kind"] == "test":
-            zero(gid, f"'{gid}': {message}", detail=detail)
-
-    # Guard and canaries, per protected group. What the kernel answered goes into the detail.
-    restored: list[str] = []
-    for group, gids in plan.groups.items():
-        problems: list[str] = []
-        details: list[str] = []
-        ran_all = True
-        for i, step in enumerate(plan.steps):
-            if step.group != group:
-                continue
-            if step.internal:
-                res = execution.internal.get(i)
-                if res is None:
-                    ran_all = False
-                elif step.kind != "checkpoint" and (res[0] != "ok" or not _token_ok(res[1], step.expect)):
-                    problems.append(f"grader guard step '{step.kind}' did not run as sent")
-                    details.append(f"{step.kind}: {(res[1] or '')[:200]}")
-                elif step.kind == "pre":
-                    restored.extend(_restored_items(res[1]))
-            elif step.kind.startswith("canary"):
-                rec = execution.records.get(i)
-                if rec is None or rec.status in ("dead", "unresponsive", "not-run"):
-                    ran_all = False
-                elif step.kind == "canary-error" and not canary_error_held(rec, step.expect):
-                    problems.append("a canary cell that must fail with a known error did not")
-                elif step.kind == "canary-value" and not canary_value_held(rec, step.expect):
-                    problems.append("a canary cell displayed something else than the number it computes")
-                    details.append(f"displayed {rec.results!r} instead of [{step.expect!r}]")
-        if problems:
-            for gid in gids:
-                if gid in cells:
-                    zero(
-                        gid,
-                        f"integrity checks around '{gid}' failed: {'; '.join(problems)}; scored 0",
-                        detail="; ".join(details),
-                    )
-        elif not ran_all and any(execution.records.get(test_steps.get(gid, -1)) for gid in gids):
-            note(
-                None,
-                "integrity",
-                f"the canary checks after {', '.join(gids)} could not run ({execution.kernel}); "
-                "scores of earlier cells stand",
-            )
-    if restored:
-        unique = sorted(set(restored))
-        note(
-            None,
-            "integrity",
-            "kernel state changed by the notebook was set aside while protected cells ran",
-            detail=", ".join(unique[:40]),
-        )
-
-    # Files: reading the instructor's source (or writing into the output directory). Opening a
-    # file there zeroes every test from that point on; listing a directory only reveals names,
-    # and is what an unrelated process on a shared machine might do, so it is only noted.
-    first_source_access: int | None = None
-    for i in sorted(execution.events):
-        for event in execution.events[i]:
-            where = _step_label(plan, nb, i)
-            if event.area == "output":
-                note(
-                    None,
-                    "tampering",
-                    f"the kernel touched the output directory during {where} "
-                    "(the grader's files were written afterwards)",
-                    detail=event.describe(),
-                )
-            elif event.is_dir:
-                note(None, "integrity", f"source directory listed during {where}", detail=event.describe())
-            elif first_source_access is None:
-                first_source_access = i
-                note(
-                    None,
-                    "tampering",
-                    f"the kernel accessed the instructor's files during {where}",
-                    detail=event.describe(),
-                )
-    if first_source_access is not None:
-        for gid, i in test_steps.items():
-            if i >= first_source_access and gid in cells:
-                zero(gid, f"'{gid}' ran after the kernel read the instructor's files; scored 0")
-
-    for gid, entry in cells.items():
-        entry["tampering"] = tamper.get(gid, [])
-    result["notes"] = _dedupe(notes)
-    result["execution"] = {
-        "kernel": {"time-limit": "ok"}.get(execution.kernel, execution.kernel),
-        "time_limit_reached": execution.kernel == "time-limit",
-        "duration_s": round(execution.duration, 3),
-        "cells_run": sum(
-            1
-            for i, s in enumerate(plan.steps)
-            if s.kind in ("cell", "test", "locked") and i in execution.records
-        ),
-        "processes_killed": execution.processes_killed,
-        "kernel_restarts": len(execution.restarts),
-    }
-    return gradebook.totals(result)
-
-
-def _dedupe(notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen = set()
-    out = []
-    for note in notes:
-        key = (note["cell"], note["kind"], note["message"], note.get("detail"))
-        if key not in seen:
-            seen.add(key)
-            out.append(note)
-    return out
+    result.entry["withheld_from_cell"] = withheld_from
+    verdicts.test_scores(observed, result.cells, withheld_from)
+    for verdict in (
+        verdicts.restart_notes,
+        verdicts.mutation_findings,
+        verdicts.fake_findings,
+        verdicts.guard_findings,
+        verdicts.file_findings,
+    ):
+        result.apply(verdict(observed, result.cells))
+    return gradebook.totals(result.finish(verdicts.execution_summary(observed)))
 
 
 def _annotate(nb: NotebookNode, result: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import cells as nbcells
 from .errors import DiskLimitReached, GradingError, SourceValidationError
+from .options import DEFAULT_CELL_TIMEOUT, AutogradeOptions, positive
 
 if TYPE_CHECKING:
     from .forked_kernel import KernelLauncher
@@ -32,13 +33,6 @@ EXIT_DISK_LIMIT = 3
 def _emit(summary: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(summary, separators=(",", ":")) + "\n")
     sys.stdout.flush()
-
-
-def _positive(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return number
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,46 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("-i", "--input", required=True, type=Path, help="submission directory")
     auto.add_argument("-s", "--source", required=True, type=Path, help="source assignment directory")
     auto.add_argument("-o", "--output", required=True, type=Path, help="output directory")
-    auto.add_argument("--cell-timeout", type=_positive, default=30.0, help="seconds per cell (default 30)")
-    auto.add_argument("--timeout", type=_positive, default=None, help="seconds for the whole submission")
-    auto.add_argument("--output-limit", type=int, default=1_000_000, help="bytes of output kept per cell")
-    auto.add_argument("--kernel-python", default=None, help="python executable for the kernel")
-    auto.add_argument(
-        "--no-mutation-runs",
-        action="store_true",
-        help="skip re-running tests with wrong answers (tamper detection for tests that reference answers)",
-    )
-    auto.add_argument(
-        "--work-dir",
-        type=Path,
-        default=None,
-        help="run the kernels on a copy of the submission made here (a size-limited scratch filesystem: "
-        "grading stops with exit code 3 once it is full)",
-    )
-    auto.add_argument(
-        "--scratch",
-        type=Path,
-        action="append",
-        default=[],
-        help="another size-limited filesystem the job can write (e.g. a separate /dev/shm): grading "
-        "stops with exit code 3 once it is full too (repeatable)",
-    )
-    auto.add_argument(
-        "--remove-source",
-        action="store_true",
-        help="delete the source directory once it is read, before any kernel starts (for a private copy)",
-    )
-    auto.add_argument(
-        "--confine-kernels",
-        action="store_true",
-        help="restrict kernels with Landlock: no access to the submission, source and output directories, "
-        "writes only in the work directory and /tmp (for a pod, where those directories are a volume)",
-    )
-    auto.add_argument(
-        "--no-file-watch",
-        action="store_true",
-        help="do not watch the output directory (and, without Landlock, the source) for kernel access",
-    )
+    AutogradeOptions.add_arguments(auto)
 
     fb = sub.add_parser("feedback", help="render HTML feedback from an autograde output directory")
     fb.add_argument("-i", "--input", required=True, type=Path, help="autograde output directory")
@@ -106,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="run a notebook and report which visible tests pass")
     val.add_argument("notebook", type=Path)
-    val.add_argument("--cell-timeout", type=_positive, default=30.0)
+    val.add_argument("--cell-timeout", type=positive, default=DEFAULT_CELL_TIMEOUT)
     val.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -160,16 +115,7 @@ def _autograde(args: argparse.Namespace, kernel_launcher: KernelLauncher | None)
             args.input,
             args.source,
             args.output,
-            cell_timeout=args.cell_timeout,
-            timeout=args.timeout,
-            output_limit=args.output_limit,
-            kernel_python=args.kernel_python,
-            mutation_runs=not args.no_mutation_runs,
-            watch_files=not args.no_file_watch,
-            work_dir=args.work_dir,
-            scratch=tuple(args.scratch),
-            remove_source=args.remove_source,
-            confine_kernels=args.confine_kernels,
+            AutogradeOptions.from_args(args),
             kernel_launcher=kernel_launcher,
         )
     except DiskLimitReached as e:

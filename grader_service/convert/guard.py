@@ -102,45 +102,47 @@ def bound_names(source: str) -> set[str]:
     tree = parse_cell(source)
     if tree is None:
         return set()
-    names: set[str] = set()
-
-    def visit(statements: list[ast.stmt]) -> None:
-        for node in statements:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                names.add(node.name)
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                for alias in node.names:
-                    if alias.name != "*":
-                        names.add(alias.asname or alias.name.split(".")[0])
-            elif isinstance(node, ast.Assign):
-                for target in node.targets:
-                    names.update(_target_names(target))
-            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-                names.update(_target_names(node.target))
-            elif isinstance(node, (ast.For, ast.AsyncFor)):
-                names.update(_target_names(node.target))
-                visit(node.body)
-                visit(node.orelse)
-            elif isinstance(node, (ast.With, ast.AsyncWith)):
-                for item in node.items:
-                    if item.optional_vars is not None:
-                        names.update(_target_names(item.optional_vars))
-                visit(node.body)
-            elif isinstance(node, (ast.If, ast.While)):
-                visit(node.body)
-                visit(node.orelse)
-            elif isinstance(node, ast.Try):
-                visit(node.body)
-                for handler in node.handlers:
-                    visit(handler.body)
-                visit(node.orelse)
-                visit(node.finalbody)
-        for node in ast.walk(ast.Module(body=statements, type_ignores=[])):
-            if isinstance(node, ast.NamedExpr):
-                names.add(node.target.id)
-
-    visit(tree.body)
+    names = _bound_in_block(tree.body)
+    # An assignment expression binds its name wherever it stands (inside defs too, as before).
+    names.update(node.target.id for node in ast.walk(tree) if isinstance(node, ast.NamedExpr))
     return names
+
+
+def _bound_in_block(statements: list[ast.stmt]) -> set[str]:
+    """Names the statements bind, and those of the blocks nested in them that run at the same level."""
+    names: set[str] = set()
+    for node in statements:
+        names |= _bound_by_statement(node)
+        for block in _nested_blocks(node):
+            names |= _bound_in_block(block)
+    return names
+
+
+def _bound_by_statement(node: ast.stmt) -> set[str]:
+    """The names one statement binds by itself (not in the blocks nested in it)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {alias.asname or alias.name.split(".")[0] for alias in node.names if alias.name != "*"}
+    if isinstance(node, ast.Assign):
+        return set().union(*(_target_names(target) for target in node.targets))
+    if isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
+        return _target_names(node.target)
+    if isinstance(node, (ast.With, ast.AsyncWith)):
+        targets = [item.optional_vars for item in node.items if item.optional_vars is not None]
+        return set().union(*(_target_names(target) for target in targets))
+    return set()
+
+
+def _nested_blocks(node: ast.stmt) -> list[list[ast.stmt]]:
+    """The blocks of a compound statement that run in the cell's own scope (not a def's or class's)."""
+    if isinstance(node, (ast.For, ast.AsyncFor, ast.If, ast.While)):
+        return [node.body, node.orelse]
+    if isinstance(node, (ast.With, ast.AsyncWith)):
+        return [node.body]
+    if isinstance(node, ast.Try):
+        return [node.body, *(handler.body for handler in node.handlers), node.orelse, node.finalbody]
+    return []
 
 
 def loaded_names(source: str) -> set[str]:
@@ -281,7 +283,7 @@ def build_plan(
     nonce = secrets.token_hex(8)
     plan.steps.append(
         Step(
-            "setup",
+            StepKind.SETUP,
             call=setup_expression(
                 registry, imported_modules(instructor_sources), nonce, forked_kernel=forked_kernel
             ),
@@ -301,7 +303,7 @@ def build_plan(
             _close_group(plan, registry, group)
             in_group = False
         if not protected:
-            kind = "test" if role == "test" else "cell"
+            kind = StepKind.TEST if role == "test" else StepKind.CELL
             plan.steps.append(
                 Step(kind, nbcells.source_text(cell), cell_index=index, grade_id=nbcells.grade_id(cell))
             )
@@ -310,45 +312,54 @@ def build_plan(
             group += 1
             in_group = True
             plan.groups[group] = []
-        source = nbcells.source_text(cell)
-        gid = _grade_id(cell)
-        substitute = []
+        substitute: list[str] = []
         if role == "test" and mutation_runs:
-            substitute = sorted(loaded_names(source) & set(substitutable))
-        pre_nonce = secrets.token_hex(8)
-        plan.steps.append(
-            Step(
-                "pre",
-                call=_support_call(registry, "pre", pre_nonce, substitute, gid),
-                expect=pre_nonce,
-                group=group,
-                grade_id=gid,
-            )
-        )
-        if substitute:
-            post_nonce = secrets.token_hex(8)
-            plan.steps.append(Step("mutant", source, cell_index=index, grade_id=gid, group=group))
-            plan.steps.append(
-                Step("post", call=_support_call(registry, "post", post_nonce), expect=post_nonce, group=group)
-            )
-        if role == "test":
-            plan.groups[group].append(gid or f"#{index}")
-            plan.steps.append(Step("test", source, cell_index=index, grade_id=gid, group=group))
-        else:
-            plan.steps.append(Step("locked", source, cell_index=index, grade_id=gid, group=group))
-            names = sorted(bound_names(source))
-            if names:
-                plan.steps.append(
-                    Step(
-                        "checkpoint",
-                        call=_support_call(registry, "checkpoint", names),
-                        expect="ok",
-                        group=group,
-                    )
-                )
+            substitute = sorted(loaded_names(nbcells.source_text(cell)) & set(substitutable))
+        _add_protected_cell(plan, group, index, cell, substitute)
     if in_group:
         _close_group(plan, registry, group)
     return plan
+
+
+def _add_protected_cell(
+    plan: Plan, group: int, index: int, cell: NotebookNode, substitute: list[str]
+) -> None:
+    """The steps of a protected cell in `group`: the guard's `pre`, the mutation run (with `post`)
+    when names are `substitute`d, the cell itself, and after a locked cell a checkpoint of the names
+    it binds."""
+    registry = plan.registry
+    source = nbcells.source_text(cell)
+    gid = _grade_id(cell)
+    pre_nonce = secrets.token_hex(8)
+    plan.steps.append(
+        Step(
+            StepKind.PRE,
+            call=_support_call(registry, "pre", pre_nonce, substitute, gid),
+            expect=pre_nonce,
+            group=group,
+            grade_id=gid,
+        )
+    )
+    if substitute:
+        post_nonce = secrets.token_hex(8)
+        plan.steps.append(Step(StepKind.MUTANT, source, cell_index=index, grade_id=gid, group=group))
+        plan.steps.append(
+            Step(
+                StepKind.POST,
+                call=_support_call(registry, "post", post_nonce),
+                expect=post_nonce,
+                group=group,
+            )
+        )
+    if _role(cell) == "test":
+        plan.groups[group].append(gid or f"#{index}")
+        plan.steps.append(Step(StepKind.TEST, source, cell_index=index, grade_id=gid, group=group))
+        return
+    plan.steps.append(Step(StepKind.LOCKED, source, cell_index=index, grade_id=gid, group=group))
+    names = sorted(bound_names(source))
+    if names:
+        call = _support_call(registry, "checkpoint", names)
+        plan.steps.append(Step(StepKind.CHECKPOINT, call=call, expect="ok", group=group))
 
 
 def _close_group(plan: Plan, registry: str, group: int) -> None:
@@ -359,13 +370,15 @@ def _close_group(plan: Plan, registry: str, group: int) -> None:
     # The value canary comes last: it succeeds, so the unstash after it rides on its request.
     # (Their order hides nothing: each is recognisable by its source anyway.)
     plan.steps.append(
-        Step("canary-error", f'assert {a} == {b}, "{error_nonce}"', expect=error_nonce, group=group)
+        Step(StepKind.CANARY_ERROR, f'assert {a} == {b}, "{error_nonce}"', expect=error_nonce, group=group)
     )
-    plan.steps.append(Step("canary-value", f"({a} + {b}) * 0.5", expect=repr((a + b) * 0.5), group=group))
+    plan.steps.append(
+        Step(StepKind.CANARY_VALUE, f"({a} + {b}) * 0.5", expect=repr((a + b) * 0.5), group=group)
+    )
     unstash_nonce = secrets.token_hex(8)
     plan.steps.append(
         Step(
-            "unstash",
+            StepKind.UNSTASH,
             call=_support_call(registry, "unstash", unstash_nonce),
             expect=unstash_nonce,
             group=group,

@@ -54,6 +54,7 @@ from traitlets import Type
 
 from . import _compat, processes
 from .forked_kernel import ForkProvisioner, KernelLauncher
+from .options import DEFAULT_OUTPUT_LIMIT
 
 KERNEL_NAME = "grader-python"
 
@@ -131,7 +132,7 @@ class GradingClient(NotebookClient):
         self,
         nb: NotebookNode,
         *,
-        output_limit: int = 1_000_000,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
         interrupt_grace: float = 5.0,
         max_message_size: int = 64 * 1024 * 1024,
         **kwargs: Any,

@@ -17,12 +17,13 @@ from .autograde import Settings, execute_plan
 from .errors import GradingError, UnreadableNotebookError
 from .guard import build_plan
 from .notebooks import read_notebook
+from .options import DEFAULT_CELL_TIMEOUT
 from .scoring import score_record
 
 STUB_MARKER = "raise NotImplementedError()"
 
 
-def validate_notebook(path: Path, cell_timeout: float = 30.0) -> dict[str, Any]:
+def validate_notebook(path: Path, cell_timeout: float = DEFAULT_CELL_TIMEOUT) -> dict[str, Any]:
     path = Path(path).resolve()
     try:
         nb = read_notebook(path, keep_outputs=False)

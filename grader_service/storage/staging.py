@@ -35,11 +35,11 @@ class JobStager:
 
     async def stage(self, task: GradingTask) -> None:
         """`<job>/submission` from the submission's commit and `<job>/source` from the assignment's."""
-        assignment_id = task.settings["assignment_id"]
-        source = await self.cached_source(assignment_id, task.settings["source_commit"])
+        assignment_id = task.assignment_id
+        source = await self.cached_source(assignment_id, task.source_commit)
         await asyncio.to_thread(prepare_job_dir, task.job_dir, source)
         await git.export(
-            self.layout.submission_repo(assignment_id, task.settings["user_id"]),
+            self.layout.submission_repo(assignment_id, task.user_id),
             task.commit_hash,
             task.job_dir / "submission",
         )

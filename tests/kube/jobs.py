@@ -47,5 +47,5 @@ def make_task(
         assignment="tiny",
         user="student",
         job_dir=job_dir,
-        settings=executor.effective_settings(assignment_settings),
+        limits=executor.job_limits(assignment_settings),
     )

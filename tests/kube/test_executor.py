@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from grader_service.autograding.executor import MAX_LOG_BYTES, autograde_command, job_paths
+from grader_service.autograding.executor import MAX_LOG_BYTES
 from grader_service.autograding.kube.client import KubeError
 from grader_service.autograding.kube.executor import KubeAutogradeExecutor, last_log_line
 from grader_service.autograding.kube.objects import make_labels
@@ -134,18 +134,12 @@ def test_the_pod_mounts_only_its_job_and_runs_autograde(tmp_path: Path) -> None:
     assert {"name": "job", "mountPath": "/job", "subPath": "jobs/17"} in container["volumeMounts"]
     assert {"name": "job", "persistentVolumeClaim": {"claimName": "data"}} in spec["volumes"]
     assert container["command"] == [
-        *autograde_command(
-            "python",
-            job_paths("/job"),
-            30.0,
-            120.0,
-            work_dir="/tmp/job",
-            remove_source=True,
-            confine_kernels=True,
-        ),
-        "--output-limit",
-        str(executor.max_output_bytes),
-    ]
+        "python", "-m", "grader_service.convert.cli", "autograde",
+        "-i", "/job/submission", "-s", "/job/source", "-o", "/job/output",
+        "--cell-timeout", "30", "--timeout", "120",
+        "--work-dir", "/tmp/job", "--remove-source", "--confine-kernels",
+        "--output-limit", str(executor.output_limit),
+    ]  # fmt: skip
     assert container["command"][-6:-1] == [
         "--work-dir", "/tmp/job", "--remove-source", "--confine-kernels", "--output-limit"
     ]  # fmt: skip

@@ -44,7 +44,6 @@ from ..executor import (
     AutogradeExecutor,
     GradingOutcome,
     GradingTask,
-    autograde_command,
     cap_text,
     disk_limit_reason,
     job_paths,
@@ -285,7 +284,7 @@ class KubeAutogradeExecutor(AutogradeExecutor):
             chosen = self.image_for(task)
             if chosen:
                 return str(chosen)
-        return str(task.settings.get("image") or self.image)
+        return str(task.limits.image or self.image)
 
     def job_subpath(self, task: GradingTask) -> str:
         """The job directory relative to the claim's root, as the pod's subPath."""
@@ -304,30 +303,24 @@ class KubeAutogradeExecutor(AutogradeExecutor):
         """`grader-convert autograde` on the mounted job: the job's copy of the source is gone before
         the first kernel starts, kernels work in the /tmp emptyDir and (Landlock) cannot reach the
         job's volume, which is the service's data volume."""
-        command = autograde_command(
-            self.python,
-            job_paths(self.job_mount_path),
-            task.cell_timeout,
-            task.timeout,
-            work_dir=WORK_DIR,
-            remove_source=True,
-            confine_kernels=True,
+        options = self.autograde_options(
+            task, work_dir=Path(WORK_DIR), remove_source=True, confine_kernels=True
         )
-        return [*command, "--output-limit", str(self.max_output_bytes)]
+        return options.command(self.python, job_paths(self.job_mount_path))
 
     def active_deadline(self, task: GradingTask) -> int:
-        return math.ceil(task.timeout) + max(self.deadline_grace, 0)
+        return math.ceil(task.limits.timeout) + max(self.deadline_grace, 0)
 
     def resources(self, task: GradingTask) -> PodResources:
         """Requests and limits; a request above its limit is lowered to it (the API would refuse it)."""
-        cpu_limit = task.settings.get("cpu", self.cpu_limit)
-        memory_limit = task.settings.get("memory", self.memory_limit)
-        cpu_request, memory_request = self.cpu_request, self.memory_request
+        cpu_limit, memory_limit = task.limits.cpu, task.limits.memory
+        cpu_request: float | str | None = self.cpu_request
+        memory_request: str | int | None = self.memory_request
         if cpu_limit and cpu_request and float(cpu_request) > float(cpu_limit):
             cpu_request = cpu_limit
         if memory_limit and memory_request and parse_quantity(memory_request) > parse_quantity(memory_limit):
             memory_request = memory_limit
-        disk_limit = task.settings.get("disk", self.disk_limit)
+        disk_limit = task.limits.disk
         return {
             "cpu_request": cpu_quantity(cpu_request) if cpu_request else None,
             "cpu_limit": cpu_quantity(cpu_limit) if cpu_limit else None,

@@ -139,6 +139,76 @@ def make_grading_pod(
     and the container's ``ephemeral-storage`` limit (which also counts its logs). It is requested
     as well, so the pod is only scheduled where that much local storage is free.
     """
+    _check_pod_arguments(name, command, job_subpath)
+    resources = _resources(cpu_request, cpu_limit, memory_request, memory_limit, disk_limit)
+    env = {"HOME": "/tmp", **(env or {})}
+    container = _grading_container(
+        image, command, env, mount_path, job_subpath, resources, run_as_user, run_as_group,
+        extra_volume_mounts, image_pull_policy,
+    )  # fmt: skip
+    spec = _pod_spec(
+        container, pvc_name, disk_limit, extra_volumes, run_as_user, run_as_group, fs_group,
+        termination_grace_period_seconds,
+    )  # fmt: skip
+    spec.update(_scheduling(
+        active_deadline_seconds, node_selector, tolerations, affinity, image_pull_secrets, service_account_name
+    ))  # fmt: skip
+    if extra_pod_config:
+        spec = merge_config(spec, extra_pod_config)
+    metadata = {
+        "name": name,
+        "namespace": namespace,
+        "labels": dict(labels),
+        "annotations": dict(annotations or {}),
+    }
+    return _checked_pod({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
+
+
+def _checked_pod(manifest: dict[str, Any]) -> V1Pod:
+    """The manifest as a pod, once every field in it is known to the Kubernetes schema."""
+    unknown = unknown_fields(manifest, "V1Pod")
+    if unknown:
+        raise ValueError("unknown pod field(s): " + ", ".join(unknown))
+    return _to_model(manifest)
+
+
+def _pod_spec(
+    container: dict[str, Any],
+    pvc_name: str,
+    disk_limit: str | None,
+    extra_volumes: Sequence[Mapping[str, Any]] | None,
+    run_as_user: int,
+    run_as_group: int,
+    fs_group: int | None,
+    termination_grace_period_seconds: int,
+) -> dict[str, Any]:
+    """The pod's spec around its one container: never restarted, no service account token, the job
+    volume and a size-limited /tmp."""
+    pod_security: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": run_as_user,
+        "runAsGroup": run_as_group,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if fs_group is not None:
+        pod_security["fsGroup"] = fs_group
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": termination_grace_period_seconds,
+        "securityContext": pod_security,
+        "containers": [container],
+        "volumes": [
+            {"name": "job", "persistentVolumeClaim": {"claimName": pvc_name}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": str(disk_limit)} if disk_limit is not None else {}},
+            *[dict(v) for v in extra_volumes or ()],
+        ],
+    }
+
+
+def _check_pod_arguments(name: str, command: Sequence[str], job_subpath: str) -> None:
+    """Refuse what the API would accept but the pod could not use (see `make_grading_pod`)."""
     if not command:
         raise ValueError("command must not be empty")
     if job_subpath.startswith("/") or ".." in job_subpath.split("/"):
@@ -146,7 +216,15 @@ def make_grading_pod(
     if not _DNS_LABEL.match(name) or len(name) > _MAX_LABEL:
         raise ValueError(f"pod name {name!r} is not a DNS-1123 label of at most 63 characters")
 
-    container_env = {"HOME": "/tmp", **(env or {})}
+
+def _resources(
+    cpu_request: str | None,
+    cpu_limit: str | None,
+    memory_request: str | None,
+    memory_limit: str | None,
+    disk_limit: str | None,
+) -> dict[str, dict[str, str]]:
+    """The container's requests and limits; the disk limit is requested too (see `make_grading_pod`)."""
     resources: dict[str, dict[str, str]] = {}
     for kind, cpu, memory in (("requests", cpu_request, memory_request), ("limits", cpu_limit, memory_limit)):
         values = {k: str(v) for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}
@@ -154,14 +232,28 @@ def make_grading_pod(
             values["ephemeral-storage"] = str(disk_limit)
         if values:
             resources[kind] = values
-    tmp_volume: dict[str, Any] = {"sizeLimit": str(disk_limit)} if disk_limit is not None else {}
+    return resources
 
+
+def _grading_container(
+    image: str,
+    command: Sequence[str],
+    env: Mapping[str, str],
+    mount_path: str,
+    job_subpath: str,
+    resources: dict[str, dict[str, str]],
+    run_as_user: int,
+    run_as_group: int,
+    extra_volume_mounts: Sequence[Mapping[str, Any]] | None,
+    image_pull_policy: str | None,
+) -> dict[str, Any]:
+    """The one container: the grading command, unprivileged, on a read-only root with the job mounted."""
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,
         "command": list(command),
         "workingDir": mount_path,
-        "env": [{"name": k, "value": str(v)} for k, v in container_env.items()],
+        "env": [{"name": k, "value": str(v)} for k, v in env.items()],
         "resources": resources,
         "securityContext": {
             "runAsNonRoot": True,
@@ -181,29 +273,19 @@ def make_grading_pod(
     }
     if image_pull_policy:
         container["imagePullPolicy"] = image_pull_policy
+    return container
 
-    pod_security: dict[str, Any] = {
-        "runAsNonRoot": True,
-        "runAsUser": run_as_user,
-        "runAsGroup": run_as_group,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    if fs_group is not None:
-        pod_security["fsGroup"] = fs_group
 
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": termination_grace_period_seconds,
-        "securityContext": pod_security,
-        "containers": [container],
-        "volumes": [
-            {"name": "job", "persistentVolumeClaim": {"claimName": pvc_name}},
-            {"name": "tmp", "emptyDir": tmp_volume},
-            *[dict(v) for v in extra_volumes or ()],
-        ],
-    }
+def _scheduling(
+    active_deadline_seconds: int | None,
+    node_selector: Mapping[str, str] | None,
+    tolerations: Sequence[Mapping[str, Any]] | None,
+    affinity: Mapping[str, Any] | None,
+    image_pull_secrets: Sequence[str] | None,
+    service_account_name: str | None,
+) -> dict[str, Any]:
+    """The optional part of the pod's spec: where and how long it may run, what it pulls as whom."""
+    spec: dict[str, Any] = {}
     if active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = int(active_deadline_seconds)
     if node_selector:
@@ -216,24 +298,7 @@ def make_grading_pod(
         spec["imagePullSecrets"] = [{"name": secret} for secret in image_pull_secrets]
     if service_account_name:
         spec["serviceAccountName"] = service_account_name
-    if extra_pod_config:
-        spec = merge_config(spec, extra_pod_config)
-
-    manifest = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": dict(labels),
-            "annotations": dict(annotations or {}),
-        },
-        "spec": spec,
-    }
-    unknown = unknown_fields(manifest, "V1Pod")
-    if unknown:
-        raise ValueError("unknown pod field(s): " + ", ".join(unknown))
-    return _to_model(manifest)
+    return spec
 
 
 def merge_config(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -284,4 +349,7 @@ def unknown_fields(data: Any, model: str, path: str = "") -> list[str]:
 
 def _to_model(manifest: dict[str, Any]) -> V1Pod:
     """The manifest (API JSON form) as the client's ``V1Pod``."""
-    return V1Pod.from_dict(manifest)
+    pod = V1Pod.from_dict(manifest)
+    if pod is None:  # (only for no manifest at all)
+        raise ValueError("empty pod manifest")
+    return pod

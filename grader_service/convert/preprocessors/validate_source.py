@@ -41,32 +41,13 @@ class ValidateSource(Preprocessor):
             if flag in raw and not isinstance(raw[flag], bool):
                 ctx.problem(label, f"nbgrader '{flag}' must be true or false, not {raw[flag]!r}")
         grade, solution, locked, task = (bool(raw.get(f)) for f in ("grade", "solution", "locked", "task"))
-        gid = raw.get("grade_id")
         if grade or solution or locked or task:
-            if gid is None or gid == "":
-                ctx.problem(label, "missing grade_id")
-            elif not isinstance(gid, str) or not nbcells.GRADE_ID_RE.match(gid):
-                ctx.problem(label, f"invalid grade_id {gid!r} (use letters, digits, '_' and '-')")
-            elif gid in seen:
-                ctx.problem(label, f"duplicate grade_id {gid!r} (also used by cell {seen[gid]})")
-            else:
-                seen[gid] = label
+            _check_grade_id(raw.get("grade_id"), ctx, label, seen)
         if "points" in raw:
-            value = raw["points"]
-            if isinstance(value, bool) or not isinstance(value, Real):
-                ctx.problem(label, f"points must be a number, not {value!r}")
-            elif value < 0:
-                ctx.problem(label, f"negative points ({value})")
+            _check_points(raw["points"], ctx, label)
         elif grade or task:
             ctx.problem(label, "graded cell without points")
-        if task:
-            if cell.cell_type != "markdown":
-                ctx.problem(label, "a task cell must be a markdown cell")
-        elif cell.cell_type == "markdown":
-            if grade and not solution:
-                ctx.problem(label, "a markdown grade cell must also be a solution cell")
-            if solution and not grade:
-                ctx.problem(label, "a markdown solution cell must also be a grade cell (with points)")
+        _check_cell_type(cell.cell_type, grade, solution, task, ctx, label)
 
     def _check_markers(self, cell: NotebookNode, ctx: Context, label: str) -> None:
         text = nbcells.source_text(cell)
@@ -91,3 +72,36 @@ class ValidateSource(Preprocessor):
             scheme = False
         if scheme and not nbcells.is_task(cell):
             ctx.problem(label, "mark-scheme markers in a cell that is not a task cell")
+
+
+def _check_grade_id(gid: object, ctx: Context, label: str, seen: dict[str, str]) -> None:
+    """A graded, solution, locked or task cell needs a well-formed grade_id no other cell uses."""
+    if gid is None or gid == "":
+        ctx.problem(label, "missing grade_id")
+    elif not isinstance(gid, str) or not nbcells.GRADE_ID_RE.match(gid):
+        ctx.problem(label, f"invalid grade_id {gid!r} (use letters, digits, '_' and '-')")
+    elif gid in seen:
+        ctx.problem(label, f"duplicate grade_id {gid!r} (also used by cell {seen[gid]})")
+    else:
+        seen[gid] = label
+
+
+def _check_points(value: object, ctx: Context, label: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        ctx.problem(label, f"points must be a number, not {value!r}")
+    elif value < 0:
+        ctx.problem(label, f"negative points ({value})")
+
+
+def _check_cell_type(
+    cell_type: str, grade: bool, solution: bool, task: bool, ctx: Context, label: str
+) -> None:
+    """Task cells are markdown; a markdown answer is graded by hand, so it is both grade and solution."""
+    if task:
+        if cell_type != "markdown":
+            ctx.problem(label, "a task cell must be a markdown cell")
+    elif cell_type == "markdown":
+        if grade and not solution:
+            ctx.problem(label, "a markdown grade cell must also be a solution cell")
+        if solution and not grade:
+            ctx.problem(label, "a markdown solution cell must also be a grade cell (with points)")

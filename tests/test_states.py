@@ -10,7 +10,13 @@ from grader_service import states
 from grader_service.api.spec import SPEC_PATH
 
 # Enumerations in the spec that are no stored vocabulary: answers and query switches.
-NOT_VOCABULARIES = [["ok"], ["ok", "degraded"], ["ok", "busy", "unavailable"], ["source", "release"], ["json", "csv"]]
+NOT_VOCABULARIES = [
+    ["ok"],
+    ["ok", "degraded"],
+    ["ok", "busy", "unavailable"],
+    ["source", "release"],
+    ["json", "csv"],
+]
 # Vocabularies of grading internals: the API never takes or shows them as a field of their own.
 INTERNAL = {states.StepKind, states.KernelOutcome}
 

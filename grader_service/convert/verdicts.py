@@ -104,7 +104,7 @@ class NotebookResult:
 
     @property
     def cells(self) -> dict[str, dict[str, Any]]:
-        return self.entry["cells"]  # type: ignore[no-any-return]
+        return self.entry["cells"]
 
     def apply(self, findings: Iterable[Finding]) -> None:
         for finding in findings:

@@ -33,7 +33,9 @@ from . import __version__, db
 from .auth import AUTHENTICATOR_ALIASES, Authenticator, Identity, TokenAuthenticator
 from .auth.roles import sync_roles
 from .autograding import EXECUTOR_ALIASES
-from .autograding.events import EventBus
+from .autograding.announce import deliver_after_commit
+from .autograding.events import EventBus, EventFeed
+from .autograding.listener import PostgresListener, conninfo
 from .autograding.local import LocalAutogradeExecutor
 from .autograding.queue import enqueue
 from .autograding.worker import Scheduler
@@ -214,6 +216,8 @@ class GraderService(Application):
     repo_locks = Instance(RepoLocks, ())
     scheduler = Instance(Scheduler, allow_none=True)
     events = Instance(EventBus, allow_none=True)
+    event_feed = Instance(EventFeed, allow_none=True)
+    event_listener = Instance(PostgresListener, allow_none=True)
 
     @default("log_level")
     def _default_log_level(self) -> int:
@@ -390,10 +394,25 @@ class GraderService(Application):
     def init_grading(self) -> None:
         name = EXECUTOR_ALIASES.get(self.executor_class, self.executor_class)
         executor = import_item(name)(parent=self, log=self.log)
+        self.scheduler = Scheduler(self.session_factory, self.layout, executor, parent=self, log=self.log)
+        self.init_events()
+
+    def init_events(self) -> None:
+        """Live status: announced changes reach this process's bus through a LISTEN connection
+        (PostgreSQL: every replica hears every change) or when their transaction commits (SQLite)."""
         self.events = EventBus()
-        self.scheduler = Scheduler(
-            self.session_factory, self.layout, executor, self.events, parent=self, log=self.log
+        self.event_feed = EventFeed(
+            self.events, self.session_factory, self.log, on_queued=self.jobs_committed
         )
+        if self.engine.dialect.name == "postgresql":
+            self.event_listener = PostgresListener(conninfo(self.engine.url), self.event_feed, self.log)
+        else:
+            deliver_after_commit(self.session_factory, self.event_feed.changed)
+
+    async def start_events(self) -> None:
+        self.event_feed.start()
+        if self.event_listener is not None:
+            await self.event_listener.start()
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -437,6 +456,7 @@ class GraderService(Application):
         self.init_authenticator()
         await self.authenticator.start()
         self.init_grading()
+        await self.start_events()
         await self.scheduler.executor.start()
         if self.grading:
             await self.scheduler.start()
@@ -507,6 +527,9 @@ class GraderService(Application):
         if self.grading:
             steps.append(self.scheduler.stop())
         steps.append(self.authenticator.stop())
+        if self.event_listener is not None:
+            steps.append(self.event_listener.stop())
+        steps.append(self.event_feed.stop())
         for step in steps:
             try:
                 await asyncio.wait_for(step, max(0.1, deadline - loop.time()))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 CHANNEL = "grader_service_events"
 _PENDING = "grader_service_announced"
@@ -23,7 +23,9 @@ def announce(session: Session, submission_id: int, assignment_id: int) -> None:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(CHANNEL, f"{submission_id} {assignment_id}")))
     else:
-        session.info.setdefault(_PENDING, {})[submission_id] = assignment_id
+        # Remember the innermost transaction: a savepoint rolled back takes its announcements along.
+        transaction = session.get_nested_transaction() or session.get_transaction()
+        session.info.setdefault(_PENDING, []).append((transaction, submission_id, assignment_id))
 
 
 def parse(payload: str) -> tuple[int, int] | None:
@@ -38,18 +40,34 @@ def deliver_after_commit(
     session_factory: sessionmaker[Session], deliver: Callable[[Mapping[int, int]], None]
 ) -> None:
     """Without NOTIFY (SQLite): hand a session's announcements to `deliver` once its transaction
-    commits; drop them when it rolls back."""
+    commits; drop them when it (or the savepoint they were made in) rolls back, or the session
+    closes without committing."""
 
     def committed(session: Session) -> None:
         pending = session.info.pop(_PENDING, None)
         if pending:
-            deliver(pending)
+            deliver({submission_id: assignment_id for _, submission_id, assignment_id in pending})
 
-    def rolled_back(session: Session) -> None:
-        session.info.pop(_PENDING, None)
+    def rolled_back(session: Session, previous: SessionTransaction) -> None:
+        pending = session.info.get(_PENDING)
+        if pending:
+            pending[:] = [p for p in pending if not _within(p[0], previous)]
+
+    def ended(session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is None:  # rolled back, or closed without a commit
+            session.info.pop(_PENDING, None)
 
     event.listen(session_factory, "after_commit", committed)
-    event.listen(session_factory, "after_rollback", rolled_back)
+    event.listen(session_factory, "after_soft_rollback", rolled_back)
+    event.listen(session_factory, "after_transaction_end", ended)
+
+
+def _within(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 __all__ = ["CHANNEL", "announce", "deliver_after_commit", "parse"]

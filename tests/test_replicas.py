@@ -226,7 +226,7 @@ def test_every_replica_streams_every_change_and_a_killed_replica_loses_nothing(
     tokens = [enrol(world, f"kill{i}") for i in range(6)]
     ids, own_streams = [], []
     for i, token in enumerate(tokens):
-        r = post(replicas[i % 3].client(token), notebook(f"slow {i}", sleep=2.0))
+        r = post(replicas[i % 3].client(token), notebook(f"slow {i}", sleep=1.0))
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
         # The student follows it on another replica than the one that took it.

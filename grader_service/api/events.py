@@ -64,6 +64,7 @@ class EventsHandler(APIHandler):
             self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
             self.set_header("X-Accel-Buffering", "no")
             self.write(f"retry: {RETRY_MILLISECONDS}\n\n")
+            await self.flush()  # the client knows the stream is open, even before a first event
             for event in initial:
                 await self._send(event)
             if kind == "submission" and initial and _final(initial[-1]):

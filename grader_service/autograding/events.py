@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -179,7 +179,7 @@ class EventFeed:
         bus: EventBus,
         session_factory: sessionmaker[Session],
         log: logging.Logger | None = None,
-        on_queued: Any = None,
+        on_queued: Callable[[], None] | None = None,
     ):
         self.bus = bus
         self.session_factory = session_factory
@@ -226,6 +226,8 @@ class EventFeed:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, _Pending()
+            if not batch.submissions and not batch.replay:
+                continue
             try:
                 await self._read_and_publish(batch)
             except asyncio.CancelledError:

@@ -56,6 +56,10 @@ class EventsHandler(APIHandler):
             kind, key = "submission", self._submission_or_404(submission_id).id
         else:
             kind, key = "assignment", self._assignment_or_404().id
+        # End the transaction the checks above read in: the current state must come from a snapshot
+        # taken after subscribing (a transaction may keep its first one), or a change published in
+        # between would be neither in it nor in the queue.
+        self.db.commit()
         queue = events.subscribe(kind, key)
         try:
             initial = self._current(kind, key, since)

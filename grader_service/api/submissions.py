@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -15,9 +14,6 @@ from .files import UploadMixin, send_zip
 from .lectures import check_fields
 from .permissions import needs_role
 from .serialize import submission_model
-
-# Replicas racing to move one student's branch: each lost race commits again on the winner's commit.
-BRANCH_RACE_ATTEMPTS = 8
 
 
 def lateness(assignment: Assignment) -> tuple[bool, float]:
@@ -86,7 +82,8 @@ class SubmissionsHandler(UploadMixin, APIHandler):
             # Git works next: hold no database connection meanwhile. (The count stays true: this user's
             # submissions to this assignment all wait for the repository's lock.)
             self.release_db()
-            commit, parent = await self._commit_on_branch(repo, files)
+            # Between replicas the lock above does not hold: a lost race commits again (see there).
+            commit, parent = await git.commit_on_branch(repo, files, f"submission by {self.user.name}")
             # The branch moves first and the row is written after, with no await in between: an open
             # write transaction across an await would hold SQLite's write lock while other coroutines
             # on this event loop wait for it.
@@ -110,24 +107,6 @@ class SubmissionsHandler(UploadMixin, APIHandler):
         self.service.jobs_committed()
         self.db.refresh(submission)
         self.write_json(submission_model(submission, self.permissions.result_view(submission)), 201)
-
-    async def _commit_on_branch(self, repo: Path, files: Path) -> tuple[str, str | None]:
-        """Commit the files on top of the student's branch and move it there: (commit, parent).
-
-        The repository lock is this process's; another replica may move the branch between our read
-        and our compare-and-swap. Then the swap fails and the files are committed again on top of
-        the other replica's commit, so neither is lost.
-        """
-        for attempt in range(1, BRANCH_RACE_ATTEMPTS + 1):
-            parent = await git.head(repo)
-            commit = await git.commit_directory(repo, files, f"submission by {self.user.name}", parent)
-            try:
-                await git.update_branch(repo, commit, parent)
-                return commit, parent
-            except git.GitError:
-                if attempt == BRANCH_RACE_ATTEMPTS or await git.head(repo) == parent:
-                    raise
-        raise AssertionError("unreachable")
 
 
 class SubmissionHandler(APIHandler):

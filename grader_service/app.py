@@ -46,7 +46,9 @@ from . import __version__, db, logs
 from .auth import AUTHENTICATOR_ALIASES, Authenticator, Identity, TokenAuthenticator
 from .auth.roles import sync_roles
 from .autograding import EXECUTOR_ALIASES
-from .autograding.events import EventBus
+from .autograding.announce import deliver_after_commit
+from .autograding.events import EventBus, EventFeed
+from .autograding.listener import PostgresListener, conninfo
 from .autograding.local import LocalAutogradeExecutor
 from .autograding.queue import enqueue
 from .autograding.worker import Scheduler
@@ -244,6 +246,8 @@ class GraderService(Application):
     # Made by init_grading (None before).
     scheduler: Scheduler | None = None
     events: EventBus | None = None
+    event_feed: EventFeed | None = None
+    event_listener: PostgresListener | None = None
 
     @default("log_level")
     def _default_log_level(self) -> int:
@@ -441,12 +445,28 @@ class GraderService(Application):
     def init_grading(self) -> Scheduler:
         name = EXECUTOR_ALIASES.get(self.executor_class, self.executor_class)
         executor = import_item(name)(parent=self, log=self.log)
-        self.events = EventBus()
-        self.scheduler = Scheduler(
-            self.session_factory, self.layout, executor, self.events, parent=self, log=self.log
-        )
+        self.scheduler = Scheduler(self.session_factory, self.layout, executor, parent=self, log=self.log)
         self.scheduler.metrics = self.metrics
+        self.init_events()
         return self.scheduler
+
+    def init_events(self) -> None:
+        """Live status: announced changes reach this process's bus through a LISTEN connection
+        (PostgreSQL: every replica hears every change) or when their transaction commits (SQLite)."""
+        self.events = EventBus()
+        self.event_feed = EventFeed(
+            self.events, self.session_factory, self.log, on_queued=self.jobs_committed
+        )
+        if self.engine.dialect.name == "postgresql":
+            self.event_listener = PostgresListener(conninfo(self.engine.url), self.event_feed, self.log)
+        else:
+            deliver_after_commit(self.session_factory, self.event_feed.changed)
+
+    async def start_events(self) -> None:
+        if self.event_feed is not None:
+            self.event_feed.start()
+        if self.event_listener is not None:
+            await self.event_listener.start()
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -490,6 +510,7 @@ class GraderService(Application):
         self.init_authenticator()
         await self.authenticator.start()
         scheduler = self.init_grading()
+        await self.start_events()
         await scheduler.executor.start()
         if self.grading:
             await scheduler.start()
@@ -560,6 +581,10 @@ class GraderService(Application):
         if self.grading and self.scheduler is not None:
             steps.append(self.scheduler.stop)
         steps.append(self.authenticator.stop)
+        if self.event_listener is not None:
+            steps.append(self.event_listener.stop)
+        if self.event_feed is not None:
+            steps.append(self.event_feed.stop)
         for step in steps:
             name = getattr(step, "__qualname__", repr(step))
             try:

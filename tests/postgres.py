@@ -56,10 +56,23 @@ class PostgresServer:
         self._run(
             "initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
         )
+        self._pg_ctl("start")
+        self._wait_accepting()
+
+    def _pg_ctl(self, action: str, *extra: str) -> None:
         opts = (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
         )
-        self._run("pg_ctl", "-D", str(self.datadir), "-o", opts, "-l", str(self.dir / "log"), "-w", "start")
+        self._run(
+            "pg_ctl", "-D", str(self.datadir), "-o", opts, "-l", str(self.dir / "log"), "-w", action, *extra
+        )
+
+    def restart(self) -> None:
+        """pg_ctl restart (fast: every connection is closed). Only for a server a test owns."""
+        self._pg_ctl("restart", "-m", "fast")
+        self._wait_accepting()
+
+    def _wait_accepting(self) -> None:
         deadline = time.time() + 30
         while time.time() < deadline:
             try:

@@ -22,7 +22,11 @@ from .postgres import free_port
 
 
 class ServiceProcess:
-    """`grader-service` started with a data dir, a database URL and optional config text."""
+    """`grader-service` started with a data dir, a database URL and optional config text.
+
+    Several processes may share one data dir (replicas): give each its own `name` (for its config
+    file and log).
+    """
 
     def __init__(
         self,
@@ -31,16 +35,18 @@ class ServiceProcess:
         config: str = "",
         base_url: str = "/",
         env: dict[str, str] | None = None,
+        name: str | None = None,
     ):
         self.data_dir = data_dir
         self.db_url = db_url
         self.base_url = base_url
         self.port = free_port()
-        self.config_file = data_dir.parent / f"{data_dir.name}_config.py"
+        name = name or data_dir.name
+        self.config_file = data_dir.parent / f"{name}_config.py"
         self.config_file.write_text(config)
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.log_path = data_dir.parent / f"{name}.log"
         self._engine = None
 
     @property

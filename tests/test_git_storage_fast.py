@@ -708,3 +708,29 @@ def test_update_branch_refuses_a_corrupt_commit(tmp_path: Path) -> None:
     with pytest.raises(store.GitError, match="corrupt"):
         update(repo, commit, None)
     assert branch(repo) == "" and no_lock_left(repo)
+
+
+def test_commit_on_branch_loses_no_commit_to_a_racing_writer(tmp_path: Path) -> None:
+    """Writers that do not share a lock (replicas): each reads the branch, commits on it and swaps.
+    All read the same head here (one loop, the reads queued before any commit), so all but one
+    lose the first swap; each loser commits again on the winner's commit."""
+    repo = tmp_path / "race.git"
+    asyncio.run(store.ensure_repo(repo))
+    racers = 6
+    for i in range(racers):
+        write(tmp_path / f"files{i}" / "answer.txt", f"racer {i}\n")
+
+    async def race() -> list[tuple[str, str | None]]:
+        return await asyncio.gather(
+            *(store.commit_on_branch(repo, tmp_path / f"files{i}", f"r{i}") for i in range(racers))
+        )
+
+    results = asyncio.run(race())
+    history = run_git("--git-dir", repo, "rev-list", "--first-parent", store.BRANCH).split()
+    assert sorted(history) == sorted(commit for commit, _ in results)
+    assert run_git("--git-dir", repo, "rev-list", "--merges", store.BRANCH) == ""
+    for i, (commit, parent) in enumerate(results):
+        assert run_git("--git-dir", repo, "show", f"{commit}:answer.txt") == f"racer {i}"
+        assert parent == (run_git("--git-dir", repo, "rev-parse", f"{commit}^") if parent else None)
+    objects = run_git("--git-dir", repo, "cat-file", "--batch-all-objects", "--batch-check=%(objecttype)")
+    assert objects.split().count("commit") > racers  # the lost races really happened, and were retried

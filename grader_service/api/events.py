@@ -6,8 +6,10 @@ an assignment (tutors) until the client disconnects.
 
 A stream opens with the current state: the submission's, or every pending submission of the
 assignment. Each event has an `id:` (milliseconds since the epoch when it was sent); a client that
-reconnects with `Last-Event-ID` gets, besides the pending ones, the current state of every
-submission whose grading started or ended since then, so a dropped connection loses nothing.
+reconnects with `Last-Event-ID` (to this replica or another) gets, besides the pending ones, the
+current state of every submission whose grading started or ended since then, so a dropped
+connection loses nothing. Events come from `autograding/events.py`'s bus, which hears the changes
+of every replica.
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
 from tornado.iostream import StreamClosedError
 
-from ..autograding.events import CLOSED
-from ..orm import Assignment, GradingJob, Submission
-from ..states import PENDING_AUTO_STATUSES, AutoStatus, RoleName, member_of
+from ..autograding.events import CLOSED, read_states, stream_filter
+from ..orm import Assignment, Submission
+from ..states import AutoStatus, RoleName, member_of
 from .base import APIHandler, api_error
 from .params import ID_MAX
 from .permissions import ResultView, needs_login
@@ -55,6 +56,10 @@ class EventsHandler(APIHandler):
             kind, key = "submission", self._submission_or_404(submission_id).id
         else:
             kind, key = "assignment", self._assignment_or_404().id
+        # End the transaction the checks above read in: the current state must come from a snapshot
+        # taken after subscribing (a transaction may keep its first one), or a change published in
+        # between would be neither in it nor in the queue.
+        self.db.commit()
         queue = events.subscribe(kind, key)
         try:
             initial = self._current(kind, key, since)
@@ -63,6 +68,7 @@ class EventsHandler(APIHandler):
             self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
             self.set_header("X-Accel-Buffering", "no")
             self.write(f"retry: {RETRY_MILLISECONDS}\n\n")
+            await self.flush()  # the client knows the stream is open, even before a first event
             for event in initial:
                 await self._send(event)
             if kind == "submission" and initial and _final(initial[-1]):
@@ -121,35 +127,8 @@ class EventsHandler(APIHandler):
 
     def _current(self, kind: str, key: int, since: datetime | None) -> list[dict[str, Any]]:
         """The state a (re)connecting client starts from."""
-        if kind == "submission":
-            submission = self.db.get(Submission, key)
-            if submission is None:  # (loaded a moment ago, in this session: not expected)
-                raise api_error(404, f"Submission {key} not found")
-            return [_state(submission)]
-        wanted: ColumnElement[bool] = Submission.auto_status.in_(PENDING_AUTO_STATUSES)
-        if since is not None:
-            changed = (
-                select(GradingJob.id)
-                .where(
-                    GradingJob.submission_id == Submission.id,
-                    or_(GradingJob.started_at >= since, GradingJob.finished_at >= since),
-                )
-                .exists()
-            )
-            wanted = or_(wanted, changed)
-        rows = self.db.scalars(
-            select(Submission)
-            .where(Submission.assignment_id == key, Submission.deleted_at.is_(None), wanted)
-            .order_by(Submission.id)
-        ).all()
-        return [_state(s) for s in rows]
-
-
-def _state(submission: Submission) -> dict[str, Any]:
-    event: dict[str, Any] = {"submission": submission.id, "auto_status": submission.auto_status}
-    if submission.auto_status == AutoStatus.GRADED:
-        event.update(score=submission.score, max_score=submission.max_score)
-    return event
+        where = Submission.id == key if kind == "submission" else stream_filter([key], since)
+        return [event for _, _, event in read_states(self.db, where)]
 
 
 def _final(event: dict[str, Any]) -> bool:

@@ -93,12 +93,11 @@ class SubmissionsHandler(UploadMixin, APIHandler):
             # Git works next: hold no database connection meanwhile. (The count stays true: this user's
             # submissions to this assignment all wait for the repository's lock.)
             self.release_db()
-            parent = await git.head(repo)
-            commit = await git.commit_directory(repo, files, f"submission by {self.me.name}", parent)
+            # Between replicas the lock above does not hold: a lost race commits again (see there).
+            commit, parent = await git.commit_on_branch(repo, files, f"submission by {self.me.name}")
             # The branch moves first and the row is written after, with no await in between: an open
             # write transaction across an await would hold SQLite's write lock while other coroutines
             # on this event loop wait for it.
-            await git.update_branch(repo, commit, parent)
             try:
                 submission = Submission(
                     assignment_id=assignment.id,

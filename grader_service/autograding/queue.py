@@ -13,7 +13,8 @@
 
 `JobQueue` is one worker identity's handle on the queue. It needs a session factory, the data
 layout (where a job's directory is) and the executor (its name, its per-job settings and runner
-names); nothing here waits for grading or publishes events: the worker (`worker.py`) does.
+names); nothing here waits for grading. Every change of a submission's grading state is announced
+in the transaction that makes it (`announce.py`), for the live status streams of every replica.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..orm import Assignment, GradingJob, Lecture, Submission, User, utcnow
 from ..states import AutoStatus, FeedbackStatus, JobState
 from ..storage.layout import DataLayout
+from .announce import announce
 from .executor import AutogradeExecutor, GradingOutcome, GradingTask
 
 FRESH_PRIORITY = 0
@@ -58,6 +60,7 @@ def enqueue(
     job = GradingJob(submission_id=submission.id, priority=priority, run_id=run_id, state=JobState.QUEUED)
     session.add(job)
     submission.auto_status = AutoStatus.QUEUED
+    announce(session, submission.id, submission.assignment_id)
     return job
 
 
@@ -178,6 +181,7 @@ class JobQueue:
                 .where(GradingJob.id == job_id)
                 .values(runner_name=self.executor.runner_name(task))
             )
+            announce(session, task.submission_id, task.assignment_id)
             session.commit()
         return task
 
@@ -278,6 +282,8 @@ class JobQueue:
                 .where(Submission.id == task.submission_id, held)
                 .values(status_detail=detail)
             )
+            if _rowcount(result):
+                announce(session, task.submission_id, task.assignment_id)
             session.commit()
         return bool(_rowcount(result))
 
@@ -307,6 +313,7 @@ class JobQueue:
                 job.error = outcome.reason
                 if not self._newer_job_exists(session, job):
                     apply_outcome(submission, outcome)
+            announce(session, submission.id, submission.assignment_id)
             session.commit()
         return Recorded(submission, retry)
 
@@ -348,6 +355,7 @@ class JobQueue:
 
     def _requeue_or_fail(self, session: Session, job: GradingJob, why: str) -> None:
         submission = job.submission
+        announce(session, submission.id, submission.assignment_id)
         if job.attempts >= self.max_attempts:
             job.state, job.finished_at, job.exit_reason = JobState.FAILED, utcnow(), "attempts"
             job.error = f"Gave up after {job.attempts} attempts; last: {why}"

@@ -3,8 +3,8 @@
 `Scheduler` (the name its settings have always had: `c.Scheduler.*`) runs `concurrency` worker
 loops, a heartbeat per running job that renews its lease, and a reaper that re-queues jobs whose
 worker died. On start, running jobs of dead workers are adopted through the executor or
-re-queued; on stop, jobs in progress go back to the queue. It publishes every state change on the
-event bus.
+re-queued; on stop, jobs in progress go back to the queue. Every state change it makes is
+announced by the queue, in the transaction that makes it (`announce.py`).
 
 It is built from narrow collaborators: a session factory and the data layout (from which it makes
 its `JobQueue`, all the SQL, and its `JobStager`, the job directories) and the executor.
@@ -23,11 +23,8 @@ from traitlets import Bool, Float, Integer
 from traitlets.config import LoggingConfigurable
 
 from .. import logs
-from ..orm import Submission
-from ..states import AutoStatus
 from ..storage.layout import DataLayout
 from ..storage.staging import JobStager
-from .events import EventBus
 from .executor import AutogradeExecutor, GradingOutcome, GradingTask
 from .queue import JobQueue, Recorded
 
@@ -69,12 +66,10 @@ class Scheduler(LoggingConfigurable):
         session_factory: sessionmaker[Session],
         layout: DataLayout,
         executor: AutogradeExecutor,
-        events: EventBus,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.executor = executor
-        self.events = events
         self.queue = JobQueue(
             session_factory,
             layout,
@@ -152,8 +147,6 @@ class Scheduler(LoggingConfigurable):
         task = self.queue.claim()
         if task is not None and self.metrics is not None:
             self.metrics.job_claimed(task, self.executor.name)
-        if task is not None:
-            self._publish(task, {"auto_status": AutoStatus.RUNNING})
         return task
 
     async def _process(self, task: GradingTask) -> None:
@@ -185,26 +178,14 @@ class Scheduler(LoggingConfigurable):
             self.metrics.job_finished(task, self.executor.name, outcome, finish_result(recorded, outcome))
         if recorded is None:
             self.log.warning("Job %d was taken from this worker; its result is discarded", task.job_id)
-        else:
-            self._publish(task, outcome_event(recorded.submission, outcome))
-            if recorded.retry:
-                self.wake()
+        elif recorded.retry:
+            self.wake()
         if not self.keep_job_dirs:
             await self.stager.remove(task)
 
     def record_status(self, task: GradingTask, detail: str | None) -> None:
-        """The executor's word on why a running job waits: the submission's status detail, and an event."""
-        if self.queue.record_status(task, detail):
-            self._publish(task, {"auto_status": AutoStatus.RUNNING, "status_detail": detail})
-
-    def _publish(self, task: GradingTask, change: dict[str, Any]) -> None:
-        event = {
-            "submission": task.submission_id,
-            "auto_status": change.pop("auto_status"),
-            "job": task.job_id,
-        }
-        event.update(change)
-        self.events.publish(task.submission_id, task.assignment_id, event)
+        """The executor's word on why a running job waits: the submission's status detail (announced)."""
+        self.queue.record_status(task, detail)
 
     # --- crash safety -----------------------------------------------------------------------------
 
@@ -289,20 +270,4 @@ def finish_result(recorded: Recorded | None, outcome: GradingOutcome) -> str:
     return "graded" if outcome.graded else "failed"
 
 
-def outcome_event(submission: Submission, outcome: GradingOutcome) -> dict[str, Any]:
-    """The status event after a job's outcome was recorded: the submission's state as committed."""
-    event: dict[str, Any] = {"auto_status": submission.auto_status}
-    if submission.status_detail:
-        event["status_detail"] = submission.status_detail
-    if submission.auto_status == AutoStatus.GRADED:
-        event.update(
-            score=submission.score,
-            max_score=submission.max_score,
-            feedback_status=submission.feedback_status,
-        )
-    elif submission.auto_status == AutoStatus.FAILED:
-        event["reason"] = outcome.reason
-    return event
-
-
-__all__ = ["Scheduler", "outcome_event"]
+__all__ = ["Scheduler"]

@@ -345,6 +345,29 @@ def _compare_and_swap(path: Path, new: str, old: str | None) -> None:
     _under_ref_lock(path, swap)
 
 
+# Processes racing to move one branch: each lost race commits again on the winner's commit.
+BRANCH_RACE_ATTEMPTS = 8
+
+
+async def commit_on_branch(repo: Path, directory: Path, message: str) -> tuple[str, str | None]:
+    """Commit `directory` on top of the branch and move the branch there: (commit, parent).
+
+    Another process (a replica) may move the branch between our read and our compare-and-swap:
+    then the swap fails, and the files are committed again on top of the other's commit, so
+    neither is lost. A swap that fails while the branch stayed where it was is an error.
+    """
+    for attempt in range(1, BRANCH_RACE_ATTEMPTS + 1):
+        parent = await head(repo)
+        commit = await commit_directory(repo, directory, message, parent)
+        try:
+            await update_branch(repo, commit, parent)
+            return commit, parent
+        except GitError:
+            if attempt == BRANCH_RACE_ATTEMPTS or await head(repo) == parent:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def revert_branch(repo: Path, new: str, old: str | None) -> None:
     """Undo `update_branch(repo, new, old)` when the database refused to record the commit:
     move the branch back, or delete it, only while it still points at `new`."""

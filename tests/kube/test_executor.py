@@ -173,6 +173,27 @@ def test_the_pod_mounts_only_its_job_and_runs_autograde(tmp_path: Path) -> None:
         executor.make_pod(outside)
 
 
+@pytest.mark.parametrize(
+    ("request_cores", "limit", "expected"),
+    [
+        (1.0, "500m", {"requests": "500m", "limits": "500m"}),  # a quantity limit below the request
+        (0.75, "0.5", {"requests": "0.5", "limits": "0.5"}),  # a decimal string
+        (0.25, "2", {"requests": "250m", "limits": "2"}),  # a request under the limit stays
+        (0.5, "1500m", {"requests": "500m", "limits": "1500m"}),
+    ],
+)
+def test_cpu_limits_given_as_quantities_bound_the_request(
+    tmp_path: Path, request_cores: float, limit: str, expected: dict[str, str]
+) -> None:
+    """An assignment may give its CPU limit as a quantity ('500m'), as the API accepts."""
+    executor = KubeAutogradeExecutor(
+        namespace=NS, pvc_name="data", data_mount_path=str(tmp_path), image=IMAGE, cpu_request=request_cores
+    )
+    pod = executor.make_pod(make_task(executor, tmp_path / "jobs" / "3", 3, cpu=limit))
+    resources = SERIALIZER.sanitize_for_serialization(pod)["spec"]["containers"][0]["resources"]
+    assert {kind: resources[kind]["cpu"] for kind in ("requests", "limits")} == expected
+
+
 def test_configuration_errors_fail_the_job_for_good(make_executor: MakeExecutor, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with started(make_executor(data_mount_path=str(tmp_path / "elsewhere"))) as executor:

@@ -316,7 +316,7 @@ class KubeAutogradeExecutor(AutogradeExecutor):
         cpu_limit, memory_limit = task.limits.cpu, task.limits.memory
         cpu_request: float | str | None = self.cpu_request
         memory_request: str | int | None = self.memory_request
-        if cpu_limit and cpu_request and float(cpu_request) > float(cpu_limit):
+        if cpu_limit and cpu_request and cpu_cores(cpu_request) > cpu_cores(cpu_limit):
             cpu_request = cpu_limit
         if memory_limit and memory_request and parse_quantity(memory_request) > parse_quantity(memory_limit):
             memory_request = memory_limit
@@ -884,6 +884,13 @@ def cpu_quantity(cores: float | str) -> str:
         return cores
     millis = round(float(cores) * 1000)
     return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+def cpu_cores(value: float | str) -> float:
+    """Cores from a number or a CPU quantity: '500m' → 0.5, '2' → 2.0."""
+    if isinstance(value, str) and value.strip().endswith("m"):
+        return float(value.strip()[:-1]) / 1000
+    return float(value)
 
 
 def memory_quantity(value: str | int | float) -> str:

@@ -204,11 +204,15 @@ def test_release_held_hands_jobs_back_without_an_attempt(db_url: str, tmp_path: 
     queue.claim()
     other.release_held()  # not its job
     with factory() as session:
-        assert session.get(GradingJob, job_id).state == "running"
+        job = session.get(GradingJob, job_id)
+        assert (job.state, job.submission.auto_status) == ("running", "running")
     queue.release_held()
     with factory() as session:
         job = session.get(GradingJob, job_id)
         assert (job.state, job.worker, job.attempts) == ("queued", None, 0)
+        # the student sees it waiting again, not running on a worker that stopped
+        assert job.submission.auto_status == "queued"
+        assert "Queued again" in job.submission.status_detail
 
 
 def test_source_cache_keeps_only_current_sources(tmp_path: Path) -> None:

@@ -374,16 +374,18 @@ class JobQueue:
     def release_held(self) -> None:
         """On shutdown: this worker's running jobs go back to the queue without using up an attempt."""
         with self.session_factory() as session:
-            session.execute(
-                update(GradingJob)
-                .where(GradingJob.worker == self.worker_id, GradingJob.state == JobState.RUNNING)
-                .values(
-                    state=JobState.QUEUED,
-                    worker=None,
-                    lease_expires_at=None,
-                    attempts=GradingJob.attempts - 1,
+            held = session.scalars(
+                select(GradingJob).where(
+                    GradingJob.worker == self.worker_id, GradingJob.state == JobState.RUNNING
                 )
-            )
+            ).all()
+            for job in held:
+                job.state, job.worker, job.lease_expires_at = JobState.QUEUED, None, None
+                job.attempts -= 1
+                submission = job.submission
+                submission.auto_status = AutoStatus.QUEUED
+                submission.status_detail = "Queued again: the service grading it stopped"
+                announce(session, submission.id, submission.assignment_id)
             session.commit()
 
     def take_over_stale(

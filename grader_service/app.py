@@ -50,7 +50,7 @@ from .autograding.announce import deliver_after_commit
 from .autograding.events import EventBus, EventFeed
 from .autograding.listener import PostgresListener, conninfo
 from .autograding.local import LocalAutogradeExecutor
-from .autograding.queue import enqueue
+from .autograding.queue import enqueue_new
 from .autograding.worker import Scheduler
 from .dbpool import ConnectionGate
 from .httpserver import GraderHTTPServer
@@ -435,7 +435,7 @@ class GraderService(Application):
         The grading job is added to the same transaction: a submission and its job are stored
         together or not at all.
         """
-        enqueue(session, submission)
+        enqueue_new(session, submission)
 
     def jobs_committed(self) -> None:
         """Wake the workers once new jobs are visible in the database."""

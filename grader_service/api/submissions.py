@@ -116,7 +116,6 @@ class SubmissionsHandler(UploadMixin, APIHandler):
                 await git.revert_branch(repo, commit, parent)
                 raise
         self.service.jobs_committed()
-        self.db.refresh(submission)
         self.write_json(submission_model(submission, self.permissions.result_view(submission)), 201)
 
 

@@ -57,6 +57,14 @@ def enqueue(
         waiting.priority = min(waiting.priority, priority)
         waiting.run_id = waiting.run_id or run_id
         return waiting
+    return enqueue_new(session, submission, priority, run_id)
+
+
+def enqueue_new(
+    session: Session, submission: Submission, priority: int = FRESH_PRIORITY, run_id: int | None = None
+) -> GradingJob:
+    """Add the first grading job of a submission created in this transaction (nothing can wait yet:
+    the query `enqueue` makes would be one more round trip on the submit path, for nothing)."""
     job = GradingJob(submission_id=submission.id, priority=priority, run_id=run_id, state=JobState.QUEUED)
     session.add(job)
     submission.auto_status = AutoStatus.QUEUED
@@ -443,6 +451,7 @@ __all__ = [
     "Recorded",
     "claim_candidates",
     "enqueue",
+    "enqueue_new",
     "new_worker_id",
     "queue_stats",
 ]

@@ -25,7 +25,7 @@ from .grading_utils import wait_graded
 A = "lectures/ml/assignments"
 ROLES = ("student", "other_student", "tutor", "instructor", "admin", "outsider", "anonymous")
 STAFF = ("tutor", "instructor", "admin")
-RESULT_FIELDS = ("score", "auto_score", "manual_score", "comment")
+RESULT_FIELDS = ("score", "final_score", "auto_score", "manual_score", "comment")
 
 
 def make_assignment(world: World, name: str, **fields: Any) -> None:

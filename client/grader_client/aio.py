@@ -315,6 +315,29 @@ class AsyncGraderClient:
         """The grade table (one row per student); `format="csv"` gives the CSV text."""
         return await self._send(operations.get_scores(lecture, assignment, format))
 
+    # --- extensions --------------------------------------------------------------------------
+
+    def extensions(self, lecture: str, assignment: str) -> AsyncIterator[models.Extension]:
+        """The assignment's per-student extensions (tutors and instructors)."""
+        return self._paginate(lambda o, n: operations.list_extensions(lecture, assignment, offset=o, limit=n))
+
+    async def set_extension(
+        self,
+        lecture: str,
+        assignment: str,
+        user: str,
+        due_date: datetime | str,
+        late_until: datetime | str | None = None,
+        max_submissions: int | None = None,
+    ) -> models.Extension:
+        """Give `user` their own deadline (the whole extension: what is left out is none); instructors."""
+        return await self._send(
+            operations.set_extension(lecture, assignment, user, due_date, late_until, max_submissions)
+        )
+
+    async def remove_extension(self, lecture: str, assignment: str, user: str) -> None:
+        return await self._send(operations.delete_extension(lecture, assignment, user))
+
     # --- events ------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager

@@ -125,6 +125,7 @@ class Assignment(Model):
     late_until: datetime | None = None
     late_penalty: float = 0.0
     max_submissions: int | None = None
+    extended: bool = False  # a student's own deadline from an extension (due_date etc. are theirs)
     submissions_used: int | None = None  # the caller's own, withdrawn ones included (older services: None)
     grading_policy: str | None = None
     feedback_policy: str | None = None
@@ -151,6 +152,7 @@ class Submission(Model):
     # False: a student whose result is held back (score, comment null until the instructor releases it)
     results_released: bool | None = None
     score: float | None = None
+    final_score: float | None = None  # score less the late penalty if late
     auto_score: float | None = None
     manual_score: float | None = None
     max_score: float | None = None
@@ -162,6 +164,20 @@ class Submission(Model):
     def finished(self) -> bool:
         """Automatic grading reached a final state."""
         return self.auto_status in FINAL_STATUSES
+
+
+@dataclass(frozen=True, kw_only=True)
+class Extension(Model):
+    """A student's own deadline for one assignment."""
+
+    user: str
+    due_date: datetime
+    display_name: str | None = None
+    assignment: str = ""
+    late_until: datetime | None = None
+    max_submissions: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -289,6 +305,7 @@ class StatusEvent(Model):
 __all__ = [
     "FINAL_STATUSES",
     "Assignment",
+    "Extension",
     "Gradebook",
     "GradingRun",
     "Health",

@@ -408,6 +408,42 @@ def get_scores(lecture: str, assignment: str, format: str = "json") -> Call[mode
     return Call(parse, {"code": lecture, "name": assignment}, params={"format": format})
 
 
+# --- extensions ----------------------------------------------------------------------------------
+
+
+@operation("GET", "/lectures/{code}/assignments/{name}/extensions")
+def list_extensions(
+    lecture: str, assignment: str, *, offset: int = 0, limit: int = 100
+) -> Call[Page[models.Extension]]:
+    return Call(
+        page(models.Extension),
+        {"code": lecture, "name": assignment},
+        params={"offset": offset, "limit": limit},
+    )
+
+
+@operation("PUT", "/lectures/{code}/assignments/{name}/extensions/{user}")
+def set_extension(
+    lecture: str,
+    assignment: str,
+    user: str,
+    due_date: Any,
+    late_until: Any = None,
+    max_submissions: int | None = None,
+) -> Call[models.Extension]:
+    body = {
+        "due_date": _json_value(due_date),
+        "late_until": _json_value(late_until),
+        "max_submissions": max_submissions,
+    }
+    return Call(model(models.Extension), {"code": lecture, "name": assignment, "user": user}, json=body)
+
+
+@operation("DELETE", "/lectures/{code}/assignments/{name}/extensions/{user}")
+def delete_extension(lecture: str, assignment: str, user: str) -> Call[None]:
+    return Call(nothing, {"code": lecture, "name": assignment, "user": user})
+
+
 # --- events ------------------------------------------------------------------------------------
 
 

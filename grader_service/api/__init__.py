@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import assignments, events, files, grading, health, lectures, metrics, roles, spec, submissions, users
+from . import (
+    assignments,
+    events,
+    extensions,
+    files,
+    grading,
+    health,
+    lectures,
+    metrics,
+    roles,
+    spec,
+    submissions,
+    users,
+)
 from .base import APIHandler, NotFoundHandler
 
 RESOURCE_MODULES = [
@@ -15,6 +28,7 @@ RESOURCE_MODULES = [
     lectures,
     roles,
     assignments,
+    extensions,
     files,
     submissions,
     grading,

@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..orm import Assignment, Lecture, Submission
+from ..orm import Assignment, Extension, Lecture, Submission
+from ..scoring import Deadline, deadline_of
 from ..states import AssignmentStatus, FeedbackPolicy, GradingPolicy, RoleName, choices, member_of
 from ..storage.release import Released, ReleaseFailed, release_assignment
 from .base import APIHandler, api_error
@@ -138,10 +139,25 @@ def submissions_used(db: Any, user_id: int, assignment_ids: list[int]) -> dict[i
     return dict(rows.all())
 
 
+def extended_deadlines(db: Any, user_id: int, assignments: list[Assignment]) -> dict[int, Deadline]:
+    """Per assignment, the student's effective deadline where an extension gives them one: one query."""
+    by_id = {a.id: a for a in assignments}
+    if not by_id:
+        return {}
+    rows = db.scalars(
+        select(Extension).where(Extension.user_id == user_id, Extension.assignment_id.in_(list(by_id)))
+    )
+    return {e.assignment_id: deadline_of(by_id[e.assignment_id], e) for e in rows}
+
+
 def caller_model(handler: APIHandler, assignment: Assignment, staff: bool) -> dict[str, Any]:
-    """One assignment as the caller sees it, with the caller's `submissions_used`."""
+    """One assignment as the caller sees it, with the caller's `submissions_used` and, for a student,
+    their own deadline (staff see the assignment's)."""
     used = submissions_used(handler.db, handler.me.id, [assignment.id]).get(assignment.id, 0)
-    return assignment_model(assignment, staff, used)
+    deadline = (
+        None if staff else extended_deadlines(handler.db, handler.me.id, [assignment]).get(assignment.id)
+    )
+    return assignment_model(assignment, staff, used, deadline)
 
 
 class AssignmentsHandler(APIHandler):
@@ -156,7 +172,8 @@ class AssignmentsHandler(APIHandler):
             query.order_by(Assignment.created_at.desc(), Assignment.id.desc()).offset(offset).limit(limit)
         ).all()
         used = submissions_used(self.db, self.me.id, [a.id for a in rows])
-        models = [assignment_model(a, staff, used.get(a.id, 0)) for a in rows]
+        own = {} if staff else extended_deadlines(self.db, self.me.id, list(rows))
+        models = [assignment_model(a, staff, used.get(a.id, 0), own.get(a.id)) for a in rows]
         self.write_page(models, total, offset, limit)
 
     @needs_role(RoleName.INSTRUCTOR)

@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ..autograding.queue import REGRADE_PRIORITY, enqueue
-from ..orm import Assignment, GradingJob, GradingRun, Lecture, Submission, User
+from ..orm import GradingJob, GradingRun, Lecture, Submission, User
+from ..scoring import final_score, graded_score
 from ..states import (
     PENDING_JOB_STATES,
     FeedbackStatus,
@@ -197,15 +198,9 @@ class FeedbackReleaseHandler(APIHandler):
         self.write_json({"released": len(rows)})
 
 
-def penalized(score: float | None, late: bool, assignment: Assignment) -> float | None:
-    """A submission's final score (`score`) with the assignment's late penalty applied if it was late."""
-    if score is None:
-        return None
-    return round(score * (1 - assignment.late_penalty), 6) if late else score
-
-
 class ScoresHandler(APIHandler):
-    """One row per student: their latest or best submission (per the assignment), late penalty applied."""
+    """One row per student: their latest or best submission (per the assignment), scored by `scoring`
+    (`score` before, `final_score` after the late penalty) exactly as the submission responses are."""
 
     columns = (
         "user",
@@ -228,15 +223,27 @@ class ScoresHandler(APIHandler):
             select(
                 User.name, User.display_name, Submission.id, Submission.submitted_at, Submission.late,
                 Submission.late_seconds, Submission.auto_status,
-                func.coalesce(Submission.manual_score, Submission.score), Submission.max_score,
+                Submission.score, Submission.manual_score, Submission.max_score,
             )
             .join(User, User.id == Submission.user_id)
             .where(Submission.assignment_id == assignment.id, Submission.deleted_at.is_(None))
             .order_by(User.name, Submission.id)
         ).tuples()  # fmt: skip
         chosen: dict[str, dict[str, Any]] = {}
-        for user, display_name, sid, submitted_at, late, late_seconds, auto_status, score, max_score in rows:
-            final = penalized(score, late, assignment)
+        for (
+            user,
+            display_name,
+            sid,
+            submitted_at,
+            late,
+            late_seconds,
+            auto_status,
+            auto,
+            manual,
+            max_score,
+        ) in rows:
+            score = graded_score(auto, manual)
+            final = final_score(auto, manual, late, assignment.late_penalty)
             current = chosen.get(user)
             if (
                 current is None

@@ -280,7 +280,7 @@ def results_released(feedback_policy: str, feedback_status: str) -> bool:
 
 
 # Submission fields that are part of the grading result.
-RESULT_FIELDS = ("score", "auto_score", "manual_score", "comment")
+RESULT_FIELDS = ("score", "final_score", "auto_score", "manual_score", "comment")
 # Submission fields about the grading machinery (pods, images, retries): staff only.
 STAFF_FIELDS = ("status_detail",)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..orm import Assignment, Lecture, Role, Submission, User
+from ..scoring import Deadline, deadline_of, graded_score, submission_final_score
 from .base import isoformat
 from .permissions import ResultView
 
@@ -40,18 +41,23 @@ def role_model(role: Role) -> dict[str, Any]:
     }
 
 
-def assignment_model(assignment: Assignment, staff: bool, submissions_used: int = 0) -> dict[str, Any]:
+def assignment_model(
+    assignment: Assignment, staff: bool, submissions_used: int = 0, deadline: Deadline | None = None
+) -> dict[str, Any]:
     """`submissions_used`: the caller's own submissions to it, withdrawn ones included (they count
-    against `max_submissions` too), so a student sees how many are left."""
+    against `max_submissions` too), so a student sees how many are left. `deadline`: the caller's
+    effective deadline (`scoring`), when an extension gives them their own; `extended` says so."""
+    due = deadline or deadline_of(assignment, None)
     model: dict[str, Any] = {
         "lecture": assignment.lecture.code,
         "name": assignment.name,
         "title": assignment.title,
         "status": assignment.status,
-        "due_date": isoformat(assignment.due_date),
-        "late_until": isoformat(assignment.late_until),
+        "due_date": isoformat(due.due_date),
+        "late_until": isoformat(due.late_until),
         "late_penalty": assignment.late_penalty,
-        "max_submissions": assignment.max_submissions,
+        "max_submissions": due.max_submissions,
+        "extended": due.extended,
         "submissions_used": submissions_used,
         "grading_policy": assignment.grading_policy,
         "feedback_policy": assignment.feedback_policy,
@@ -80,7 +86,8 @@ def submission_model(submission: Submission, view: ResultView) -> dict[str, Any]
             "late_seconds": submission.late_seconds,
             "auto_status": submission.auto_status,
             "manual_status": submission.manual_status,
-            "score": submission.final_score,
+            "score": graded_score(submission.score, submission.manual_score),
+            "final_score": submission_final_score(submission),
             "auto_score": submission.score,
             "manual_score": submission.manual_score,
             "max_score": submission.max_score,

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import defer, lazyload
 
 from ..orm import Assignment, Lecture, Submission, User, utcnow
+from ..scoring import Deadline, closed, lateness, student_deadline
 from ..states import ManualStatus, RoleName, choices, member_of
 from ..storage import git
 from .base import USERNAME_RE, APIHandler, api_error
@@ -26,19 +27,18 @@ LIST_OPTIONS = (
 )
 
 
-def lateness(assignment: Assignment) -> tuple[bool, float]:
-    """Whether a submission now is late and by how many seconds; raises 403 past the last deadline."""
+def check_open(assignment: Assignment, deadline: Deadline) -> tuple[bool, float]:
+    """Whether a submission now is late and by how many seconds; 403 once the student's deadline
+    (and late window) has passed. `deadline` is the student's own (`scoring`)."""
     now = utcnow()
-    if assignment.due_date is None or now <= assignment.due_date:
-        return False, 0.0
-    if assignment.late_until is not None and now <= assignment.late_until:
-        return True, (now - assignment.due_date).total_seconds()
-    last = assignment.late_until or assignment.due_date
-    raise api_error(
-        403,
-        f"The deadline for {assignment.name!r} passed at {last.isoformat()}; "
-        "no more submissions are accepted",
-    )
+    if closed(deadline, now):
+        assert deadline.closes_at is not None
+        raise api_error(
+            403,
+            f"The deadline for {assignment.name!r} passed at {deadline.closes_at.isoformat()}; "
+            "no more submissions are accepted",
+        )
+    return lateness(deadline, now)
 
 
 class SubmissionsHandler(UploadMixin, APIHandler):
@@ -74,21 +74,22 @@ class SubmissionsHandler(UploadMixin, APIHandler):
         limited = self.permissions.bound_by_limits(lecture.id)
         if assignment.release_commit is None:
             raise api_error(409, f"Assignment {name!r} has not been released yet")
-        late, late_seconds = lateness(assignment) if limited else (False, 0.0)
+        deadline = student_deadline(self.db, assignment, self.me.id)
+        late, late_seconds = check_open(assignment, deadline) if limited else (False, 0.0)
         filename = self.get_query_argument("filename", None)
         limits = self.upload_limits(assignment.settings.get("allowed_files"))
         repo = self.service.layout.submission_repo(assignment.id, self.me.id)
         async with self.extracted_upload(limits, filename) as files, self.service.repo_locks(repo):
-            if assignment.max_submissions is not None and limited:
+            if deadline.max_submissions is not None and limited:
                 # Soft-deleted submissions count too: deleting must not buy extra attempts.
                 used = self.db.execute(
                     select(func.count()).where(
                         Submission.assignment_id == assignment.id, Submission.user_id == self.me.id
                     )
                 ).scalar_one()
-                if used >= assignment.max_submissions:
+                if used >= deadline.max_submissions:
                     raise api_error(
-                        403, f"You have used all {assignment.max_submissions} submissions for {name!r}"
+                        403, f"You have used all {deadline.max_submissions} submissions for {name!r}"
                     )
             # Git works next: hold no database connection meanwhile. (The count stays true: this user's
             # submissions to this assignment all wait for the repository's lock.)

@@ -3,6 +3,7 @@
 from .api_token import ApiToken
 from .assignment import Assignment
 from .base import Base, utcnow
+from .extension import Extension
 from .grading_job import GradingJob, GradingRun
 from .lecture import Lecture
 from .role import Role
@@ -13,6 +14,7 @@ __all__ = [
     "ApiToken",
     "Assignment",
     "Base",
+    "Extension",
     "GradingJob",
     "GradingRun",
     "Lecture",

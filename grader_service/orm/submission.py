@@ -54,7 +54,3 @@ class Submission(Base):
 
     assignment: Mapped[Assignment] = relationship(lazy="joined")
     user: Mapped[User] = relationship(lazy="joined")
-
-    @property
-    def final_score(self) -> float | None:
-        return self.manual_score if self.manual_score is not None else self.score

@@ -1,0 +1,126 @@
+"""Per-student extensions: instructors give a student their own deadline; tutors can read them.
+
+Granting, changing or removing one recomputes `late` of that student's submissions in the same
+transaction (`scoring.recompute_lateness`), so their final scores follow at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from ..orm import Assignment, Extension, Lecture, Role, User, utcnow
+from ..scoring import deadline_of, extension_of, recompute_lateness
+from ..states import RoleName
+from .assignments import parse_datetime
+from .base import USERNAME_RE, APIHandler, api_error, isoformat
+from .lectures import check_fields
+from .params import ID_MAX
+from .permissions import needs_role
+
+FIELDS = {"due_date", "late_until", "max_submissions"}
+
+
+def extension_model(extension: Extension) -> dict[str, Any]:
+    return {
+        "user": extension.user.name,
+        "display_name": extension.user.display_name,
+        "assignment": extension.assignment.name,
+        "due_date": isoformat(extension.due_date),
+        "late_until": isoformat(extension.late_until),
+        "max_submissions": extension.max_submissions,
+        "created_at": isoformat(extension.created_at),
+        "updated_at": isoformat(extension.updated_at),
+    }
+
+
+def apply_body(extension: Extension, body: dict[str, Any]) -> None:
+    """Validate a PUT body (the whole extension: absent optional fields become null) into `extension`."""
+    check_fields(body, FIELDS)
+    due = parse_datetime(body, "due_date")
+    if due is None:
+        raise api_error(400, "Field 'due_date' is required: an ISO 8601 date-time with a time zone")
+    late_until = parse_datetime(body, "late_until")
+    if late_until is not None and late_until < due:
+        raise api_error(400, "Field 'late_until' must not be before 'due_date'")
+    limit = body.get("max_submissions")
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= ID_MAX
+    ):
+        raise api_error(400, f"Field 'max_submissions' must be an integer from 1 to {ID_MAX}, or null")
+    extension.due_date, extension.late_until, extension.max_submissions = due, late_until, limit
+
+
+class ExtensionsHandler(APIHandler):
+    @needs_role(RoleName.TUTOR)
+    def get(self, lecture: Lecture, name: str) -> None:
+        assignment = self.assignment_or_404(lecture, name)
+        offset, limit = self.pagination()
+        query = select(Extension).join(User, User.id == Extension.user_id)
+        query = query.where(Extension.assignment_id == assignment.id)
+        total = self.db.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+        rows = self.db.scalars(query.order_by(User.name).offset(offset).limit(limit)).all()
+        self.write_page([extension_model(e) for e in rows], total, offset, limit)
+
+
+class ExtensionHandler(APIHandler):
+    def student(self, lecture: Lecture, name: str) -> User:
+        """The student `name` of the lecture; 404 for anyone not on its roster, 400 for its staff."""
+        if not USERNAME_RE.match(name):
+            raise api_error(400, f"Invalid user name {name!r}")
+        user = self.db.scalars(select(User).where(User.name == name)).one_or_none()
+        role = self.db.get(Role, (user.id, lecture.id)) if user is not None else None
+        if user is None or role is None:
+            raise api_error(404, f"User {name!r} is not on the roster of lecture {lecture.code!r}")
+        if role.role != RoleName.STUDENT:
+            raise api_error(
+                400,
+                f"User {name!r} is a {role.role} in lecture {lecture.code!r}: extensions are for "
+                "students (staff are bound by no deadline)",
+            )
+        return user
+
+    @needs_role(RoleName.INSTRUCTOR)
+    def put(self, lecture: Lecture, name: str, username: str) -> None:
+        assignment = self.assignment_or_404(lecture, name)
+        body = self.json_body()
+        user = self.student(lecture, username)
+        extension = extension_of(self.db, assignment.id, user.id)
+        created = extension is None
+        if extension is None:
+            extension = Extension(assignment_id=assignment.id, user_id=user.id)
+        apply_body(extension, body)
+        extension.updated_at = utcnow()
+        if created:
+            self.db.add(extension)
+        self.db.flush()
+        self.commit_with_lateness(assignment, extension, user.id)
+        self.db.refresh(extension)
+        self.write_json(extension_model(extension), 201 if created else 200)
+
+    @needs_role(RoleName.INSTRUCTOR)
+    def delete(self, lecture: Lecture, name: str, username: str) -> None:
+        assignment = self.assignment_or_404(lecture, name)
+        user = self.student(lecture, username)
+        extension = extension_of(self.db, assignment.id, user.id)
+        if extension is None:
+            raise api_error(404, f"User {username!r} has no extension for assignment {name!r}")
+        self.db.delete(extension)
+        self.commit_with_lateness(assignment, None, user.id)
+        self.set_status(204)
+        self.finish()
+
+    def commit_with_lateness(self, assignment: Assignment, extension: Extension | None, user_id: int) -> None:
+        """Recompute the student's `late` against their new deadline and commit both together."""
+        recompute_lateness(self.db, assignment, user_id, deadline_of(assignment, extension))
+        try:
+            self.db.commit()
+        except IntegrityError:  # a concurrent PUT created the same extension first
+            self.db.rollback()
+            raise api_error(409, "The extension was changed concurrently; send the request again") from None
+
+
+E = r"lectures/([^/]+)/assignments/([^/]+)/extensions"
+handlers = [(E, ExtensionsHandler), (E + r"/([^/]+)", ExtensionHandler)]

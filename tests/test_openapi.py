@@ -31,6 +31,7 @@ def test_spec_matches_routes() -> None:
             path = path.replace("assignments/([^/]+)", "assignments/{name}", 1)
             path = path.replace("submissions/([^/]+)", "submissions/{id}", 1)
             path = path.replace("roles/([^/]+)", "roles/{user}", 1)
+            path = path.replace("extensions/([^/]+)", "extensions/{user}", 1)
             path = path.replace("grading-runs/([^/]+)", "grading-runs/{id}", 1)
             assert "(" not in path, path
             routes[path] = implemented(handler)

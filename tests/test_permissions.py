@@ -74,6 +74,13 @@ def granted_role(world: World) -> str:
     return "lectures/ml/roles/newbie"
 
 
+def granted_extension(world: World) -> str:
+    path = f"{fresh_assignment(world)}/extensions/stu"
+    assert world.client("instructor").put(path, json={"due_date": DUE}).status_code == 201
+    return path
+
+
+DUE = "2099-01-01T00:00:00Z"
 NOTEBOOK = {"Content-Type": "application/x-ipynb+json"}
 CASES = {
     "health": Case("GET", "health", {w: 200 for w in WHO}),
@@ -151,6 +158,14 @@ CASES = {
         statuses(tutor=200, instructor=200, admin=200),
         json={"manual_score": 1, "comment": "ok"},
     ),
+    "list extensions": Case("GET", f"{A}/tiny/extensions", statuses(tutor=200, instructor=200, admin=200)),
+    "grant extension": Case(
+        "PUT",
+        lambda w: f"{fresh_assignment(w)}/extensions/stu",
+        statuses(instructor=201, admin=201),
+        json={"due_date": DUE},
+    ),
+    "remove extension": Case("DELETE", granted_extension, statuses(instructor=204, admin=204)),
     "delete submission": Case(
         "DELETE", student_submission, statuses(student=204, other_student=404, instructor=204, admin=204)
     ),

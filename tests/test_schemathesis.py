@@ -37,6 +37,8 @@ CROSS_FIELD_RULES = {
     ("/lectures/{code}/assignments/{name}/files", "PUT"): (400, 422),  # upload contents
     ("/lectures/{code}/assignments/{name}/submissions", "POST"): (400, 422),  # upload contents
     ("/lectures/{code}/assignments/{name}/submissions/{id}", "PATCH"): (400,),  # manual_score <= max_score
+    # late_until not before due_date; the user a student, not a tutor or instructor
+    ("/lectures/{code}/assignments/{name}/extensions/{user}", "PUT"): (400,),
 }
 ACCEPTED = (401, 403, 404, 409, 429)
 

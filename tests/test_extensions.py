@@ -229,3 +229,19 @@ def test_bad_bodies_and_paths(world: World) -> None:
     assert r.status_code == 404 and "no-such" in r.json()["message"]
     assert ins.get(f"{A}/no-such/extensions").status_code == 404
     assert world.client("tutor").get(f"{A}/tiny/extensions").json()["total"] == 0
+
+
+def test_withdrawing_follows_the_students_own_deadline(world: World) -> None:
+    new_released_assignment(
+        world, "ext-withdraw", due_date=iso(timedelta(hours=-1)), late_until=iso(timedelta(hours=2))
+    )
+    first, second = (world.submit("student", assignment="ext-withdraw").json()["id"] for _ in range(2))
+    student = world.client("student")
+    r = student.delete(f"{A}/ext-withdraw/submissions/{first}")
+    assert r.status_code == 403 and "before the deadline" in r.json()["message"]
+    body = {"due_date": iso(timedelta(hours=1))}
+    assert world.client("instructor").put(ext("ext-withdraw"), json=body).status_code == 201
+    assert student.delete(f"{A}/ext-withdraw/submissions/{first}").status_code == 204
+    body = {"due_date": iso(timedelta(minutes=-1)), "late_until": iso(timedelta(hours=1))}
+    assert world.client("instructor").put(ext("ext-withdraw"), json=body).status_code == 200
+    assert student.delete(f"{A}/ext-withdraw/submissions/{second}").status_code == 403

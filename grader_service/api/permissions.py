@@ -30,6 +30,7 @@ import functools
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Concatenate, Final, Literal, ParamSpec, TypeVar
 
 from sqlalchemy import Select, select
@@ -242,13 +243,13 @@ class Permissions:
         """Whether the deadline and the attempt limit apply: to students; staff may always submit."""
         return not self.is_staff(lecture_id)
 
-    def require_withdraw(self, submission: Submission) -> None:
-        """Instructors delete any submission; a student withdraws their own, before the deadline."""
+    def require_withdraw(self, submission: Submission, due: datetime | None) -> None:
+        """Instructors delete any submission; a student withdraws their own, before the deadline
+        (`due`: their effective one, `scoring`)."""
         if self.has(submission.assignment.lecture_id, RoleName.INSTRUCTOR):
             return
         if submission.user_id != self.user.id:
             raise APIError(403, "Only instructors can delete other users' submissions")
-        due = submission.assignment.due_date
         if due is not None and utcnow() > due:
             raise APIError(403, "Submissions can only be withdrawn before the deadline")
 

@@ -162,7 +162,9 @@ class SubmissionHandler(APIHandler):
     def delete(self, lecture: Lecture, name: str, submission_id: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
         submission = self.submission_or_404(assignment, submission_id)
-        self.permissions.require_withdraw(submission)
+        self.permissions.require_withdraw(
+            submission, student_deadline(self.db, assignment, submission.user_id).due_date
+        )
         submission.deleted_at = utcnow()
         self.db.commit()
         self.set_status(204)

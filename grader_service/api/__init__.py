@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import assignments, events, files, grading, health, lectures, metrics, roles, spec, submissions, users
+from . import (
+    assignments,
+    events,
+    files,
+    gradebook,
+    grading,
+    health,
+    lectures,
+    metrics,
+    roles,
+    spec,
+    submissions,
+    users,
+)
 from .base import APIHandler, NotFoundHandler
 
 RESOURCE_MODULES = [
@@ -18,6 +31,7 @@ RESOURCE_MODULES = [
     files,
     submissions,
     grading,
+    gradebook,
     events,
 ]
 

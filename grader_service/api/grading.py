@@ -204,6 +204,15 @@ def penalized(score: float | None, late: bool, assignment: Assignment) -> float 
     return round(score * (1 - assignment.late_penalty), 6) if late else score
 
 
+def counts_instead(policy: GradingPolicy, chosen: float | None, later: float | None) -> bool:
+    """Whether a later submission (final score `later`) counts instead of the one chosen so far.
+
+    Latest: always. Best: only a strictly higher final score, so the earliest of equals stays; no
+    score counts as 0. The per-assignment and the whole-lecture exports both choose with this.
+    """
+    return policy == GradingPolicy.LATEST or (later or 0) > (chosen or 0)
+
+
 class ScoresHandler(APIHandler):
     """One row per student: their latest or best submission (per the assignment), late penalty applied."""
 
@@ -238,11 +247,7 @@ class ScoresHandler(APIHandler):
         for user, display_name, sid, submitted_at, late, late_seconds, auto_status, score, max_score in rows:
             final = penalized(score, late, assignment)
             current = chosen.get(user)
-            if (
-                current is None
-                or assignment.grading_policy == GradingPolicy.LATEST
-                or (final or 0) > (current["final_score"] or 0)
-            ):
+            if current is None or counts_instead(assignment.grading_policy, current["final_score"], final):
                 chosen[user] = {
                     "user": user, "display_name": display_name, "submission": sid,
                     "submitted_at": isoformat(submitted_at), "late": late, "late_seconds": late_seconds,

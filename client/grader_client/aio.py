@@ -315,6 +315,19 @@ class AsyncGraderClient:
         """The grade table (one row per student); `format="csv"` gives the CSV text."""
         return await self._send(operations.get_scores(lecture, assignment, format))
 
+    @overload
+    async def lecture_scores(
+        self, lecture: str, policy: str | None = None, format: Literal["json"] = "json"
+    ) -> models.LectureScoreTable: ...
+    @overload
+    async def lecture_scores(self, lecture: str, policy: str | None, format: Literal["csv"]) -> str: ...
+    async def lecture_scores(
+        self, lecture: str, policy: str | None = None, format: str = "json"
+    ) -> models.LectureScoreTable | str:
+        """The whole lecture's gradebook (one row per student on the roster, one column per assignment);
+        `policy` ("latest" or "best") for every assignment, else each one's own; `format="csv"`: CSV text."""
+        return await self._send(operations.get_lecture_scores(lecture, policy, format))
+
     # --- events ------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager

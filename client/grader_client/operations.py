@@ -408,6 +408,18 @@ def get_scores(lecture: str, assignment: str, format: str = "json") -> Call[mode
     return Call(parse, {"code": lecture, "name": assignment}, params={"format": format})
 
 
+@operation("GET", "/lectures/{code}/scores")
+def get_lecture_scores(
+    lecture: str, policy: str | None = None, format: str = "json"
+) -> Call[models.LectureScoreTable | str]:
+    if format not in ("json", "csv"):
+        raise UsageError(f"Score format must be json or csv, not {format!r}")
+    if policy not in (None, "latest", "best"):
+        raise UsageError(f"Policy must be latest or best, not {policy!r}")
+    parse = model(models.LectureScoreTable) if format == "json" else text
+    return Call(parse, {"code": lecture}, params={"format": format, "policy": policy})
+
+
 # --- events ------------------------------------------------------------------------------------
 
 

@@ -50,7 +50,7 @@ class Row:
 
     @property
     def total(self) -> float:
-        return round(sum(score for score in self.scores if score is not None), 6)
+        return round(sum((score for score in self.scores if score is not None), 0.0), 6)
 
 
 def roster_page(db: Session, lecture_id: int, after: str | None, size: int) -> list[Student]:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import CompoundSelect, func, select, union_all
 from sqlalchemy.orm import Session
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
@@ -67,37 +68,41 @@ def roster_page(db: Session, lecture_id: int, after: str | None, size: int) -> l
     return [Student(*row) for row in db.execute(query).tuples()]
 
 
+def page_query(user_ids: Sequence[int], latest: Sequence[int], best: Sequence[int]) -> CompoundSelect[Any]:
+    """The scores of a page of students, with their submission ids: under the latest policy (assignments
+    `latest`) only each one's latest kept submission (max(id)); under best (`best`) all their kept ones,
+    to choose from. Two parts of one UNION ALL, each served by an index (an OR of both would scan the
+    table: benchmarks/large_course.py)."""
+    kept = (Submission.user_id.in_(user_ids), Submission.deleted_at.is_(None))
+    columns = (
+        Submission.id, Submission.user_id, Submission.assignment_id, Submission.late,
+        func.coalesce(Submission.manual_score, Submission.score),
+    )  # fmt: skip
+    newest = (
+        select(func.max(Submission.id))
+        .where(Submission.assignment_id.in_(latest), *kept)
+        .group_by(Submission.assignment_id, Submission.user_id)
+    )
+    return union_all(
+        select(*columns).where(Submission.assignment_id.in_(best), *kept),
+        select(*columns).where(Submission.id.in_(newest)),
+    )
+
+
 def page_scores(
     db: Session,
     students: Sequence[Student],
     assignments: Sequence[Assignment],
     policies: Sequence[GradingPolicy],
 ) -> list[Row]:
-    """The students' rows, from one query over all assignments.
-
-    Under the latest policy only each student's latest submission is read (max(id), from the
-    `(assignment_id, user_id, id)` index); under best, all their submissions, and the best is chosen here.
-    """
-    user_ids = [student.id for student in students]
+    """The students' rows, from one query over all assignments; each cell chosen as the per-assignment
+    export chooses (`counts_instead`, in submission order)."""
     latest = [a.id for a, policy in zip(assignments, policies, strict=True) if policy == GradingPolicy.LATEST]
     best = [a.id for a, policy in zip(assignments, policies, strict=True) if policy == GradingPolicy.BEST]
-    kept = (Submission.user_id.in_(user_ids), Submission.deleted_at.is_(None))
-    newest = (
-        select(func.max(Submission.id))
-        .where(Submission.assignment_id.in_(latest), *kept)
-        .group_by(Submission.assignment_id, Submission.user_id)
-    )
-    rows = db.execute(
-        select(
-            Submission.user_id, Submission.assignment_id, Submission.late,
-            func.coalesce(Submission.manual_score, Submission.score),
-        )
-        .where(*kept, or_(Submission.assignment_id.in_(best), Submission.id.in_(newest)))
-        .order_by(Submission.id)
-    ).tuples()  # fmt: skip
+    rows = sorted(db.execute(page_query([student.id for student in students], latest, best)).tuples())
     column = {a.id: i for i, a in enumerate(assignments)}
     chosen: dict[tuple[int, int], float | None] = {}
-    for user_id, assignment_id, late, score in rows:
+    for _, user_id, assignment_id, late, score in rows:  # in submission order
         i = column[assignment_id]
         final = penalized(score, late, assignments[i])
         key = (user_id, i)

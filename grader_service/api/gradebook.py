@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import CompoundSelect, func, select, union_all
@@ -99,7 +100,8 @@ def page_scores(
     export chooses (`counts_instead`, in submission order)."""
     latest = [a.id for a, policy in zip(assignments, policies, strict=True) if policy == GradingPolicy.LATEST]
     best = [a.id for a, policy in zip(assignments, policies, strict=True) if policy == GradingPolicy.BEST]
-    rows = sorted(db.execute(page_query([student.id for student in students], latest, best)).tuples())
+    result = db.execute(page_query([student.id for student in students], latest, best)).tuples()
+    rows = sorted(result.all(), key=itemgetter(0))  # by submission id (a key: comparing whole rows is slow)
     column = {a.id: i for i, a in enumerate(assignments)}
     chosen: dict[tuple[int, int], float | None] = {}
     for _, user_id, assignment_id, late, score in rows:  # in submission order

@@ -9,7 +9,9 @@ starts the service on it and times, as the instructor and as one student:
   a student's own;
 - assignment list (the instructor's, and a student's with their `submissions_used`);
 - roster (roles) list;
-- scores export (JSON and CSV: one row per student, the whole course's table).
+- scores export (JSON and CSV: one row per student, the whole course's table);
+- the lecture gradebook (`GET /lectures/{code}/scores`, CSV and JSON: one row per student, one column per
+  assignment, streamed), with the service process's memory before and after (flat: streamed).
 
 Each endpoint is timed `--repeat` times after one warm-up; p50 and p95 are printed. The run is done
 twice on the same data: first with the indexes of revision 0004 removed (`alembic downgrade 0003` while
@@ -33,7 +35,8 @@ from pathlib import Path
 
 import requests
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Engine
 
 from alembic import command
 
@@ -41,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from grader_service import db  # noqa: E402
+from grader_service.api import gradebook  # noqa: E402
 from tests.postgres import PostgresServer, create_database  # noqa: E402
 from tests.service import ServiceProcess  # noqa: E402
 
@@ -150,7 +154,15 @@ def endpoints(students: int) -> list[tuple[str, str, str, dict[str, str]]]:
             f"lectures/{LECTURE}/assignments/a01/scores",
             {"format": "csv"},
         ),
+        *GRADEBOOK_ENDPOINTS,
     ]
+
+
+# The whole lecture's table: each assignment by its own policy (half latest, half best), CSV and JSON.
+GRADEBOOK_ENDPOINTS = [
+    ("lecture gradebook, CSV", "staff", f"lectures/{LECTURE}/scores", {"format": "csv"}),
+    ("lecture gradebook, JSON", "staff", f"lectures/{LECTURE}/scores", {"format": "json"}),
+]
 
 
 # The main queries, as the handlers issue them (api/submissions.py, api/assignments.py, api/grading.py,
@@ -195,12 +207,45 @@ def explain(engine: Engine, students: int) -> None:
             {"lecture": LECTURE, "u": f"s{students // 2:05d}"},
         ).one()
         params = {"a": ids[0], "l": ids[1], "uid": ids[2], "u": ids[3]}
-        for label, sql in EXPLAINED.items():
+        explained = {**EXPLAINED, "lecture gradebook (a page's scores)": gradebook_page_sql(conn)}
+        for label, sql in explained.items():
             names = {k: v for k, v in params.items() if f":{k}" in sql}
             plan = conn.execute(text("EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON) " + sql), names).scalars()
             print(f"\n  EXPLAIN {label}")
             for line in plan:
-                print("    " + line)
+                print("    " + (line if len(line) <= 160 else line[:157] + "..."))  # long IN lists
+
+
+def memory(pid: int) -> dict[str, int]:
+    """The process's resident memory now (VmRSS) and at its highest so far (VmHWM), in KiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+def gradebook_page_sql(conn: Connection) -> str:
+    """The lecture gradebook's query for its first page of students, as api/gradebook.py builds it."""
+    users = conn.execute(
+        text(
+            "SELECT u.id FROM users u JOIN roles r ON r.user_id = u.id JOIN lectures l ON l.id = r.lecture_id"
+            " WHERE l.code = :lecture AND r.role = 'student' ORDER BY u.name LIMIT :n"
+        ),
+        {"lecture": LECTURE, "n": gradebook.PAGE_SIZE},
+    ).scalars()
+    policies = conn.execute(
+        text(
+            "SELECT a.id, a.grading_policy FROM assignments a JOIN lectures l ON l.id = a.lecture_id"
+            " WHERE l.code = :lecture"
+        ),
+        {"lecture": LECTURE},
+    ).all()
+    query = gradebook.page_query(
+        list(users), [i for i, p in policies if p == "latest"], [i for i, p in policies if p == "best"]
+    )
+    return str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
 
 
 def measure(svc: ServiceProcess, tokens: dict[str, str], students: int, repeat: int) -> dict[str, float]:
@@ -209,10 +254,20 @@ def measure(svc: ServiceProcess, tokens: dict[str, str], students: int, repeat: 
         sessions[who] = requests.Session()
         sessions[who].headers["Authorization"] = f"token {token}"
     medians = {}
+    before = None
     for label, who, path, params in endpoints(students):
+        if (label, who, path, params) == GRADEBOOK_ENDPOINTS[0]:
+            before = memory(svc.proc.pid)
         p50, p95, size = timed(sessions[who], svc.api + path, params, repeat)
         medians[label] = p50
         print(f"  {label:30s} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  {size / 1024:8.1f} KiB")
+    if before is not None:
+        after = memory(svc.proc.pid)
+        print(
+            f"  service memory across the gradebook requests: RSS {before['VmRSS'] / 1024:.1f} ->"
+            f" {after['VmRSS'] / 1024:.1f} MiB, peak (VmHWM) {before['VmHWM'] / 1024:.1f} ->"
+            f" {after['VmHWM'] / 1024:.1f} MiB"
+        )
     return medians
 
 

@@ -338,6 +338,21 @@ class AsyncGraderClient:
     async def remove_extension(self, lecture: str, assignment: str, user: str) -> None:
         return await self._send(operations.delete_extension(lecture, assignment, user))
 
+    # --- lecture gradebook ----------------------------------------------------------------------
+
+    @overload
+    async def lecture_scores(
+        self, lecture: str, policy: str | None = None, format: Literal["json"] = "json"
+    ) -> models.LectureScoreTable: ...
+    @overload
+    async def lecture_scores(self, lecture: str, policy: str | None, format: Literal["csv"]) -> str: ...
+    async def lecture_scores(
+        self, lecture: str, policy: str | None = None, format: str = "json"
+    ) -> models.LectureScoreTable | str:
+        """The whole lecture's gradebook (one row per student on the roster, one column per assignment);
+        `policy` ("latest" or "best") for every assignment, else each one's own; `format="csv"`: CSV text."""
+        return await self._send(operations.get_lecture_scores(lecture, policy, format))
+
     # --- events ------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager

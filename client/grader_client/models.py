@@ -235,6 +235,34 @@ class ScoreTable(Model):
 
 
 @dataclass(frozen=True, kw_only=True)
+class LectureScoreColumn(Model):
+    """One assignment of the lecture gradebook, and the policy its column was chosen by."""
+
+    name: str
+    policy: str | None = None
+    late_penalty: float = 0.0
+    max_score: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LectureScoreRow(Model):
+    user: str
+    display_name: str | None = None
+    scores: dict[str, float | None] = field(default_factory=dict)  # None: nothing submitted
+    total: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LectureScoreTable(Model):
+    """The whole lecture's gradebook: one row per student on the roster, one score per assignment."""
+
+    lecture: str = ""
+    policy: str | None = None  # None: each assignment's own grading policy
+    assignments: list[LectureScoreColumn] = field(default_factory=list)
+    items: list[LectureScoreRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
 class TestResult:
     """One graded cell of a gradebook: what a score table shows."""
 
@@ -315,6 +343,9 @@ __all__ = [
     "QueueStats",
     "Role",
     "ScoreRow",
+    "LectureScoreColumn",
+    "LectureScoreRow",
+    "LectureScoreTable",
     "ScoreTable",
     "StatusEvent",
     "Submission",

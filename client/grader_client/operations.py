@@ -444,6 +444,21 @@ def delete_extension(lecture: str, assignment: str, user: str) -> Call[None]:
     return Call(nothing, {"code": lecture, "name": assignment, "user": user})
 
 
+# --- lecture gradebook ---------------------------------------------------------------------------
+
+
+@operation("GET", "/lectures/{code}/scores")
+def get_lecture_scores(
+    lecture: str, policy: str | None = None, format: str = "json"
+) -> Call[models.LectureScoreTable | str]:
+    if format not in ("json", "csv"):
+        raise UsageError(f"Score format must be json or csv, not {format!r}")
+    if policy not in (None, "latest", "best"):
+        raise UsageError(f"Policy must be latest or best, not {policy!r}")
+    parse = model(models.LectureScoreTable) if format == "json" else text
+    return Call(parse, {"code": lecture}, params={"format": format, "policy": policy})
+
+
 # --- events ------------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from . import (
     events,
     extensions,
     files,
+    gradebook,
     grading,
     health,
     lectures,
@@ -32,6 +33,7 @@ RESOURCE_MODULES = [
     files,
     submissions,
     grading,
+    gradebook,
     events,
 ]
 

@@ -35,9 +35,14 @@ def spreadsheet_safe(value: Any) -> Any:
 
 def to_csv(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
     """The rows as CSV text with a header line; every cell passes through :func:`spreadsheet_safe`."""
+    return csv_lines([columns, *([row.get(column) for column in columns] for row in rows)])
+
+
+def csv_lines(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows given as lists of cells, as CSV lines (a streamed export writes a chunk at a time); every cell
+    passes through :func:`spreadsheet_safe`."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([spreadsheet_safe(column) for column in columns])
     for row in rows:
-        writer.writerow([spreadsheet_safe(row.get(column)) for column in columns])
+        writer.writerow([spreadsheet_safe(cell) for cell in row])
     return out.getvalue()

@@ -198,6 +198,15 @@ class FeedbackReleaseHandler(APIHandler):
         self.write_json({"released": len(rows)})
 
 
+def counts_instead(policy: GradingPolicy, chosen: float | None, later: float | None) -> bool:
+    """Whether a later submission (final score `later`) counts instead of the one chosen so far.
+
+    Latest: always. Best: only a strictly higher final score, so the earliest of equals stays; no
+    score counts as 0. The per-assignment and the whole-lecture exports both choose with this.
+    """
+    return policy == GradingPolicy.LATEST or (later or 0) > (chosen or 0)
+
+
 class ScoresHandler(APIHandler):
     """One row per student: their latest or best submission (per the assignment), scored by `scoring`
     (`score` before, `final_score` after the late penalty) exactly as the submission responses are."""
@@ -245,11 +254,7 @@ class ScoresHandler(APIHandler):
             score = graded_score(auto, manual)
             final = final_score(auto, manual, late, assignment.late_penalty)
             current = chosen.get(user)
-            if (
-                current is None
-                or assignment.grading_policy == GradingPolicy.LATEST
-                or (final or 0) > (current["final_score"] or 0)
-            ):
+            if current is None or counts_instead(assignment.grading_policy, current["final_score"], final):
                 chosen[user] = {
                     "user": user, "display_name": display_name, "submission": sid,
                     "submitted_at": isoformat(submitted_at), "late": late, "late_seconds": late_seconds,

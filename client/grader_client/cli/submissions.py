@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import APIError, GraderError
+from ..errors import APIError, GraderError, UsageError
 from . import output
 from .common import Session, assignment_option, command, group, json_option, lecture_option, with_client
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 submissions = group("submissions", "List and show submissions.")
 score = group("score", "Set scores by hand.")
-scores = group("scores", "The grade table of an assignment.")
+scores = group("scores", "The grade table of an assignment or of the whole lecture.")
 
 
 @command("submit", "grader submit basics.ipynb --wait -l intro -a basics")
@@ -241,8 +241,13 @@ def score_set(
         )
 
 
-@command("export", "grader scores export --format csv -o grades.csv", scores)
+@command("export", "grader scores export --lecture intro --format csv -o gradebook.csv", scores)
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option(
+    "--policy",
+    type=click.Choice(["latest", "best"]),
+    help="Whole lecture only: count every assignment by this policy (default: each assignment's own).",
+)
 @click.option(
     "-o",
     "--output",
@@ -254,12 +259,27 @@ def score_set(
 @assignment_option
 @with_client
 def scores_export(
-    session: Session, fmt: str, target: Path | None, lecture: str | None, assignment: str | None
+    session: Session,
+    fmt: str,
+    policy: str | None,
+    target: Path | None,
+    lecture: str | None,
+    assignment: str | None,
 ) -> None:
-    """One row per student (latest or best submission, late penalty applied) (tutors)."""
+    """One row per student (latest or best submission, late penalty applied) (tutors).
+
+    Of one assignment, or, with --lecture and no --assignment, of the whole lecture: one row per student
+    on the roster (also those who never submitted), one column per assignment, and the total.
+    """
     import json
 
-    result = session.client().scores(session.lecture(lecture), session.assignment(assignment), fmt)
+    client = session.client()
+    if assignment is None and (lecture is not None or not session.defaults.assignment):
+        result = client.lecture_scores(session.lecture(lecture), policy, fmt)
+    elif policy is not None:
+        raise UsageError("--policy is for the whole lecture's gradebook: give --lecture without --assignment")
+    else:
+        result = client.scores(session.lecture(lecture), session.assignment(assignment), fmt)
     text = (
         result
         if isinstance(result, str)

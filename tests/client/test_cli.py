@@ -369,7 +369,7 @@ def test_watch_feed_until_interrupted(course: Course, tmp_path: Path) -> None:
 def test_service_restarted_during_submit_wait(course: Course, tmp_path: Path) -> None:
     """The stream ends when the service stops; `--wait` reconnects and prints the final result."""
     notebook = tmp_path / "basics.ipynb"
-    notebook.write_bytes(slow_notebook(6))
+    notebook.write_bytes(slow_notebook(15))
     waiter = subprocess.Popen(
         [GRADER, "submit", str(notebook), "--wait"],
         env=grader_env(course, "tutor", tmp_path),  # staff: sees the score table at once
@@ -379,10 +379,20 @@ def test_service_restarted_during_submit_wait(course: Course, tmp_path: Path) ->
     )
     try:
         for line in waiter.stderr:
-            if line.strip() == "running":
+            if found := re.search(r"submission (\d+) ", line):
                 break
         else:
-            raise AssertionError(f"never running: {waiter.wait(10)} {waiter.stdout.read()}")
+            raise AssertionError(f"no submission id: {waiter.wait(10)} {waiter.stdout.read()}")
+        # Stop the service while this submission is being graded: its state, asked of the API (what
+        # `--wait` printed so far may lag behind a busy machine), must be running.
+        with course.client("tutor") as tutor:
+            deadline = time.monotonic() + 120
+            while (
+                state := tutor.submission(course.lecture, course.assignment, int(found[1])).auto_status
+            ) == "queued":
+                assert time.monotonic() < deadline, "never started grading"
+                time.sleep(0.1)
+        assert state == "running", f"graded before the service could be stopped: {state}"
         course.svc.stop()
         time.sleep(1)  # the service is away for a while: reconnects are refused meanwhile
         course.svc.start()

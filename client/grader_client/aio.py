@@ -234,12 +234,15 @@ class AsyncGraderClient:
             lambda o, n: operations.list_submissions(lecture, assignment, user, latest, offset=o, limit=n)
         )
 
-    async def submit(self, lecture: str, assignment: str, path: Path | str) -> models.Submission:
-        """Submit a notebook, a directory (zipped here) or a .zip file."""
+    async def submit(
+        self, lecture: str, assignment: str, path: Path | str, user: str | None = None
+    ) -> models.Submission:
+        """Submit a notebook, a directory (zipped here) or a .zip file; `user`: on behalf of that
+        student (instructors, after the deadline too)."""
         upload = await asyncio.to_thread(uploads.pack, path)  # file reads and zipping off the loop
         return await self._send(
             operations.create_submission(
-                lecture, assignment, upload.data, upload.content_type, upload.filename
+                lecture, assignment, upload.data, upload.content_type, upload.filename, user
             )
         )
 

@@ -228,12 +228,15 @@ class GraderClient:
             lambda o, n: operations.list_submissions(lecture, assignment, user, latest, offset=o, limit=n)
         )
 
-    def submit(self, lecture: str, assignment: str, path: Path | str) -> models.Submission:
-        """Submit a notebook, a directory (zipped here) or a .zip file."""
+    def submit(
+        self, lecture: str, assignment: str, path: Path | str, user: str | None = None
+    ) -> models.Submission:
+        """Submit a notebook, a directory (zipped here) or a .zip file; `user`: on behalf of that
+        student (instructors, after the deadline too)."""
         upload = uploads.pack(path)
         return self._send(
             operations.create_submission(
-                lecture, assignment, upload.data, upload.content_type, upload.filename
+                lecture, assignment, upload.data, upload.content_type, upload.filename, user
             )
         )
 

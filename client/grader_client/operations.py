@@ -324,13 +324,17 @@ def list_submissions(
 
 @operation("POST", "/lectures/{code}/assignments/{name}/submissions")
 def create_submission(
-    lecture: str, assignment: str, data: bytes, content_type: str, filename: str | None = None
+    lecture: str,
+    assignment: str,
+    data: bytes,
+    content_type: str,
+    filename: str | None = None,
+    user: str | None = None,
 ) -> Call[models.Submission]:
-    return Call(
-        model(models.Submission),
-        {"code": lecture, "name": assignment},
-        **_upload(data, content_type, filename),
-    )
+    upload = _upload(data, content_type, filename)
+    if user is not None:
+        upload["params"] = {**(upload["params"] or {}), "user": user}
+    return Call(model(models.Submission), {"code": lecture, "name": assignment}, **upload)
 
 
 @operation("GET", "/lectures/{code}/assignments/{name}/submissions/{id}")

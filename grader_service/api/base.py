@@ -31,7 +31,7 @@ from tornado.http1connection import HTTP1Connection
 
 from .. import logs, safejson
 from ..httpserver import RETRY_AFTER_SECONDS
-from ..orm import Assignment, Lecture, Submission, User
+from ..orm import Assignment, Lecture, Role, Submission, User
 from ..states import RoleName
 from .body import RequestBody
 from .errors import APIError, api_error
@@ -496,6 +496,21 @@ class APIHandler(web.RequestHandler):
         if assignment is None or not self.permissions.may_see_assignment(assignment):
             raise api_error(404, f"Assignment {name!r} not found in lecture {lecture.code!r}")
         return assignment
+
+    def roster_student(self, lecture: Lecture, name: str, staff_refused: str) -> User:
+        """The student `name` of the lecture: 404 for anyone not on its roster, 400 for its staff
+        (`staff_refused` says why the request is for students only)."""
+        if not USERNAME_RE.match(name):
+            raise api_error(400, f"Invalid user name {name!r}")
+        user = self.db.scalars(select(User).where(User.name == name)).one_or_none()
+        role = self.db.get(Role, (user.id, lecture.id)) if user is not None else None
+        if user is None or role is None:
+            raise api_error(404, f"User {name!r} is not on the roster of lecture {lecture.code!r}")
+        if role.role != RoleName.STUDENT:
+            raise api_error(
+                400, f"User {name!r} is a {role.role} in lecture {lecture.code!r}: {staff_refused}"
+            )
+        return user
 
     def submission_or_404(self, assignment: Assignment, submission_id: str) -> Submission:
         """Students find only their own submissions; anyone else's id is simply not found."""

@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..orm import Assignment, Extension, Lecture, Role, User, utcnow
+from ..orm import Assignment, Extension, Lecture, User, utcnow
 from ..scoring import deadline_of, extension_of, recompute_lateness
 from ..states import RoleName
 from .assignments import parse_datetime
-from .base import USERNAME_RE, APIHandler, api_error, isoformat
+from .base import APIHandler, api_error, isoformat
 from .lectures import check_fields
 from .params import ID_MAX
 from .permissions import needs_role
@@ -67,20 +67,9 @@ class ExtensionsHandler(APIHandler):
 
 class ExtensionHandler(APIHandler):
     def student(self, lecture: Lecture, name: str) -> User:
-        """The student `name` of the lecture; 404 for anyone not on its roster, 400 for its staff."""
-        if not USERNAME_RE.match(name):
-            raise api_error(400, f"Invalid user name {name!r}")
-        user = self.db.scalars(select(User).where(User.name == name)).one_or_none()
-        role = self.db.get(Role, (user.id, lecture.id)) if user is not None else None
-        if user is None or role is None:
-            raise api_error(404, f"User {name!r} is not on the roster of lecture {lecture.code!r}")
-        if role.role != RoleName.STUDENT:
-            raise api_error(
-                400,
-                f"User {name!r} is a {role.role} in lecture {lecture.code!r}: extensions are for "
-                "students (staff are bound by no deadline)",
-            )
-        return user
+        return self.roster_student(
+            lecture, name, "extensions are for students (staff are bound by no deadline)"
+        )
 
     @needs_role(RoleName.INSTRUCTOR)
     def put(self, lecture: Lecture, name: str, username: str) -> None:

@@ -71,23 +71,24 @@ class SubmissionsHandler(UploadMixin, APIHandler):
     async def post(self, lecture: Lecture, name: str) -> None:
         assignment = self.assignment_or_404(lecture, name)
         self.permissions.require_submit(lecture, assignment)
-        limited = self.permissions.bound_by_limits(lecture.id)
         if assignment.release_commit is None:
             raise api_error(409, f"Assignment {name!r} has not been released yet")
-        # Staff are bound by no deadline: their submit path skips the extension lookup.
-        deadline = (
-            student_deadline(self.db, assignment, self.me.id) if limited else deadline_of(assignment, None)
-        )
-        late, late_seconds = check_open(assignment, deadline) if limited else (False, 0.0)
+        owner, deadline, limited = self.submitter(lecture, assignment)
+        if limited:
+            late, late_seconds = check_open(assignment, deadline)
+        elif owner is not self.me:  # on behalf: late as the student's own would be, but never refused
+            late, late_seconds = lateness(deadline, utcnow())
+        else:
+            late, late_seconds = False, 0.0
         filename = self.get_query_argument("filename", None)
         limits = self.upload_limits(assignment.settings.get("allowed_files"))
-        repo = self.service.layout.submission_repo(assignment.id, self.me.id)
+        repo = self.service.layout.submission_repo(assignment.id, owner.id)
         async with self.extracted_upload(limits, filename) as files, self.service.repo_locks(repo):
             if deadline.max_submissions is not None and limited:
                 # Soft-deleted submissions count too: deleting must not buy extra attempts.
                 used = self.db.execute(
                     select(func.count()).where(
-                        Submission.assignment_id == assignment.id, Submission.user_id == self.me.id
+                        Submission.assignment_id == assignment.id, Submission.user_id == owner.id
                     )
                 ).scalar_one()
                 if used >= deadline.max_submissions:
@@ -98,14 +99,17 @@ class SubmissionsHandler(UploadMixin, APIHandler):
             # submissions to this assignment all wait for the repository's lock.)
             self.release_db()
             # Between replicas the lock above does not hold: a lost race commits again (see there).
-            commit, parent = await git.commit_on_branch(repo, files, f"submission by {self.me.name}")
+            message = f"submission by {self.me.name}"
+            if owner is not self.me:
+                message = f"submission for {owner.name} by {self.me.name}"
+            commit, parent = await git.commit_on_branch(repo, files, message)
             # The branch moves first and the row is written after, with no await in between: an open
             # write transaction across an await would hold SQLite's write lock while other coroutines
             # on this event loop wait for it.
             try:
                 submission = Submission(
                     assignment_id=assignment.id,
-                    user_id=self.me.id,
+                    user_id=owner.id,
                     commit_hash=commit,
                     late=late,
                     late_seconds=late_seconds,
@@ -121,6 +125,22 @@ class SubmissionsHandler(UploadMixin, APIHandler):
                 raise
         self.service.jobs_committed()
         self.write_json(submission_model(submission, self.permissions.result_view(submission)), 201)
+
+    def submitter(self, lecture: Lecture, assignment: Assignment) -> tuple[User, Deadline, bool]:
+        """Whose submission this is, their deadline, and whether it and the attempt limit apply.
+
+        `?user=NAME` (instructors): on behalf of that student, after their deadline too; lateness is
+        still judged by it. Students are bound by their own (an extension's, if any); staff
+        submitting for themselves by none, and skip the extension lookup.
+        """
+        on_behalf = self.get_query_argument("user", None)
+        if on_behalf is not None:
+            self.permissions.require(lecture, RoleName.INSTRUCTOR)
+            student = self.roster_student(lecture, on_behalf, "instructors submit on behalf of students only")
+            return student, student_deadline(self.db, assignment, student.id), False
+        if self.permissions.bound_by_limits(lecture.id):
+            return self.me, student_deadline(self.db, assignment, self.me.id), True
+        return self.me, deadline_of(assignment, None), False
 
 
 class SubmissionHandler(APIHandler):

@@ -22,12 +22,24 @@ scores = group("scores", "The grade table of an assignment or of the whole lectu
 @command("submit", "grader submit basics.ipynb --wait -l intro -a basics")
 @click.argument("path", required=False, default=".", type=click.Path(exists=True, path_type=Path))
 @click.option("--wait", is_flag=True, help="Follow grading live and print the score table at the end.")
+@click.option(
+    "--for",
+    "for_user",
+    metavar="USER",
+    help="Submit on behalf of this student (instructors; after the deadline too).",
+)
 @lecture_option
 @assignment_option
 @json_option
 @with_client
 def submit(
-    session: Session, path: Path, wait: bool, lecture: str | None, assignment: str | None, as_json: bool
+    session: Session,
+    path: Path,
+    wait: bool,
+    for_user: str | None,
+    lecture: str | None,
+    assignment: str | None,
+    as_json: bool,
 ) -> None:
     """Submit PATH: a notebook, or a directory (zipped for you; default: the current one).
 
@@ -35,10 +47,12 @@ def submit(
     """
     code, name = session.lecture(lecture), session.assignment(assignment)
     client = session.client()
-    submission = client.submit(code, name, path)
+    submission = client.submit(code, name, path, user=for_user)
     if not as_json:
         output.note(
-            f"Submitted {path} to {code}/{name}: submission {submission.id} ({submission.auto_status})"
+            f"Submitted {path} to {code}/{name}"
+            + (f" for {for_user}" if for_user else "")
+            + f": submission {submission.id} ({submission.auto_status})"
         )
     if not wait:
         if as_json:

@@ -8,7 +8,8 @@ so a score shown anywhere is the same number:
   without `max_submissions` the assignment's limit stays), else the assignment's.
 - A submission is **late** when it was made after the effective `due_date`. `late` and
   `late_seconds` are stored on the submission when it is made, and recomputed for the student's
-  submissions in the transaction that grants, changes or removes their extension.
+  submissions in the transaction that grants, changes or removes their extension, and for every
+  student without one in the transaction that changes the assignment's `due_date`.
 - The **final score** is the manual score if a tutor set one, else the automatic score; a late
   submission loses the assignment's `late_penalty` fraction of it, rounded to 6 decimals.
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from .orm import Assignment, Extension, Submission
 
@@ -120,3 +121,25 @@ def recompute_lateness(db: Session, assignment: Assignment, user_id: int, deadli
             submission.late, submission.late_seconds = late, seconds
             changed += 1
     return changed
+
+
+def recompute_assignment_lateness(db: Session, assignment: Assignment) -> int:
+    """After the assignment's `due_date` changed: set `late`/`late_seconds` of the submissions of every
+    student without an extension (theirs follow their own deadline); the caller commits. Plain
+    columns and one bulk update, not Submission objects: a course's every submission, without their
+    gradebooks. Returns how many changed."""
+    deadline = deadline_of(assignment, None)
+    extended = select(Extension.user_id).where(Extension.assignment_id == assignment.id)
+    rows = db.execute(
+        select(Submission.id, Submission.submitted_at, Submission.late, Submission.late_seconds).where(
+            Submission.assignment_id == assignment.id, Submission.user_id.not_in(extended)
+        )
+    ).tuples()
+    changes = []
+    for submission_id, submitted_at, was_late, was_seconds in rows:
+        late, seconds = lateness(deadline, submitted_at)
+        if (was_late, was_seconds) != (late, seconds):
+            changes.append({"id": submission_id, "late": late, "late_seconds": seconds})
+    if changes:
+        db.execute(update(Submission), changes)
+    return len(changes)

@@ -245,3 +245,38 @@ def test_withdrawing_follows_the_students_own_deadline(world: World) -> None:
     body = {"due_date": iso(timedelta(minutes=-1)), "late_until": iso(timedelta(hours=1))}
     assert world.client("instructor").put(ext("ext-withdraw"), json=body).status_code == 200
     assert student.delete(f"{A}/ext-withdraw/submissions/{second}").status_code == 403
+
+
+def test_moving_the_assignments_deadline_recomputes_late_except_for_extended_students(world: World) -> None:
+    new_released_assignment(
+        world,
+        "ext-move",
+        due_date=iso(timedelta(hours=1)),
+        late_until=iso(timedelta(hours=3)),
+        late_penalty=0.5,
+    )
+    ins, tutor = world.client("instructor"), world.client("tutor")
+    mine = world.submit("student", assignment="ext-move").json()["id"]
+    theirs = world.submit("other_student", assignment="ext-move").json()["id"]
+    # stu2 has an extension of their own: the assignment's deadline no longer concerns them.
+    assert ins.put(ext("ext-move", "stu2"), json={"due_date": iso(timedelta(hours=-2))}).status_code == 201
+    assert tutor.get(f"{A}/ext-move/submissions/{theirs}").json()["late"] is True
+
+    def late(sid: int) -> tuple[bool, float]:
+        got = tutor.get(f"{A}/ext-move/submissions/{sid}").json()
+        return got["late"], got["late_seconds"]
+
+    # Moved into the past: stu's submission is late now, by the seconds past the new deadline.
+    r = ins.patch(f"{A}/ext-move", json={"due_date": iso(timedelta(hours=-1))})
+    assert r.status_code == 200, r.text
+    is_late, seconds = late(mine)
+    assert is_late and 3600 - 60 < seconds < 3600 + 60
+    assert export_row(world, "ext-move", "stu")["late"] is True
+    assert late(theirs)[0] is True and 7200 - 60 < late(theirs)[1] < 7200 + 60  # their own deadline
+
+    # Moved back: on time again; stu2's lateness still follows their extension alone.
+    assert ins.patch(f"{A}/ext-move", json={"due_date": iso(timedelta(days=1))}).status_code == 200
+    assert late(mine) == (False, 0.0) and late(theirs)[0] is True
+    # Another field changed alone leaves lateness as it is.
+    assert ins.patch(f"{A}/ext-move", json={"late_penalty": 0.25}).status_code == 200
+    assert late(mine) == (False, 0.0)

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..orm import Assignment, Extension, Lecture, Submission
-from ..scoring import Deadline, deadline_of
+from ..scoring import Deadline, deadline_of, recompute_assignment_lateness
 from ..states import AssignmentStatus, FeedbackPolicy, GradingPolicy, RoleName, choices, member_of
 from ..storage.release import Released, ReleaseFailed, release_assignment
 from .base import APIHandler, api_error
@@ -218,7 +218,10 @@ class AssignmentHandler(APIHandler):
             and assignment.release_commit is None
         ):
             released = await self.release(assignment)
+        due_date = assignment.due_date
         apply_fields(assignment, body)
+        if assignment.due_date != due_date:
+            recompute_assignment_lateness(self.db, assignment)
         if released is not None:
             released.apply_to(assignment)
         assignment.status = status

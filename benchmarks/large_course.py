@@ -84,7 +84,7 @@ def seed(engine: Engine, students: int, assignments: int, per_student: int) -> N
         "INSERT INTO submissions (assignment_id, user_id, commit_hash, submitted_at, late, late_seconds,"
         " auto_status, manual_status, score, max_score, gradebook, logs, feedback_status)"
         " SELECT a.id, r.user_id, md5(a.id || ':' || r.user_id || ':' || k), now(), k = :per_student,"
-        " CASE WHEN k = :per_student THEN 60 ELSE 0 END, 'graded', 'not_graded',"
+        " CASE WHEN k = :per_student THEN 60 ELSE 0 END, 'graded', 'not_needed',"
         " (a.id * 7 + r.user_id * 3 + k) % 11, 10, CAST(:gradebook AS json), 'graded in 1.2 s', 'generated'"
         " FROM generate_series(1, :per_student) k, assignments a"
         " JOIN roles r ON r.lecture_id = a.lecture_id ORDER BY k, a.id, r.user_id",

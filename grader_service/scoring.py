@@ -10,8 +10,11 @@ so a score shown anywhere is the same number:
   `late_seconds` are stored on the submission when it is made, and recomputed for the student's
   submissions in the transaction that grants, changes or removes their extension, and for every
   student without one in the transaction that changes the assignment's `due_date`.
-- The **final score** is the manual score if a tutor set one, else the automatic score; a late
-  submission loses the assignment's `late_penalty` fraction of it, rounded to 6 decimals.
+- The **final score** starts from the cells (`grades.py`): the sum over the submission's graded
+  cells of a person's points if set, else grading's, plus extra credit (`cell_score`, kept on the
+  submission; a submission without cell rows has the automatic score instead). A total a tutor
+  set (`manual_score`) wins over it. A late submission then loses the assignment's `late_penalty`
+  fraction, rounded to 6 decimals.
 
 docs/grading.md explains it with a worked example.
 """
@@ -72,16 +75,25 @@ def closed(deadline: Deadline, at: datetime) -> bool:
     return last is not None and at > last
 
 
-def graded_score(score: float | None, manual_score: float | None) -> float | None:
-    """The score before any penalty: a tutor's manual score if set, else the automatic one."""
-    return manual_score if manual_score is not None else score
+def graded_score(
+    score: float | None, manual_score: float | None, cell_score: float | None = None
+) -> float | None:
+    """The score before any penalty: a tutor's total if set, else the cells' sum (manual-if-set-else-auto
+    points plus extra credit), else (no cell rows) the automatic score."""
+    if manual_score is not None:
+        return manual_score
+    return cell_score if cell_score is not None else score
 
 
 def final_score(
-    score: float | None, manual_score: float | None, late: bool, late_penalty: float
+    score: float | None,
+    manual_score: float | None,
+    late: bool,
+    late_penalty: float,
+    cell_score: float | None = None,
 ) -> float | None:
-    """The score that counts: manual if set, else automatic; minus the late penalty if late."""
-    base = graded_score(score, manual_score)
+    """The score that counts: `graded_score`, minus the late penalty if late."""
+    base = graded_score(score, manual_score, cell_score)
     if base is None:
         return None
     return round(base * (1 - late_penalty), 6) if late else base
@@ -90,7 +102,11 @@ def final_score(
 def submission_final_score(submission: Submission) -> float | None:
     """`final_score` of a loaded submission (its assignment gives the penalty)."""
     return final_score(
-        submission.score, submission.manual_score, submission.late, submission.assignment.late_penalty
+        submission.score,
+        submission.manual_score,
+        submission.late,
+        submission.assignment.late_penalty,
+        submission.cell_score,
     )
 
 

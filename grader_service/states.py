@@ -98,8 +98,20 @@ PENDING_AUTO_STATUSES = (AutoStatus.QUEUED, AutoStatus.RUNNING)
 
 
 class ManualStatus(StrEnum):
-    NOT_GRADED = "not_graded"
-    GRADED = "graded"
+    """Whether a submission still needs a person: NEEDED while a cell that only a person can grade has no
+    manual points (and no tutor marked it done), DONE once all have, NOT_NEEDED when none needs one."""
+
+    NOT_NEEDED = "not_needed"
+    NEEDED = "needed"
+    DONE = "done"
+
+
+class GradeKind(StrEnum):
+    """A graded cell (the gradebook's `kind`): an autograded test, an answer or a task graded by hand."""
+
+    TEST = "test"
+    MANUAL = "manual"
+    TASK = "task"
 
 
 class FeedbackStatus(StrEnum):
@@ -172,6 +184,7 @@ __all__ = [
     "AutoStatus",
     "FeedbackPolicy",
     "FeedbackStatus",
+    "GradeKind",
     "GradingPolicy",
     "JobState",
     "KernelOutcome",

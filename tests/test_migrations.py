@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import CheckConstraint, inspect, text
+from sqlalchemy import CheckConstraint, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -96,11 +97,19 @@ def tables_at(conn: Any) -> list[Any]:
 
 
 def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, of the columns the database has at its current revision (later
+    ones add columns)."""
     with engine.connect() as conn:
-        return {
-            table.name: sorted([tuple(row) for row in conn.execute(table.select())], key=repr)
-            for table in tables_at(conn)
-        }
+        inspector = inspect(conn)
+        dumped = {}
+        for table in tables_at(conn):
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            # Untyped columns: a value of an older vocabulary reads back as it is.
+            query = select(*[sa.column(c.name) for c in table.columns if c.name in present]).select_from(
+                table
+            )
+            dumped[table.name] = sorted([tuple(row) for row in conn.execute(query)], key=repr)
+        return dumped
 
 
 def refused(engine: Engine, statement: str) -> bool:
@@ -128,6 +137,14 @@ def test_0003_keeps_every_row_and_refuses_values_outside_the_vocabularies(empty_
     assert db.current_revision(engine) == "0003"
     assert dump(engine) == before  # nothing lost, not even rows that refer to copied tables
 
+    db.upgrade(engine, "head")  # the lists as the latest revision left them (0006 renamed manual_status's)
+    with engine.begin() as conn:  # a row for each table that later revisions add with a vocabulary column
+        conn.execute(
+            text(
+                "INSERT INTO grades (submission_id, grade_id, notebook, kind, max_points, extra_credit,"
+                f" needs_manual, updated_at) VALUES (1, 'q1', 'nb', 'test', 1, 0, false, '{NOW}')"
+            )
+        )
     columns = vocabulary_columns()
     assert {(t, c) for t, c, _ in columns} >= {("grading_jobs", "state"), ("submissions", "auto_status")}
     for table, column, vocabulary in columns:
@@ -152,6 +169,7 @@ def test_0003_downgrade_drops_the_constraints_and_keeps_the_rows(empty_engine: E
     with engine.begin() as conn:
         for row in ROWS_0002:
             conn.execute(text(row.format(now=NOW)))
+    written = dump(engine)
     db.upgrade(engine, "head")
     before = dump(engine)
     cfg = db.alembic_config(engine.url.render_as_string(hide_password=False))
@@ -161,8 +179,9 @@ def test_0003_downgrade_drops_the_constraints_and_keeps_the_rows(empty_engine: E
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0002")
     after = dump(engine)
-    assert set(before) - set(after) == {"extensions"}  # tables of later revisions go (0005's was empty)
-    assert after == {name: rows for name, rows in before.items() if name in after}
+    # Tables of later revisions go (they were empty); 0006 renamed manual_status values and back.
+    assert set(before) - set(after) == {"extensions", "grades", "grade_changes"}
+    assert after == written
     assert not refused(engine, "UPDATE grading_jobs SET state = 'paused'")
 
 
@@ -229,4 +248,44 @@ def test_0005_adds_extensions_unique_per_student_keeps_the_rows_and_downgrades(e
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0004")
+    assert dump(engine) == before
+
+
+# --- 0006: per-cell grades, their history, the manual status not_needed/needed/done ----------------
+
+
+def test_0006_renames_manual_statuses_adds_the_grade_tables_and_downgrades(empty_engine: Engine) -> None:
+    engine = empty_engine
+    db.upgrade(engine, "0005")
+    with engine.begin() as conn:
+        for row in ROWS_0002:
+            conn.execute(text(row.format(now=NOW)))
+        conn.execute(
+            text(
+                "INSERT INTO submissions (id, assignment_id, user_id, commit_hash, submitted_at, late,"
+                " late_seconds, auto_status, manual_status, feedback_status)"
+                f" VALUES (2, 1, 2, 'beef', '{NOW}', false, 0, 'graded', 'not_graded', 'none')"
+            )
+        )
+    before = dump(engine)
+    db.upgrade(engine, "0006")
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(text("SELECT id, manual_status FROM submissions")).all())
+        versions = set(conn.execute(text("SELECT grades_version FROM submissions")).scalars())
+    assert statuses == {1: "done", 2: "not_needed"} and versions == {0}
+    assert refused(engine, "UPDATE submissions SET manual_status = 'graded'")
+    insert = (
+        "INSERT INTO grades (submission_id, grade_id, notebook, kind, max_points, extra_credit, needs_manual,"
+        f" updated_at) VALUES (1, 'q1', 'nb', 'manual', 2, 0, true, '{NOW}')"
+    )
+    with engine.begin() as conn:
+        conn.execute(text(insert))
+    assert refused(engine, insert)  # one row per cell and submission
+    assert refused(engine, insert.replace("'q1'", "'q2'").replace("'manual'", "'essay'"))
+    cfg = db.alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":  # batch mode copies submissions: keep its jobs
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0005")
     assert dump(engine) == before

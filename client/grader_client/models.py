@@ -148,7 +148,7 @@ class Submission(Model):
     late: bool = False
     late_seconds: float = 0.0
     auto_status: str = "not_queued"
-    manual_status: str = "not_graded"
+    manual_status: str = "not_needed"
     # False: a student whose result is held back (score, comment null until the instructor releases it)
     results_released: bool | None = None
     score: float | None = None

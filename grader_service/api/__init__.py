@@ -10,6 +10,7 @@ from . import (
     extensions,
     files,
     gradebook,
+    grades,
     grading,
     health,
     lectures,
@@ -33,6 +34,7 @@ RESOURCE_MODULES = [
     files,
     submissions,
     grading,
+    grades,
     gradebook,
     events,
 ]

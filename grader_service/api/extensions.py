@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..orm import Assignment, Extension, Lecture, User, utcnow
+from ..grades import log_change
+from ..orm import Assignment, Extension, Lecture, Submission, User, utcnow
 from ..scoring import deadline_of, extension_of, recompute_lateness
 from ..states import RoleName
 from .assignments import parse_datetime
@@ -33,6 +34,15 @@ def extension_model(extension: Extension) -> dict[str, Any]:
         "max_submissions": extension.max_submissions,
         "created_at": isoformat(extension.created_at),
         "updated_at": isoformat(extension.updated_at),
+    }
+
+
+def deadline_model(extension: Extension) -> dict[str, Any]:
+    """An extension's deadline, as the history records it."""
+    return {
+        "due_date": isoformat(extension.due_date),
+        "late_until": isoformat(extension.late_until),
+        "max_submissions": extension.max_submissions,
     }
 
 
@@ -78,6 +88,7 @@ class ExtensionHandler(APIHandler):
         user = self.student(lecture, username)
         extension = extension_of(self.db, assignment.id, user.id)
         created = extension is None
+        old = None if extension is None else deadline_model(extension)
         if extension is None:
             extension = Extension(assignment_id=assignment.id, user_id=user.id)
         apply_body(extension, body)
@@ -85,6 +96,7 @@ class ExtensionHandler(APIHandler):
         if created:
             self.db.add(extension)
         self.db.flush()
+        self.log_changes(assignment, user.id, old, deadline_model(extension))
         self.commit_with_lateness(assignment, extension, user.id)
         self.db.refresh(extension)
         self.write_json(extension_model(extension), 201 if created else 200)
@@ -96,10 +108,26 @@ class ExtensionHandler(APIHandler):
         extension = extension_of(self.db, assignment.id, user.id)
         if extension is None:
             raise api_error(404, f"User {username!r} has no extension for assignment {name!r}")
+        self.log_changes(assignment, user.id, deadline_model(extension), None)
         self.db.delete(extension)
         self.commit_with_lateness(assignment, None, user.id)
         self.set_status(204)
         self.finish()
+
+    def log_changes(
+        self, assignment: Assignment, user_id: int, old: dict[str, Any] | None, new: dict[str, Any] | None
+    ) -> None:
+        """One history row ("extension") per submission of the student's to the assignment, withdrawn
+        ones too: the history is a submission's, and each one's lateness follows the change."""
+        if old == new:
+            return
+        ids = self.db.scalars(
+            select(Submission.id).where(
+                Submission.assignment_id == assignment.id, Submission.user_id == user_id
+            )
+        )
+        for submission_id in ids:
+            log_change(self.db, submission_id, self.me, "extension", old, new)
 
     def commit_with_lateness(self, assignment: Assignment, extension: Extension | None, user_id: int) -> None:
         """Recompute the student's `late` against their new deadline and commit both together."""

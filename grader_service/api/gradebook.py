@@ -78,7 +78,7 @@ def page_query(user_ids: Sequence[int], latest: Sequence[int], best: Sequence[in
     kept = (Submission.user_id.in_(user_ids), Submission.deleted_at.is_(None))
     columns = (
         Submission.id, Submission.user_id, Submission.assignment_id, Submission.late,
-        Submission.score, Submission.manual_score,
+        Submission.score, Submission.manual_score, Submission.cell_score,
     )  # fmt: skip
     newest = (
         select(func.max(Submission.id))
@@ -105,9 +105,9 @@ def page_scores(
     rows = sorted(result.all(), key=itemgetter(0))  # by submission id (a key: comparing whole rows is slow)
     column = {a.id: i for i, a in enumerate(assignments)}
     chosen: dict[tuple[int, int], float | None] = {}
-    for _, user_id, assignment_id, late, auto, manual in rows:  # in submission order
+    for _, user_id, assignment_id, late, auto, manual, cells in rows:  # in submission order
         i = column[assignment_id]
-        final = final_score(auto, manual, late, assignments[i].late_penalty)
+        final = final_score(auto, manual, late, assignments[i].late_penalty, cells)
         key = (user_id, i)
         if key not in chosen or counts_instead(policies[i], chosen[key], final):
             chosen[key] = final

@@ -232,7 +232,7 @@ class ScoresHandler(APIHandler):
             select(
                 User.name, User.display_name, Submission.id, Submission.submitted_at, Submission.late,
                 Submission.late_seconds, Submission.auto_status,
-                Submission.score, Submission.manual_score, Submission.max_score,
+                Submission.score, Submission.manual_score, Submission.max_score, Submission.cell_score,
             )
             .join(User, User.id == Submission.user_id)
             .where(Submission.assignment_id == assignment.id, Submission.deleted_at.is_(None))
@@ -250,9 +250,10 @@ class ScoresHandler(APIHandler):
             auto,
             manual,
             max_score,
+            cells,
         ) in rows:
-            score = graded_score(auto, manual)
-            final = final_score(auto, manual, late, assignment.late_penalty)
+            score = graded_score(auto, manual, cells)
+            final = final_score(auto, manual, late, assignment.late_penalty, cells)
             current = chosen.get(user)
             if current is None or counts_instead(assignment.grading_policy, current["final_score"], final):
                 chosen[user] = {

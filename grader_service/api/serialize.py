@@ -86,7 +86,7 @@ def submission_model(submission: Submission, view: ResultView) -> dict[str, Any]
             "late_seconds": submission.late_seconds,
             "auto_status": submission.auto_status,
             "manual_status": submission.manual_status,
-            "score": graded_score(submission.score, submission.manual_score),
+            "score": graded_score(submission.score, submission.manual_score, submission.cell_score),
             "final_score": submission_final_score(submission),
             "auto_score": submission.score,
             "manual_score": submission.manual_score,

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import defer, lazyload
 
+from ..grades import log_change
 from ..orm import Assignment, Lecture, Submission, User, utcnow
 from ..scoring import Deadline, closed, deadline_of, lateness, student_deadline
 from ..states import ManualStatus, RoleName, choices, member_of
@@ -117,6 +118,9 @@ class SubmissionsHandler(UploadMixin, APIHandler):
                 )
                 self.db.add(submission)
                 self.db.flush()
+                if owner is not self.me:
+                    log_change(self.db, submission.id, self.me, "submitted_on_behalf", None,
+                               {"user": owner.name, "commit": commit, "late": late})  # fmt: skip
                 self.service.on_submission(self.db, submission)
                 self.db.commit()
             except Exception:
@@ -154,6 +158,7 @@ class SubmissionHandler(APIHandler):
         submission = self.submission_or_404(self.assignment_or_404(lecture, name), submission_id)
         body = self.json_body()
         check_fields(body, {"manual_score", "comment", "manual_status"})
+        before = {"manual_score": submission.manual_score, "manual_status": str(submission.manual_status)}
         if "manual_score" in body:
             score: Any = body["manual_score"]
             if score is not None:
@@ -175,6 +180,12 @@ class SubmissionHandler(APIHandler):
             if status is None:
                 raise api_error(400, f"Field 'manual_status' must be one of {choices(ManualStatus)}")
             submission.manual_status = status
+        for field, old in before.items():  # the history (grades.py): total override and status
+            new = getattr(submission, field)
+            if new != old:
+                log_change(
+                    self.db, submission.id, self.me, field, old, str(new) if field == "manual_status" else new
+                )
         self.db.commit()
         self.write_json(submission_model(submission, self.permissions.result_view(submission)))
 

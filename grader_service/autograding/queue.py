@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import CursorResult, Result, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..grades import record_grades
 from ..orm import Assignment, GradingJob, Lecture, Submission, User, utcnow
 from ..states import AutoStatus, FeedbackStatus, JobState
 from ..storage.layout import DataLayout
@@ -321,6 +322,8 @@ class JobQueue:
                 job.error = outcome.reason
                 if not self._newer_job_exists(session, job):
                     apply_outcome(submission, outcome)
+                    if outcome.graded and outcome.gradebook is not None:
+                        record_grades(session, submission, outcome.gradebook)
             announce(session, submission.id, submission.assignment_id)
             session.commit()
         return Recorded(submission, retry)

@@ -4,6 +4,7 @@ from .api_token import ApiToken
 from .assignment import Assignment
 from .base import Base, utcnow
 from .extension import Extension
+from .grade import Grade, GradeChange
 from .grading_job import GradingJob, GradingRun
 from .lecture import Lecture
 from .role import Role
@@ -15,6 +16,8 @@ __all__ = [
     "Assignment",
     "Base",
     "Extension",
+    "Grade",
+    "GradeChange",
     "GradingJob",
     "GradingRun",
     "Lecture",

@@ -35,8 +35,13 @@ class Submission(Base):
     late_seconds: Mapped[float] = mapped_column(default=0.0)
     auto_status: Mapped[AutoStatus] = mapped_column(Vocabulary(AutoStatus), default=AutoStatus.NOT_QUEUED)
     manual_status: Mapped[ManualStatus] = mapped_column(
-        Vocabulary(ManualStatus), default=ManualStatus.NOT_GRADED
+        Vocabulary(ManualStatus), default=ManualStatus.NOT_NEEDED
     )
+    # Sum over the per-cell grades (`grades` table) of manual-if-set-else-auto points plus extra
+    # credit, kept in the transaction that changes them (`grades.py`); null for a submission without.
+    cell_score: Mapped[float | None]
+    # Bumped by every change to the per-cell grades: a compare-and-set guard against lost updates.
+    grades_version: Mapped[int] = mapped_column(default=0, server_default="0")
     # score is what grading computed; manual_score, when set by a tutor, overrides it.
     score: Mapped[float | None]
     manual_score: Mapped[float | None]

@@ -1,0 +1,109 @@
+"""Per-cell grades, their append-only change history, and the manual status not_needed/needed/done
+
+`grades`: one row per graded cell of a submission, unique per (submission_id, grade_id); the unique
+index also serves a submission's list. `grade_changes`: every change to a grade, a total override,
+an extension, a regrade, an on-behalf submit; on PostgreSQL a trigger refuses UPDATE, DELETE and
+TRUNCATE of it. `submissions.cell_score` (the cells' sum) and `submissions.grades_version` (the
+compare-and-set guard of grade changes). manual_status values: not_graded -> not_needed,
+graded -> done (and back on downgrade: not_needed/needed -> not_graded, done -> graded).
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-06
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+
+revision = '0006'
+down_revision = '0005'
+branch_labels = None
+depends_on = None
+
+OLD_STATUSES = "manual_status IN ('not_graded', 'graded')"
+NEW_STATUSES = "manual_status IN ('not_needed', 'needed', 'done')"
+
+APPEND_ONLY = """
+CREATE FUNCTION grade_changes_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'grade_changes is append-only: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+CREATE TRIGGER grade_changes_no_update_delete BEFORE UPDATE OR DELETE ON grade_changes
+    FOR EACH ROW EXECUTE FUNCTION grade_changes_append_only();
+CREATE TRIGGER grade_changes_no_truncate BEFORE TRUNCATE ON grade_changes
+    FOR EACH STATEMENT EXECUTE FUNCTION grade_changes_append_only();
+"""
+
+
+def upgrade() -> None:
+    op.create_table(
+        'grades',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('submission_id', sa.Integer(), nullable=False),
+        sa.Column('grade_id', sa.String(length=255), nullable=False),
+        sa.Column('notebook', sa.String(length=255), nullable=False),
+        sa.Column('kind', sa.String(length=16), nullable=False),
+        sa.Column('auto_points', sa.Double(), nullable=True),
+        sa.Column('manual_points', sa.Double(), nullable=True),
+        sa.Column('extra_credit', sa.Double(), nullable=False),
+        sa.Column('max_points', sa.Double(), nullable=False),
+        sa.Column('comment', sa.Text(), nullable=True),
+        sa.Column('needs_manual', sa.Boolean(), nullable=False),
+        sa.Column('updated_at', sa.DateTime(), nullable=False),
+        sa.CheckConstraint("kind IN ('test', 'manual', 'task')", name=op.f('ck_grades_kind')),
+        sa.ForeignKeyConstraint(
+            ['submission_id'], ['submissions.id'],
+            name=op.f('fk_grades_submission_id_submissions'), ondelete='CASCADE',
+        ),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_grades')),
+        sa.UniqueConstraint('submission_id', 'grade_id', name=op.f('uq_grades_submission_id_grade_id')),
+    )
+    op.create_table(
+        'grade_changes',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('submission_id', sa.Integer(), nullable=False),
+        sa.Column('user_id', sa.Integer(), nullable=True),
+        sa.Column('user_name', sa.String(length=255), nullable=True),
+        sa.Column('at', sa.DateTime(), nullable=False),
+        sa.Column('what', sa.String(length=255), nullable=False),
+        sa.Column('old', sa.Text(), nullable=True),
+        sa.Column('new', sa.Text(), nullable=True),
+        sa.Column('comment', sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ['submission_id'], ['submissions.id'],
+            name=op.f('fk_grade_changes_submission_id_submissions'), ondelete='RESTRICT',
+        ),
+        sa.ForeignKeyConstraint(
+            ['user_id'], ['users.id'], name=op.f('fk_grade_changes_user_id_users'), ondelete='SET NULL'
+        ),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_grade_changes')),
+    )
+    op.create_index('ix_grade_changes_by_submission', 'grade_changes', ['submission_id', 'id'])
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute(APPEND_ONLY)
+    with op.batch_alter_table('submissions') as batch_op:
+        batch_op.drop_constraint(op.f('ck_submissions_manual_status'), type_='check')
+        batch_op.add_column(sa.Column('cell_score', sa.Double(), nullable=True))
+        batch_op.add_column(sa.Column('grades_version', sa.Integer(), server_default='0', nullable=False))
+    op.execute("UPDATE submissions SET manual_status = 'not_needed' WHERE manual_status = 'not_graded'")
+    op.execute("UPDATE submissions SET manual_status = 'done' WHERE manual_status = 'graded'")
+    with op.batch_alter_table('submissions') as batch_op:
+        batch_op.create_check_constraint(op.f('ck_submissions_manual_status'), NEW_STATUSES)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('submissions') as batch_op:
+        batch_op.drop_constraint(op.f('ck_submissions_manual_status'), type_='check')
+        batch_op.drop_column('grades_version')
+        batch_op.drop_column('cell_score')
+    op.execute("UPDATE submissions SET manual_status = 'graded' WHERE manual_status = 'done'")
+    op.execute("UPDATE submissions SET manual_status = 'not_graded' WHERE manual_status <> 'graded'")
+    with op.batch_alter_table('submissions') as batch_op:
+        batch_op.create_check_constraint(op.f('ck_submissions_manual_status'), OLD_STATUSES)
+    op.drop_index('ix_grade_changes_by_submission', table_name='grade_changes')
+    op.drop_table('grade_changes')
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute('DROP FUNCTION grade_changes_append_only()')
+    op.drop_table('grades')

@@ -109,6 +109,9 @@ def record_grades(db: Session, submission: Submission, gradebook: dict[str, Any]
     Rows of cells grading gave before keep their manual points, extra credit and comment; cells no
     longer graded lose their rows. A regrade is logged ("regrade", with the automatic points it changed).
     """
+    # Hold the submission first (its row lock on PostgreSQL; on SQLite the flush this query makes takes
+    # the write lock): a tutor's change cannot land between reading the rows and writing their sum.
+    db.execute(select(Submission.id).where(Submission.id == submission.id).with_for_update())
     existing = {g.grade_id: g for g in grades_of(db, submission.id)}
     was_graded = bool(existing)
     changed: dict[str, list[float | None]] = {}

@@ -399,3 +399,23 @@ def test_the_grading_queue_lists_what_needs_a_person_oldest_first(
     # A tutor may mark one done without grading every cell.
     assert tutor.patch(f"{A}/gq/submissions/{second}", json={"manual_status": "done"}).status_code == 200
     assert tutor.get(f"{A}/gq/grading-queue").json()["total"] == 0
+
+
+def test_feedback_shows_manual_points_and_comments_and_follows_changes(world: World, graded: int) -> None:
+    tutor = world.client("tutor")
+    url = f"{A}/gr/submissions/{graded}/feedback"
+    r = tutor.put(
+        grades_url("gr", graded),
+        json={"grades": {"explain": {"points": 2.5, "comment": "clear <b>enough</b>"}}},
+    )
+    assert r.status_code == 200, r.text
+    page = tutor.get(url)
+    assert page.status_code == 200, page.text
+    assert "Graded by hand: 2.5 / 3 points" in page.text
+    assert "clear &lt;b&gt;enough&lt;/b&gt;" in page.text and "<b>enough</b>" not in page.text
+    r = tutor.put(
+        grades_url("gr", graded), json={"grades": {"explain": {"points": 1, "comment": "rethought"}}}
+    )
+    assert r.status_code == 200
+    page = tutor.get(url).text
+    assert "Graded by hand: 1 / 3 points" in page and "rethought" in page and "clear &lt;b&gt;" not in page

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ..autograding.queue import REGRADE_PRIORITY, enqueue
+from ..grades import grades_of
 from ..orm import GradingJob, GradingRun, Lecture, Submission, User
 from ..scoring import final_score, graded_score
 from ..states import (
@@ -22,6 +23,7 @@ from ..states import (
 from ..storage.feedback import FeedbackUnavailable, feedback_pages
 from .base import APIHandler, api_error, isoformat
 from .csv_export import to_csv
+from .grades import grade_model
 from .lectures import check_fields
 from .params import parse_id
 from .permissions import ResultView, needs_role
@@ -164,9 +166,11 @@ class FeedbackHandler(SubmissionDetailHandler):
         if submission.feedback_status == FeedbackStatus.NONE:
             raise api_error(404, f"No feedback for submission {submission_id} yet ({submission.auto_status})")
         results = self.service.layout.results_dir(submission.id)
+        grades = {g.grade_id: grade_model(g) for g in grades_of(self.db, submission.id)}
+        version = submission.grades_version
         self.db.close()  # rendering may take a moment: hold no database connection meanwhile
         try:
-            folder, pages = await feedback_pages(results, submission.id)
+            folder, pages = await feedback_pages(results, submission.id, grades, version)
         except FeedbackUnavailable as e:
             raise api_error(404, f"No feedback for submission {submission_id}: {e}") from None
         wanted = self.get_query_argument("notebook", None)

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     fb = sub.add_parser("feedback", help="render HTML feedback from an autograde output directory")
     fb.add_argument("-i", "--input", required=True, type=Path, help="autograde output directory")
     fb.add_argument("-o", "--output", required=True, type=Path, help="feedback directory")
+    fb.add_argument("--grades", type=Path, help="JSON file of per-cell manual points, extra credit, comments")
 
     val = sub.add_parser("validate", help="run a notebook and report which visible tests pass")
     val.add_argument("notebook", type=Path)
@@ -134,7 +135,8 @@ def _feedback(args: argparse.Namespace) -> int:
     from .feedback import generate_feedback
 
     try:
-        pages = generate_feedback(args.input, args.output)
+        grades = json.loads(args.grades.read_text(encoding="utf-8")) if args.grades else None
+        pages = generate_feedback(args.input, args.output, grades)
     except (FileNotFoundError, ValueError) as e:
         print(f"no feedback: {e}", file=sys.stderr)
         _emit({"status": "error", "error": str(e)})

@@ -84,14 +84,45 @@ def _exporter() -> Any:
     return exporter
 
 
-def generate_feedback(output_dir: Path, feedback_dir: Path) -> list[Path]:
-    """Render `<feedback_dir>/<notebook>.html` for each notebook in `output_dir/gradebook.json`."""
+def apply_grades(book: dict[str, Any], grades: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The gradebook with what people gave each cell (the service's per-cell grades, keyed by grade_id
+    or `<notebook>/<grade_id>`): `manual_points` (replacing the cell's points when set),
+    `extra_credit`, `comment`; each notebook's score is then the sum of its cells' counted points."""
+    for name, entry in (book.get("notebooks") or {}).items():
+        cells = entry.get("cells") or {}
+        for grade_id, cell in cells.items():
+            given = grades.get(f"{name}/{grade_id}") or grades.get(grade_id)
+            if not isinstance(given, dict):
+                continue
+            cell["manual_points"] = given.get("manual")
+            cell["extra_credit"] = given.get("extra_credit") or 0.0
+            cell["comment"] = given.get("comment")
+        if cells:
+            entry["score"] = round(sum(counted_points(c) for c in cells.values()), 6)
+            entry["needs_manual"] = [g for g, c in cells.items() if c.get("status") == "needs-manual"
+                                     and c.get("manual_points") is None]  # fmt: skip
+    return book
+
+
+def counted_points(cell: dict[str, Any]) -> float:
+    """A person's points if set, else grading's, plus extra credit (`grader_service.grades`)."""
+    manual = cell.get("manual_points")
+    return (manual if manual is not None else cell.get("points") or 0.0) + (cell.get("extra_credit") or 0.0)
+
+
+def generate_feedback(
+    output_dir: Path, feedback_dir: Path, grades: dict[str, dict[str, Any]] | None = None
+) -> list[Path]:
+    """Render `<feedback_dir>/<notebook>.html` for each notebook in `output_dir/gradebook.json`, with
+    the per-cell manual points, extra credit and comments of `grades` (`apply_grades`) if given."""
     output_dir, feedback_dir = Path(output_dir), Path(feedback_dir)
     book_path = output_dir / "gradebook.json"
     book = json.loads(book_path.read_text(encoding="utf-8"))
     if book.get("kind") != "autograde":
         raise ValueError(f"{book_path} is not an autograde gradebook")
     book = student_view(book)
+    if grades:
+        book = apply_grades(book, grades)
     exporter = _exporter()
     pages = []
     for name, entry in book["notebooks"].items():
@@ -126,11 +157,16 @@ def _load(path: Path, entry: dict[str, Any]) -> NotebookNode:
     return nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"**{message}**")])
 
 
+def _graded_by_someone(cell: dict[str, Any]) -> bool:
+    return cell.get("manual_points") is not None or bool(cell.get("extra_credit"))
+
+
 def _summary(name: str, entry: dict[str, Any]) -> dict[str, Any]:
     rows = [
         {
             "grade_id": gid,
-            "points_text": _fmt(cell.get("points")),
+            "points_text": _fmt(counted_points(cell) if _graded_by_someone(cell) else cell.get("points")),
+            "comment": cell.get("comment"),
             "max_text": _fmt(cell.get("max_points")),
             "status": cell.get("status", ""),
         }

@@ -8,9 +8,11 @@ complete or absent. Concurrent requests for the same submission wait for one ren
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 _locks: dict[int, asyncio.Lock] = {}
 # Where a submission's rendered pages are kept. Renamed whenever what a page may show changes, so no
@@ -23,12 +25,17 @@ class FeedbackUnavailable(Exception):
     pass
 
 
-async def feedback_pages(results_dir: Path, submission_id: int) -> tuple[Path, list[Path]]:
+async def feedback_pages(
+    results_dir: Path, submission_id: int, grades: dict[str, Any] | None = None, grades_version: int = 0
+) -> tuple[Path, list[Path]]:
     """The folder of HTML pages for the submission's latest grading and the pages in it.
 
     `results_dir` names the latest grading's directory (see `staging.swap_in`); it is resolved
     once, so one request renders and serves one grading's pages. A regrade landing meanwhile
     removes that directory: the request then starts over on the new grading's.
+
+    `grades` (the per-cell grades, `grader_service.grades`) are shown on the pages; the pages of
+    each `grades_version` are kept apart, so a change to the grades renders them anew.
     """
     lock = _locks.setdefault(submission_id, asyncio.Lock())
     try:
@@ -36,7 +43,7 @@ async def feedback_pages(results_dir: Path, submission_id: int) -> tuple[Path, l
             for _ in range(3):
                 version = results_dir.resolve()
                 try:
-                    folder = await _render(version)
+                    folder = await _render(version, grades, grades_version)
                     return folder, sorted(folder.rglob("*.html"))
                 except (FeedbackUnavailable, OSError):
                     if results_dir.resolve() == version:
@@ -47,16 +54,22 @@ async def feedback_pages(results_dir: Path, submission_id: int) -> tuple[Path, l
             _locks.pop(submission_id, None)
 
 
-async def _render(version: Path) -> Path:
-    output, pages = version / "output", version / PAGES_DIR
+async def _render(version: Path, grades: dict[str, Any] | None, grades_version: int) -> Path:
+    name = PAGES_DIR if not grades else f"{PAGES_DIR}-grades{grades_version}"
+    output, pages = version / "output", version / name
     if not pages.is_dir():
         if not output.is_dir():
             raise FeedbackUnavailable("no graded notebooks are stored for this submission")
-        tmp = version / f"{PAGES_DIR}.tmp"
+        tmp = version / f"{name}.tmp"
         await asyncio.to_thread(shutil.rmtree, tmp, True)
+        extra: list[str] = []
+        if grades:
+            grades_file = version / f"{name}.json"
+            await asyncio.to_thread(grades_file.write_text, json.dumps(grades), "utf-8")
+            extra = ["--grades", str(grades_file)]
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "grader_service.convert.cli", "feedback", "-i", str(output), "-o", str(tmp),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         out, _ = await proc.communicate()
         if proc.returncode != 0:

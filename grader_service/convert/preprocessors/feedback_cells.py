@@ -12,7 +12,10 @@ from ..visibility import WITHHELD_NOTICE
 from .base import Context, Preprocessor
 
 HIDDEN_NOTICE = "# (hidden tests ran here; their code is not shown)"
-RESULT_KEYS = ("points", "max_points", "status", "partial", "error", "hidden_tests", "tampering")
+RESULT_KEYS = (
+    "points", "max_points", "status", "partial", "error", "hidden_tests", "tampering",
+    "manual_points", "extra_credit", "comment",
+)  # fmt: skip
 
 
 def _role(cell: NotebookNode) -> str:

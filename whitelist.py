@@ -100,6 +100,7 @@ DIED
 KILLED
 TIME_LIMIT
 NOT_STARTED
+TASK  # GradeKind: a gradebook cell of kind "task"
 # Landlock's access rights, each named for the bit the kernel ABI gives it (convert/confine.py).
 MAKE_CHAR
 MAKE_DIR

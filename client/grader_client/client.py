@@ -331,6 +331,35 @@ class GraderClient:
     def remove_extension(self, lecture: str, assignment: str, user: str) -> None:
         return self._send(operations.delete_extension(lecture, assignment, user))
 
+    # --- per-cell grades --------------------------------------------------------------------------
+
+    def grades(self, lecture: str, assignment: str, submission_id: int) -> models.Grades:
+        """The submission's per-cell grades (students: their own, once released)."""
+        return self._send(operations.get_grades(lecture, assignment, submission_id))
+
+    def set_grades(
+        self,
+        lecture: str,
+        assignment: str,
+        submission_id: int,
+        grades: dict[str, dict[str, Any]],
+        version: int | None = None,
+    ) -> models.Grades:
+        """Set manual points, comments, extra credit of any cells at once (tutors): `grades` maps a
+        grade_id to some of "points" (None: grading's count again), "comment", "extra_credit".
+        With `version`, a change made since that version was read is a `Conflict` (409)."""
+        return self._send(operations.set_grades(lecture, assignment, submission_id, grades, version))
+
+    def history(self, lecture: str, assignment: str, submission_id: int) -> list[models.GradeChange]:
+        """Every change to the submission's grading, oldest first (tutors)."""
+        return self._send(operations.get_history(lecture, assignment, submission_id))
+
+    def grading_queue(self, lecture: str, assignment: str) -> Iterator[models.GradingQueueItem]:
+        """Submissions still waiting for a person, oldest first (tutors)."""
+        return self._paginate(
+            lambda o, n: operations.list_grading_queue(lecture, assignment, offset=o, limit=n)
+        )
+
     # --- lecture gradebook ----------------------------------------------------------------------
 
     @overload

@@ -181,6 +181,64 @@ class Extension(Model):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Grade(Model):
+    """One graded cell of a submission: grading's points (`auto`), a person's (`manual`, counted instead
+    when set), extra credit on top, and the tutor's comment."""
+
+    grade_id: str
+    notebook: str = ""
+    kind: str = "test"
+    auto: float | None = None
+    manual: float | None = None
+    extra_credit: float = 0.0
+    max: float = 0.0
+    comment: str | None = None
+    needs_manual: bool = False
+
+    @property
+    def points(self) -> float:
+        """What the cell counts: manual if set, else auto (none: 0), plus extra credit."""
+        base = self.manual if self.manual is not None else (self.auto or 0.0)
+        return base + self.extra_credit
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grades(Model):
+    """A submission's per-cell grades; `version` guards a change (`set_grades(..., version=)`)."""
+
+    submission: int
+    version: int = 0
+    manual_status: str = "not_needed"
+    cell_score: float | None = None
+    items: list[Grade] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradeChange(Model):
+    """One entry of a submission's history: who changed what (a grade_id, or manual_score,
+    manual_status, extension, regrade, submitted_on_behalf), from what to what."""
+
+    id: int
+    at: datetime | None = None
+    user: str | None = None
+    what: str = ""
+    old: Any = None
+    new: Any = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradingQueueItem(Model):
+    """A submission still waiting for a person, with the ones before and after it in the queue."""
+
+    id: int
+    user: str = ""
+    submitted_at: datetime | None = None
+    previous: int | None = None
+    next: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Job(Model):
     id: int
     submission: int

@@ -448,6 +448,49 @@ def delete_extension(lecture: str, assignment: str, user: str) -> Call[None]:
     return Call(nothing, {"code": lecture, "name": assignment, "user": user})
 
 
+# --- per-cell grades ------------------------------------------------------------------------------
+
+
+@operation("GET", "/lectures/{code}/assignments/{name}/submissions/{id}/grades")
+def get_grades(lecture: str, assignment: str, submission_id: int) -> Call[models.Grades]:
+    return Call(model(models.Grades), {"code": lecture, "name": assignment, "id": submission_id})
+
+
+@operation("PUT", "/lectures/{code}/assignments/{name}/submissions/{id}/grades")
+def set_grades(
+    lecture: str,
+    assignment: str,
+    submission_id: int,
+    grades: dict[str, dict[str, Any]],
+    version: int | None = None,
+) -> Call[models.Grades]:
+    """`grades`: grade_id -> some of {"points", "comment", "extra_credit"}; `version`: refused (409)
+    when the grades changed since that version was read."""
+    body: dict[str, Any] = {"grades": grades}
+    if version is not None:
+        body["version"] = version
+    return Call(model(models.Grades), {"code": lecture, "name": assignment, "id": submission_id}, json=body)
+
+
+@operation("GET", "/lectures/{code}/assignments/{name}/submissions/{id}/history")
+def get_history(lecture: str, assignment: str, submission_id: int) -> Call[list[models.GradeChange]]:
+    return Call(
+        lambda response: [models.GradeChange.from_json(item) for item in response.json()["items"]],
+        {"code": lecture, "name": assignment, "id": submission_id},
+    )
+
+
+@operation("GET", "/lectures/{code}/assignments/{name}/grading-queue")
+def list_grading_queue(
+    lecture: str, assignment: str, *, offset: int = 0, limit: int = 100
+) -> Call[Page[models.GradingQueueItem]]:
+    return Call(
+        page(models.GradingQueueItem),
+        {"code": lecture, "name": assignment},
+        params={"offset": offset, "limit": limit},
+    )
+
+
 # --- lecture gradebook ---------------------------------------------------------------------------
 
 

@@ -28,6 +28,10 @@ LIST_OPTIONS = (
 )
 
 
+# The values before alembic 0006, still sent by older clients (`grader score set` sent "graded").
+LEGACY_MANUAL_STATUS = {"graded": ManualStatus.DONE, "not_graded": ManualStatus.NEEDED}
+
+
 def check_open(assignment: Assignment, deadline: Deadline) -> tuple[bool, float]:
     """Whether a submission now is late and by how many seconds; 403 once the student's deadline
     (and late window) has passed. `deadline` is the student's own (`scoring`)."""
@@ -176,7 +180,9 @@ class SubmissionHandler(APIHandler):
                 raise api_error(400, "Field 'comment' must be a string of at most 20000 characters, or null")
             submission.comment = comment
         if "manual_status" in body:
-            status = member_of(ManualStatus, body["manual_status"])
+            status = member_of(
+                ManualStatus, LEGACY_MANUAL_STATUS.get(str(body["manual_status"]), body["manual_status"])
+            )
             if status is None:
                 raise api_error(400, f"Field 'manual_status' must be one of {choices(ManualStatus)}")
             submission.manual_status = status

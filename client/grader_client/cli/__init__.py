@@ -12,7 +12,7 @@ import sys
 import click
 
 from .. import __version__
-from . import account, assignments, extensions, grading, lectures, submissions
+from . import account, assignments, extensions, grades, grading, lectures, submissions
 from .common import GraderGroup, Session
 
 EPILOG = """\b
@@ -49,7 +49,7 @@ class _closing:
         self.session.close()
 
 
-for module in (account, lectures, assignments, extensions, submissions, grading):
+for module in (account, lectures, assignments, extensions, submissions, grading, grades):
     for cmd in module.COMMANDS:
         cli.add_command(cmd)
 

@@ -245,7 +245,7 @@ def score_set(
         submission_id,
         manual_score=points,
         comment=UNSET if comment is None else comment,
-        manual_status="graded",
+        manual_status="done",
     )
     if as_json:
         output.print_json(updated)

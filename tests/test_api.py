@@ -158,11 +158,13 @@ def test_manual_grading_and_soft_delete(world: World) -> None:
     sub = world.submit("student").json()
     path = f"{A}/tiny/submissions/{sub['id']}"
     tutor = world.client("tutor")
-    r = tutor.patch(path, json={"manual_score": 2.5, "comment": "nice", "manual_status": "graded"})
+    r = tutor.patch(path, json={"manual_score": 2.5, "comment": "nice", "manual_status": "done"})
     assert r.status_code == 200
-    assert (
-        r.json()["score"] == 2.5 and r.json()["comment"] == "nice" and r.json()["manual_status"] == "graded"
-    )
+    assert r.json()["score"] == 2.5 and r.json()["comment"] == "nice" and r.json()["manual_status"] == "done"
+    # What older clients send (the values before alembic 0006) still means the same.
+    assert tutor.patch(path, json={"manual_status": "not_graded"}).json()["manual_status"] == "needed"
+    assert tutor.patch(path, json={"manual_status": "graded"}).json()["manual_status"] == "done"
+    assert tutor.patch(path, json={"manual_status": ["done"]}).status_code == 400
     r = tutor.patch(path, json={"manual_score": 4})
     assert r.status_code == 400 and "exceeds the maximum" in r.json()["message"]
     assert world.client("tutor").delete(path).status_code == 403

@@ -53,6 +53,7 @@ from .autograding.local import LocalAutogradeExecutor
 from .autograding.queue import enqueue_new
 from .autograding.worker import Scheduler
 from .dbpool import ConnectionGate
+from .grades import record_manual_only
 from .httpserver import GraderHTTPServer
 from .metrics import Metrics
 from .orm import ApiToken, Submission, User, utcnow
@@ -433,8 +434,12 @@ class GraderService(Application):
         """Called in the transaction that records a submission, before it commits.
 
         The grading job is added to the same transaction: a submission and its job are stored
-        together or not at all.
+        together or not at all. An assignment with the setting `autograde: false` gets no job: its
+        cells go to a person at once (`grades.record_manual_only`).
         """
+        if submission.assignment.settings.get("autograde") is False:
+            record_manual_only(session, submission, submission.assignment.gradebook_skeleton)
+            return
         enqueue_new(session, submission)
 
     def jobs_committed(self) -> None:

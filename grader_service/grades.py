@@ -141,6 +141,23 @@ def record_grades(db: Session, submission: Submission, gradebook: dict[str, Any]
     refresh(submission, kept)
 
 
+def record_manual_only(db: Session, submission: Submission, skeleton: dict[str, Any] | None) -> None:
+    """Rows for a submission no grading will see (the assignment's `autograde: false`): every cell of
+    the release's gradebook skeleton, each waiting for a person, so the submission is `needed`."""
+    rows = []
+    for cell in cells_of(skeleton):
+        grade = Grade(
+            submission_id=submission.id, grade_id=cell.grade_id, notebook=cell.notebook, kind=cell.kind,
+            auto_points=None, max_points=cell.max_points, needs_manual=True, extra_credit=0.0,
+        )  # fmt: skip
+        db.add(grade)
+        rows.append(grade)
+    db.flush()
+    refresh(submission, rows)
+    if not rows:  # nothing to grade per cell: a person still sets the total
+        submission.manual_status = ManualStatus.NEEDED
+
+
 def log_change(
     db: Session,
     submission_id: int,

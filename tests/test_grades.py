@@ -419,3 +419,40 @@ def test_feedback_shows_manual_points_and_comments_and_follows_changes(world: Wo
     assert r.status_code == 200
     page = tutor.get(url).text
     assert "Graded by hand: 1 / 3 points" in page and "rethought" in page and "clear &lt;b&gt;" not in page
+
+
+def test_without_autograding_every_cell_waits_for_a_person(
+    world: World, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    manual_assignment(world, tmp_path_factory.mktemp("na"), "no-auto")
+    r = world.client("instructor").patch(f"{A}/no-auto", json={"settings": {"autograde": False}})
+    assert r.status_code == 200, r.text
+    assert world.client("instructor").get(f"{A}/no-auto").json()["settings"] == {"autograde": False}
+    nb = with_manual_cell(DATA / "tiny_submission.ipynb", "An answer.")
+    r = world.client("student").post(
+        f"{A}/no-auto/submissions", params={"filename": "tiny.ipynb"}, data=json.dumps(nb).encode(),
+        headers={"Content-Type": "application/x-ipynb+json"},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert (r.json()["auto_status"], r.json()["manual_status"]) == ("not_queued", "needed")
+    tutor = world.client("tutor")
+    cells = by_id(tutor.get(grades_url("no-auto", sid)).json())
+    assert set(cells) == {"test_double", "test_double_hidden", "explain"}
+    assert all(c["needs_manual"] and c["auto"] is None for c in cells.values())
+    assert [i["id"] for i in tutor.get(f"{A}/no-auto/grading-queue").json()["items"]] == [sid]
+    body = {
+        "grades": {
+            "test_double": {"points": 2},
+            "test_double_hidden": {"points": 1},
+            "explain": {"points": 1},
+        }
+    }
+    r = tutor.put(grades_url("no-auto", sid), json=body)
+    assert r.status_code == 200 and r.json()["manual_status"] == "done"
+    sub = tutor.get(f"{A}/no-auto/submissions/{sid}").json()
+    assert (sub["auto_status"], sub["final_score"]) == ("not_queued", 4)
+    assert tutor.get(f"{A}/no-auto/grading-queue").json()["total"] == 0
+    for bad in ("yes", 1, 0):
+        r = world.client("instructor").patch(f"{A}/no-auto", json={"settings": {"autograde": bad}})
+        assert r.status_code == 400 and "autograde" in r.json()["message"]

@@ -39,6 +39,8 @@ CROSS_FIELD_RULES = {
     ("/lectures/{code}/assignments/{name}/submissions/{id}", "PATCH"): (400,),  # manual_score <= max_score
     # late_until not before due_date; the user a student, not a tutor or instructor
     ("/lectures/{code}/assignments/{name}/extensions/{user}", "PUT"): (400,),
+    # grade_ids are the submission's cells; points at most the cell's max
+    ("/lectures/{code}/assignments/{name}/submissions/{id}/grades", "PUT"): (422,),
 }
 ACCEPTED = (401, 403, 404, 409, 429)
 

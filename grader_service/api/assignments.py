@@ -33,6 +33,7 @@ SETTINGS: dict[str, tuple[type | tuple[type, ...], str]] = {
     ),
     "image": ((str,), "grading image for the Kubernetes executor (1-255 characters)"),
     "allowed_files": ((list,), "glob patterns of files students may submit"),
+    "autograde": ((bool,), "true or false: false sends submissions to a person at once, with no grading job"),
 }
 EDITABLE = {
     "title",
@@ -80,8 +81,8 @@ def parse_settings(value: Any) -> dict[str, Any]:
         types, meaning = SETTINGS[key]
         if item is None:
             continue
-        bad = isinstance(item, bool) or not isinstance(item, types)
-        if not bad and isinstance(item, int | float):
+        bad = isinstance(item, bool) != (types == (bool,)) or not isinstance(item, types)
+        if not bad and isinstance(item, int | float) and not isinstance(item, bool):
             bad = item <= 0 or not math.isfinite(item) or (key in ("memory", "disk") and item < 1)
         if not bad and isinstance(item, str):
             bad = not (0 < len(item) <= 255) or (

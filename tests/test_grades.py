@@ -225,7 +225,8 @@ def test_unknown_cells_and_points_out_of_range_are_422_naming_the_cell_and_chang
     "body",
     [{}, {"grades": {}}, {"grades": []}, {"grades": {"explain": {}}}, {"grades": {"explain": {"bonus": 1}}},
      {"grades": {"explain": {"points": "1"}}}, {"grades": {"explain": {"points": True}}},
-     {"grades": {"explain": {"comment": 3}}}, {"grades": {"explain": {"points": 1}}, "version": "x"}],
+     {"grades": {"explain": {"comment": 3}}}, {"grades": {"explain": {"points": 1}}, "version": "x"},
+     {"grades": {"explain": {"points": 1}}, "version": -1}, {"grades": {"explain": {"points": 1}}, "version": 2**40}],
 )  # fmt: skip
 def test_malformed_bodies_are_400(world: World, graded: int, body: dict[str, Any]) -> None:
     assert world.client("tutor").put(grades_url("gr", graded), json=body).status_code == 400
@@ -456,3 +457,14 @@ def test_without_autograding_every_cell_waits_for_a_person(
     for bad in ("yes", 1, 0):
         r = world.client("instructor").patch(f"{A}/no-auto", json={"settings": {"autograde": bad}})
         assert r.status_code == 400 and "autograde" in r.json()["message"]
+
+
+def test_if_match_guards_a_change_like_version(world: World, graded: int) -> None:
+    tutor = world.client("tutor")
+    etag = tutor.get(grades_url("gr", graded)).headers["ETag"]
+    body = {"grades": {"test_double": {"comment": "etag"}}}
+    r = tutor.put(grades_url("gr", graded), json=body, headers={"If-Match": etag})
+    assert r.status_code == 200 and r.headers["ETag"] != etag
+    r = tutor.put(grades_url("gr", graded), json=body, headers={"If-Match": etag})
+    assert r.status_code == 409 and "changed meanwhile" in r.json()["message"]
+    assert tutor.put(grades_url("gr", graded), json=body, headers={"If-Match": "soon"}).status_code == 400

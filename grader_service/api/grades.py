@@ -21,6 +21,7 @@ from ..orm import Grade, GradeChange, Lecture, Submission, User, utcnow
 from ..states import ManualStatus, RoleName
 from .base import APIHandler, api_error, isoformat
 from .lectures import check_fields
+from .params import ID_MAX
 from .permissions import needs_role
 
 COMMENT_MAX = 20000
@@ -151,8 +152,8 @@ class GradesHandler(APIHandler):
                 raise api_error(400, "If-Match must be a grades version (an integer)") from None
         if version is None:
             return current
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise api_error(400, "Field 'version' must be an integer")
+        if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= ID_MAX:
+            raise api_error(400, f"Field 'version' must be an integer from 0 to {ID_MAX}")
         return version
 
     @needs_role(RoleName.STUDENT)

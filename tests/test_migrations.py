@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Iterator
 from enum import StrEnum
@@ -254,6 +255,21 @@ def test_0005_adds_extensions_unique_per_student_keeps_the_rows_and_downgrades(e
 # --- 0006: per-cell grades, their history, the manual status not_needed/needed/done ----------------
 
 
+OLD_GRADEBOOK = {
+    "kind": "autograde",
+    "score": 1.5,
+    "notebooks": {
+        "nb": {
+            "cells": {
+                "test_a": {"grade_id": "test_a", "kind": "test", "max_points": 2, "points": 1.5, "status": "passed"},
+                "explain": {"grade_id": "explain", "kind": "manual", "max_points": 3, "points": None,
+                            "status": "needs-manual"},
+            }
+        }
+    },
+}  # fmt: skip
+
+
 def test_0006_renames_manual_statuses_adds_the_grade_tables_and_downgrades(empty_engine: Engine) -> None:
     engine = empty_engine
     db.upgrade(engine, "0005")
@@ -267,12 +283,30 @@ def test_0006_renames_manual_statuses_adds_the_grade_tables_and_downgrades(empty
                 f" VALUES (2, 1, 2, 'beef', '{NOW}', false, 0, 'graded', 'not_graded', 'none')"
             )
         )
+        # Graded before 0006: its cells come from its gradebook (a test, and an answer waiting for a person).
+        conn.execute(
+            text(
+                "INSERT INTO submissions (id, assignment_id, user_id, commit_hash, submitted_at, late,"
+                " late_seconds, auto_status, manual_status, feedback_status, score, gradebook)"
+                f" VALUES (3, 1, 2, 'cafe', '{NOW}', false, 0, 'graded', 'not_graded', 'none', 1.5, :book)"
+            ),
+            {"book": json.dumps(OLD_GRADEBOOK)},
+        )
     before = dump(engine)
     db.upgrade(engine, "0006")
     with engine.connect() as conn:
         statuses = dict(conn.execute(text("SELECT id, manual_status FROM submissions")).all())
         versions = set(conn.execute(text("SELECT grades_version FROM submissions")).scalars())
-    assert statuses == {1: "done", 2: "not_needed"} and versions == {0}
+        sums = dict(conn.execute(text("SELECT id, cell_score FROM submissions")).all())
+        cells = conn.execute(
+            text("SELECT grade_id, kind, auto_points, max_points, needs_manual FROM grades ORDER BY grade_id")
+        ).all()
+    assert statuses == {1: "done", 2: "not_needed", 3: "needed"} and versions == {0}
+    assert sums == {1: None, 2: None, 3: 1.5}
+    assert [tuple(c) for c in cells] == [
+        ("explain", "manual", None, 3, True),
+        ("test_a", "test", 1.5, 2, False),
+    ]
     assert refused(engine, "UPDATE submissions SET manual_status = 'graded'")
     insert = (
         "INSERT INTO grades (submission_id, grade_id, notebook, kind, max_points, extra_credit, needs_manual,"
@@ -281,6 +315,7 @@ def test_0006_renames_manual_statuses_adds_the_grade_tables_and_downgrades(empty
     with engine.begin() as conn:
         conn.execute(text(insert))
     assert refused(engine, insert)  # one row per cell and submission
+    assert refused(engine, insert.replace("(1, 'q1'", "(3, 'explain'"))
     assert refused(engine, insert.replace("'q1'", "'q2'").replace("'manual'", "'essay'"))
     cfg = db.alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:

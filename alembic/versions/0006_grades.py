@@ -5,12 +5,15 @@ index also serves a submission's list. `grade_changes`: every change to a grade,
 an extension, a regrade, an on-behalf submit; on PostgreSQL a trigger refuses UPDATE, DELETE and
 TRUNCATE of it. `submissions.cell_score` (the cells' sum) and `submissions.grades_version` (the
 compare-and-set guard of grade changes). manual_status values: not_graded -> not_needed,
-graded -> done (and back on downgrade: not_needed/needed -> not_graded, done -> graded).
+graded -> done (and back on downgrade: not_needed/needed -> not_graded, done -> graded). Submissions
+graded before get their cells' rows from their gradebooks (`backfill_grades`).
 
 Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-06
 """
+
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -35,6 +38,74 @@ CREATE TRIGGER grade_changes_no_update_delete BEFORE UPDATE OR DELETE ON grade_c
 CREATE TRIGGER grade_changes_no_truncate BEFORE TRUNCATE ON grade_changes
     FOR EACH STATEMENT EXECUTE FUNCTION grade_changes_append_only();
 """
+
+
+SUBMISSIONS = sa.table(
+    'submissions',
+    sa.column('id', sa.Integer()),
+    sa.column('gradebook', sa.JSON()),
+    sa.column('auto_status', sa.String()),
+    sa.column('manual_status', sa.String()),
+    sa.column('cell_score', sa.Double()),
+)
+GRADES = sa.table(
+    'grades',
+    *(sa.column(name) for name in ('submission_id', 'grade_id', 'notebook', 'kind', 'auto_points',
+                                   'extra_credit', 'max_points', 'needs_manual')),
+    sa.column('updated_at', sa.DateTime()),
+)
+KINDS = ('test', 'manual', 'task')
+BATCH = 500
+
+
+def cells_of(gradebook):
+    """The graded cells of an autograde gradebook, as rows (as grader_service.grades.cells_of was when
+    this revision was made: a grade_id repeated in a later notebook is keyed `<notebook>/<grade_id>`)."""
+    rows, seen = [], set()
+    for notebook, book in ((gradebook or {}).get('notebooks') or {}).items():
+        for grade_id, cell in ((book or {}).get('cells') or {}).items():
+            if not isinstance(cell, dict) or cell.get('kind') not in KINDS:
+                continue
+            key = grade_id if grade_id not in seen else f'{notebook}/{grade_id}'
+            seen.add(key)
+            needs = cell.get('status') == 'needs-manual'
+            points = cell.get('points')
+            rows.append({
+                'grade_id': key, 'notebook': notebook, 'kind': cell['kind'],
+                'auto_points': None if needs or points is None else float(points),
+                'max_points': float(cell.get('max_points') or 0.0), 'needs_manual': needs, 'extra_credit': 0.0,
+            })
+    return rows
+
+
+def backfill_grades() -> None:
+    """A row per graded cell of every graded submission (its gradebook), with `cell_score` (the sum of the
+    automatic points: the score is unchanged) and `manual_status` needed where a cell waits for a person
+    and nobody marked it graded. In batches: a course's gradebooks are read a few hundred at a time."""
+    conn = op.get_bind()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    last = 0
+    while True:
+        batch = conn.execute(
+            sa.select(SUBMISSIONS.c.id, SUBMISSIONS.c.gradebook, SUBMISSIONS.c.manual_status)
+            .where(SUBMISSIONS.c.id > last, SUBMISSIONS.c.auto_status == 'graded', SUBMISSIONS.c.gradebook.is_not(None))
+            .order_by(SUBMISSIONS.c.id)
+            .limit(BATCH)
+        ).all()
+        if not batch:
+            return
+        for submission_id, gradebook, status in batch:
+            rows = cells_of(gradebook)
+            if rows:
+                conn.execute(GRADES.insert(), [dict(row, submission_id=submission_id, updated_at=now) for row in rows])
+                waiting = any(row['needs_manual'] for row in rows)
+                conn.execute(
+                    SUBMISSIONS.update().where(SUBMISSIONS.c.id == submission_id).values(
+                        cell_score=round(sum(row['auto_points'] or 0.0 for row in rows), 6),
+                        manual_status='needed' if waiting and status != 'done' else status,
+                    )
+                )
+        last = batch[-1][0]
 
 
 def upgrade() -> None:
@@ -91,6 +162,7 @@ def upgrade() -> None:
     op.execute("UPDATE submissions SET manual_status = 'done' WHERE manual_status = 'graded'")
     with op.batch_alter_table('submissions') as batch_op:
         batch_op.create_check_constraint(op.f('ck_submissions_manual_status'), NEW_STATUSES)
+    backfill_grades()
 
 
 def downgrade() -> None:

@@ -35,6 +35,7 @@ import platform
 import select
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .sandbox import JOB_FDS, SYSTEM_DIRS, SYSTEM_ETC_DIRS, SYSTEM_FILES, Limits, apply_limits, python_paths
 
@@ -141,7 +142,9 @@ class RootLayout:
         return cls(tuple(symlinks), tuple(read_only))
 
 
-def enter_job_namespaces(layout: RootLayout, job_dir: Path, mountpoint: str, limits: Limits) -> list[int]:
+def enter_job_namespaces(
+    layout: RootLayout, job_dir: Path, mountpoint: str, limits: Limits, stage: dict[str, Any] | None = None
+) -> list[int]:
     """Step 1, in the process that will wait for the job: new namespaces and the job's root.
 
     `mountpoint` is an empty host directory; in the new mount namespace a tmpfs on it becomes
@@ -171,6 +174,8 @@ def enter_job_namespaces(layout: RootLayout, job_dir: Path, mountpoint: str, lim
         _bind(path, root + path, read_only=True)
     _make_dev(root)
     _bind(f"{scratch}/shm", root + "/dev/shm", read_only=False)
+    for source, target, read_only in stage_binds(job_dir, stage) if stage else ():
+        _bind(source, root + target, read_only)
     umount(scratch, MNT_DETACH)  # reachable through its three binds only
     os.rmdir(scratch)
     os.makedirs(root + "/proc", mode=0o755, exist_ok=True)
@@ -180,6 +185,16 @@ def enter_job_namespaces(layout: RootLayout, job_dir: Path, mountpoint: str, lim
     umount(".", MNT_DETACH)
     os.chdir("/")
     return job_fds
+
+
+def stage_binds(job_dir: Path, stage: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(host path, path in the sandbox, read-only) of a command stage's job directories."""
+    results = job_dir / "stages" / str(int(stage["index"]))
+    return [
+        (str(job_dir / "submission"), "/job/submission", False),
+        (str(job_dir / "source"), "/job/grader", True),
+        (str(results), "/job/results", False),
+    ]
 
 
 def place_job_fds(fds: list[int]) -> None:

@@ -332,14 +332,20 @@ class LocalAutogradeExecutor(AutogradeExecutor):
         output = _CappedBuffer(limit=self.stage_output_limit)
         reader = asyncio.ensure_future(_drain(proc.stdout, output))
         waiter = asyncio.ensure_future(proc.wait())
+        timed_out = False
         try:
-            done, _ = await asyncio.wait([waiter], timeout=timeout)
-            timed_out = waiter not in done
+            done, _ = await asyncio.wait(
+                [waiter, reader], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if waiter not in done and not (reader in done and output.overflowed):
+                done, _ = await asyncio.wait([waiter], timeout=max(timeout - (time.monotonic() - started), 0))
+                timed_out = waiter not in done
         finally:
             self._procs.pop(task.job_id, None)
-            _kill_group(proc.pid)
-        await waiter
+            _kill_group(proc.pid)  # bwrap: its pid namespace, so every process of the stage, goes with it
         await reader
+        await _drain(proc.stdout, _CappedBuffer())  # what is left after a stop, to the end of the pipe
+        await waiter
         return StageRun(
             proc.returncode, output.text(), timed_out, output.overflowed, time.monotonic() - started
         )

@@ -151,9 +151,14 @@ def enter_job_namespaces(
     the root. The pid namespace applies to children: the job itself is forked after this. Returns
     the descriptors of the job's submission, source and output directories (opened first, on the
     host), for `place_job_fds` in the job's first process.
+
+    `stage`: a command assignment's stage: its job directories are bound at /job/... too
+    (`stage_binds`; its program knows nothing of descriptors), and with `network` it keeps the
+    host's network namespace.
     """
     job_fds = [os.open(job_dir / part, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) for part in JOB_PARTS]
-    unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+    network = bool(stage and stage.get("network"))
+    unshare(CLONE_NEWNS | CLONE_NEWPID | (0 if network else CLONE_NEWNET) | CLONE_NEWIPC | CLONE_NEWUTS)
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
     root = mountpoint.rstrip("/")
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m")

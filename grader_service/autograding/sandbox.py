@@ -160,6 +160,8 @@ class Bubblewrap:
                 args += ["--perms", "0755", "--dir", parent]
         for path in binds:
             args += ["--ro-bind", path, path]
+        for parent in _parents([target for _, target, _ in stage_binds]):
+            args += ["--perms", "0755", "--dir", parent]
         for source, target, read_only in stage_binds:
             args += ["--ro-bind" if read_only else "--bind", source, target]
         args += ["--chdir", chdir]

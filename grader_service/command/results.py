@@ -11,6 +11,7 @@ command assignments unchanged. What a student sees of each test's output is `stu
 from __future__ import annotations
 
 import copy
+import html
 import json
 from typing import Any
 
@@ -210,3 +211,25 @@ def student_view(book: dict[str, Any], due_passed: bool, published: bool) -> dic
                 cell["output"] = ""
                 cell["withheld"] = True
     return view
+
+
+def feedback_html(book: dict[str, Any]) -> str:
+    """The feedback page of a command grading. Rendered once and kept, so it shows only what a student
+    may always see: the output of `visible` tests (never a hidden one's, nor one shown later)."""
+    view = student_view(book, due_passed=False, published=False)
+    entry = view["notebooks"][RESULTS_ENTRY]
+    rows = []
+    for cell in entry["cells"].values():
+        output = f"<pre>{html.escape(cell['output'])}</pre>" if cell.get("output") else ""
+        rows.append(
+            f"<tr><td>{html.escape(cell['grade_id'])}</td><td>{cell['status']}</td>"
+            f"<td>{cell['points']:g} / {cell['max_points']:g}</td><td>{output}</td></tr>"
+        )
+    overall = f"<pre>{html.escape(view['output'])}</pre>" if view.get("output") else ""
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Feedback</title></head><body>"
+        f"<h1>Score: {view['score']:g} / {view['max_score']:g}</h1>{overall}"
+        "<table><tr><th>test</th><th>status</th><th>points</th><th>output</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>"
+    )

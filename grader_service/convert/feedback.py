@@ -91,6 +91,12 @@ def generate_feedback(output_dir: Path, feedback_dir: Path) -> list[Path]:
     book = json.loads(book_path.read_text(encoding="utf-8"))
     if book.get("kind") != "autograde":
         raise ValueError(f"{book_path} is not an autograde gradebook")
+    if book.get("engine") == "command":  # a command assignment's tests: one page
+        from ..command.results import feedback_html
+
+        page = feedback_dir / "results.html"
+        atomic_write_text(page, feedback_html(book))
+        return [page]
     book = student_view(book)
     exporter = _exporter()
     pages = []

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import CheckConstraint, inspect, text
+from sqlalchemy import CheckConstraint, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -79,6 +79,10 @@ def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Eng
     engine.dispose()
 
 
+# Vocabulary columns added after 0003, each with its constraint, by the revision that added it.
+LATER_VOCABULARY_COLUMNS = {("assignments", "kind")}  # 0006
+
+
 def vocabulary_columns() -> list[tuple[str, str, type[StrEnum]]]:
     """Every (table, column, vocabulary) of the models: the columns 0003 must constrain."""
     return [
@@ -95,10 +99,26 @@ def tables_at(conn: Any) -> list[Any]:
     return [table for table in Base.metadata.sorted_tables if table.name in present]
 
 
-def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+def project(rows: dict[str, list[dict[str, Any]]], onto: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """`rows` with only the tables and columns `onto` has (what a downgrade keeps)."""
+    keep = {name: set(table[0]) if table else set() for name, table in onto.items()}
+    return {name: [{k: v for k, v in row.items() if k in keep[name]} for row in table]
+            for name, table in rows.items() if name in keep}  # fmt: skip
+
+
+def columns_at(conn: Any, table: Any) -> list[Any]:
+    """The model table's columns that the database has at its current revision (later ones add some)."""
+    present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    return [column for column in table.columns if column.name in present]
+
+
+def dump(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table, by column name (columns of later revisions are absent before them)."""
     with engine.connect() as conn:
         return {
-            table.name: sorted([tuple(row) for row in conn.execute(table.select())], key=repr)
+            table.name: sorted(
+                [dict(row._mapping) for row in conn.execute(select(*columns_at(conn, table)))], key=repr
+            )
             for table in tables_at(conn)
         }
 
@@ -128,7 +148,7 @@ def test_0003_keeps_every_row_and_refuses_values_outside_the_vocabularies(empty_
     assert db.current_revision(engine) == "0003"
     assert dump(engine) == before  # nothing lost, not even rows that refer to copied tables
 
-    columns = vocabulary_columns()
+    columns = [(t, c, v) for t, c, v in vocabulary_columns() if (t, c) not in LATER_VOCABULARY_COLUMNS]
     assert {(t, c) for t, c, _ in columns} >= {("grading_jobs", "state"), ("submissions", "auto_status")}
     for table, column, vocabulary in columns:
         for bad in ("bogus", "", "Queued", "queued "):
@@ -142,7 +162,8 @@ def test_0003_keeps_every_row_and_refuses_values_outside_the_vocabularies(empty_
     )
     with engine.connect() as conn:  # reflected by name, as the models declare them
         for table in tables_at(conn):
-            declared = {c.name for c in table.constraints if isinstance(c, CheckConstraint)}
+            later = {f"ck_{t}_{c}" for t, c in LATER_VOCABULARY_COLUMNS if t == table.name}
+            declared = {c.name for c in table.constraints if isinstance(c, CheckConstraint)} - later
             assert {c["name"] for c in inspect(conn).get_check_constraints(table.name)} == declared
 
 
@@ -162,7 +183,7 @@ def test_0003_downgrade_drops_the_constraints_and_keeps_the_rows(empty_engine: E
         command.downgrade(cfg, "0002")
     after = dump(engine)
     assert set(before) - set(after) == {"extensions"}  # tables of later revisions go (0005's was empty)
-    assert after == {name: rows for name, rows in before.items() if name in after}
+    assert after == project(before, after)
     assert not refused(engine, "UPDATE grading_jobs SET state = 'paused'")
 
 
@@ -229,4 +250,34 @@ def test_0005_adds_extensions_unique_per_student_keeps_the_rows_and_downgrades(e
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0004")
+    assert dump(engine) == before
+
+
+# --- 0006: assignment kinds ------------------------------------------------------------------------
+
+
+def test_0006_makes_every_assignment_a_notebook_one_refuses_other_kinds_and_downgrades(
+    empty_engine: Engine,
+) -> None:
+    engine = empty_engine
+    db.upgrade(engine, "0005")
+    with engine.begin() as conn:
+        for row in ROWS_0002:
+            conn.execute(text(row.format(now=NOW)))
+    before = dump(engine)
+
+    db.upgrade(engine, "0006")
+    after = dump(engine)
+    assert [row["kind"] for row in after["assignments"]] == ["notebook"]
+    assert project(after, before) == before
+    assert not refused(engine, "UPDATE assignments SET kind = 'command'")
+    for bad in ("shell", "", "Command"):
+        assert refused(engine, f"UPDATE assignments SET kind = '{bad}'")
+
+    cfg = db.alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0005")
     assert dump(engine) == before

@@ -25,6 +25,11 @@ RESULTS_STDOUT = "stdout"
 MAX_SPEC_BYTES = 256 * 1024
 
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|K|M|G|T|Ki|Mi|Gi|Ti)?$"
+_QUANTITY_TEXT = {
+    "type": "string",
+    "pattern": _QUANTITY,
+    "x-message": "not a number or a quantity such as 512Mi",
+}
 # A glob relative to the submission's root: no leading '/', no '..' part, no backslash.
 _GLOB = r"^(?!/)(?!(.*/)?\.\.(/|$))[^\\\x00]+$"
 
@@ -116,14 +121,14 @@ SCHEMA: dict[str, Any] = {
                 "memory": {
                     "description": "Memory limit: bytes, or a quantity such as `512Mi`. Default: the "
                     "assignment's.",
-                    "oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": _QUANTITY}],
+                    "oneOf": [{"type": "integer", "minimum": 1}, _QUANTITY_TEXT],
                 },
                 "cpu": {
                     "description": "CPU limit: cores, or a quantity such as `500m` (Kubernetes). Default: the "
                     "assignment's.",
                     "oneOf": [
                         {"type": "number", "exclusiveMinimum": 0},
-                        {"type": "string", "pattern": _QUANTITY},
+                        _QUANTITY_TEXT,
                     ],
                 },
                 "results": {

@@ -51,6 +51,26 @@ class AssignmentStatus(StrEnum):
     COMPLETED = "completed"  # students see it; no more submissions
 
 
+class AssignmentKind(StrEnum):
+    """What an assignment grades: nbgrader notebooks, or any program run by the instructor's harness
+    in stages (`grader.yaml`, `grader_service.command`)."""
+
+    NOTEBOOK = "notebook"
+    COMMAND = "command"
+
+
+class TestVisibility(StrEnum):
+    """When a student sees a command assignment's test (Gradescope's `visibility`): always, never,
+    once the due date has passed, or once the results are released."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    VISIBLE = "visible"
+    HIDDEN = "hidden"
+    AFTER_DUE_DATE = "after_due_date"
+    AFTER_PUBLISHED = "after_published"
+
+
 class GradingPolicy(StrEnum):
     """Which submission of a student counts in the grade table."""
 
@@ -180,6 +200,7 @@ def choices(vocabulary: type[StrEnum]) -> str:
 __all__ = [
     "PENDING_AUTO_STATUSES",
     "PENDING_JOB_STATES",
+    "AssignmentKind",
     "AssignmentStatus",
     "AutoStatus",
     "FeedbackPolicy",
@@ -194,6 +215,7 @@ __all__ = [
     "RoleSource",
     "RunScope",
     "StepKind",
+    "TestVisibility",
     "choices",
     "member_of",
     "role_rank",

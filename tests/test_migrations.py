@@ -324,3 +324,36 @@ def test_0006_renames_manual_statuses_adds_the_grade_tables_and_downgrades(empty
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0005")
     assert dump(engine) == before
+
+
+# --- 0007: assignment kinds ------------------------------------------------------------------------
+
+
+def test_0007_makes_every_assignment_a_notebook_one_refuses_other_kinds_and_downgrades(
+    empty_engine: Engine,
+) -> None:
+    engine = empty_engine
+    db.upgrade(engine, "0006")
+    with engine.begin() as conn:
+        for row in ROWS_0002:
+            conn.execute(text(row.format(now=NOW)))
+    before = dump(engine)
+
+    db.upgrade(engine, "0007")
+    after = dump(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT kind FROM assignments")).scalars().all() == ["notebook"]
+    assert {name: rows for name, rows in after.items() if name != "assignments"} == {
+        name: rows for name, rows in before.items() if name != "assignments"
+    }
+    assert not refused(engine, "UPDATE assignments SET kind = 'command'")
+    for bad in ("shell", "", "Command"):
+        assert refused(engine, f"UPDATE assignments SET kind = '{bad}'")
+
+    cfg = db.alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+    assert dump(engine) == before

@@ -18,7 +18,8 @@ NOT_VOCABULARIES = [
     ["json", "csv"],
 ]
 # Vocabularies of grading internals: the API never takes or shows them as a field of their own.
-INTERNAL = {states.StepKind, states.KernelOutcome}
+# TestVisibility: a value inside a command grading's gradebook, which the spec leaves free-form.
+INTERNAL = {states.StepKind, states.KernelOutcome, states.TestVisibility}
 
 
 def enums(node: Any) -> list[list[str]]:

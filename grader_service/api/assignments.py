@@ -12,7 +12,15 @@ from sqlalchemy.exc import IntegrityError
 
 from ..orm import Assignment, Extension, Lecture, Submission
 from ..scoring import Deadline, deadline_of, recompute_assignment_lateness
-from ..states import AssignmentStatus, FeedbackPolicy, GradingPolicy, RoleName, choices, member_of
+from ..states import (
+    AssignmentKind,
+    AssignmentStatus,
+    FeedbackPolicy,
+    GradingPolicy,
+    RoleName,
+    choices,
+    member_of,
+)
 from ..storage.release import Released, ReleaseFailed, release_assignment
 from .base import APIHandler, api_error
 from .lectures import check_fields, slug_field, string_field
@@ -37,6 +45,7 @@ SETTINGS: dict[str, tuple[type | tuple[type, ...], str]] = {
 }
 EDITABLE = {
     "title",
+    "kind",
     "status",
     "due_date",
     "late_until",
@@ -114,7 +123,11 @@ def apply_fields(assignment: Assignment, body: dict[str, Any]) -> None:
         ):
             raise api_error(400, f"Field 'max_submissions' must be an integer from 1 to {ID_MAX}, or null")
         assignment.max_submissions = value
-    for key, vocabulary in (("grading_policy", GradingPolicy), ("feedback_policy", FeedbackPolicy)):
+    for key, vocabulary in (
+        ("kind", AssignmentKind),
+        ("grading_policy", GradingPolicy),
+        ("feedback_policy", FeedbackPolicy),
+    ):
         if key in body:
             value = member_of(vocabulary, body[key])
             if value is None:
@@ -204,6 +217,8 @@ class AssignmentHandler(APIHandler):
         assignment = self.assignment_or_404(lecture, name)
         body = self.json_body()
         check_fields(body, EDITABLE)
+        if body.get("kind", assignment.kind) != assignment.kind and assignment.release_commit is not None:
+            raise api_error(409, "The kind of a released assignment cannot change")
         # Check the fields on a copy: the release below takes a while, and the session's connection
         # goes back to the pool meanwhile, which commits (so nothing may be changed yet).
         apply_fields(Assignment(due_date=assignment.due_date, late_until=assignment.late_until), body)
@@ -234,7 +249,9 @@ class AssignmentHandler(APIHandler):
             raise api_error(409, "Upload the assignment's source files before releasing it")
         self.release_db()  # the conversion takes a while: hold no database connection meanwhile
         try:
-            return await release_assignment(self.service, assignment.id, assignment.source_commit)
+            return await release_assignment(
+                self.service, assignment.id, assignment.source_commit, assignment.kind
+            )
         except ReleaseFailed as e:
             raise api_error(422, str(e)) from None
 

@@ -8,9 +8,11 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+from ..command import spec
 from ..orm import Lecture
-from ..states import RoleName
+from ..states import AssignmentKind, RoleName
 from ..storage import git
 from ..storage.release import ReleaseFailed, release_assignment
 from ..storage.uploads import UploadError, UploadLimits, extract_upload
@@ -24,12 +26,19 @@ class UploadMixin(APIHandler):
 
     body_limit: int | None = None  # the service's max_request_size
 
-    def upload_limits(self, allowed_files: list[str] | None = None) -> UploadLimits:
+    def upload_limits(
+        self, allowed_files: list[str] | None = None, command: dict[str, Any] | None = None
+    ) -> UploadLimits:
+        """The upload's limits; `command`: a command assignment's `submission` of grader.yaml."""
         service = self.service
+        command = command or {}
         return UploadLimits(
-            max_extracted_size=service.max_extracted_size,
+            max_extracted_size=min(
+                service.max_extracted_size, command.get("max_bytes") or service.max_extracted_size
+            ),
             max_files=service.max_files_per_upload,
             allowed_files=tuple(allowed_files or ()),
+            allowed_globs=tuple(command.get("files") or ()),
         )
 
     @asynccontextmanager
@@ -95,13 +104,18 @@ class AssignmentFilesHandler(UploadMixin, APIHandler):
             self.extracted_upload(self.upload_limits(), filename) as files,
             self.service.repo_locks(repo),
         ):
+            if assignment.kind == AssignmentKind.COMMAND:
+                try:
+                    await asyncio.to_thread(spec.read, files)
+                except spec.SpecError as e:
+                    raise api_error(422, str(e)) from None
             parent = await git.head(repo)
             commit = await git.commit_directory(repo, files, f"source upload by {self.me.name}", parent)
             released = None
             if assignment.release_commit is not None:
                 # Already released: the new source must validate, and students get its release.
                 try:
-                    released = await release_assignment(self.service, assignment.id, commit)
+                    released = await release_assignment(self.service, assignment.id, commit, assignment.kind)
                 except ReleaseFailed as e:
                     raise api_error(422, str(e)) from None
             await git.update_branch(repo, commit, parent)

@@ -327,7 +327,7 @@ class ResultView:
 
     def gradebook(self, gradebook: Any) -> Any:
         self.require_visible("gradebook")
-        return gradebook if self.staff else student_gradebook(gradebook, self.assignment)
+        return gradebook if self.staff else student_gradebook(gradebook, self.assignment, self.released)
 
     def logs(self, text: str, failure: str | None = None) -> str:
         """The grading log; a student gets only `failure`, why the latest grading failed (if it did)."""

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..command import results as command_results
 from ..convert.visibility import student_view
-from ..orm import Assignment
+from ..orm import Assignment, utcnow
 
 NOTICE = "[hidden test]"
 # Lines this short ("pass", ")") carry no secret and would redact innocent text.
@@ -54,8 +55,13 @@ def redact_gradebook(gradebook: Any, assignment: Assignment) -> Any:
     return walk(gradebook) if lines else gradebook
 
 
-def student_gradebook(gradebook: dict[str, Any], assignment: Assignment) -> dict[str, Any]:
-    """The gradebook as its student may see it."""
+def student_gradebook(gradebook: dict[str, Any], assignment: Assignment, released: bool) -> dict[str, Any]:
+    """The gradebook as its student may see it (`released`: the results are released to them).
+
+    A command assignment's tests show their output by their `visibility` (`command.results`)."""
+    if command_results.is_command_gradebook(gradebook):
+        due = assignment.due_date
+        return command_results.student_view(gradebook, due is not None and due <= utcnow(), released)
     return redact_gradebook(student_view(gradebook), assignment)
 
 

@@ -52,6 +52,7 @@ def assignment_model(
         "lecture": assignment.lecture.code,
         "name": assignment.name,
         "title": assignment.title,
+        "kind": assignment.kind,
         "status": assignment.status,
         "due_date": isoformat(due.due_date),
         "late_until": isoformat(due.late_until),

@@ -10,7 +10,7 @@ from sqlalchemy.orm import defer, lazyload
 from ..grades import log_change
 from ..orm import Assignment, Lecture, Submission, User, utcnow
 from ..scoring import Deadline, closed, deadline_of, lateness, student_deadline
-from ..states import ManualStatus, RoleName, choices, member_of
+from ..states import AssignmentKind, ManualStatus, RoleName, choices, member_of
 from ..storage import git
 from .base import USERNAME_RE, APIHandler, api_error
 from .files import UploadMixin, send_zip
@@ -86,7 +86,7 @@ class SubmissionsHandler(UploadMixin, APIHandler):
         else:
             late, late_seconds = False, 0.0
         filename = self.get_query_argument("filename", None)
-        limits = self.upload_limits(assignment.settings.get("allowed_files"))
+        limits = self.upload_limits(assignment.settings.get("allowed_files"), command_submission(assignment))
         repo = self.service.layout.submission_repo(assignment.id, owner.id)
         async with self.extracted_upload(limits, filename) as files, self.service.repo_locks(repo):
             if deadline.max_submissions is not None and limited:
@@ -224,3 +224,10 @@ handlers = [
 ]
 
 __all__ = ["USERNAME_RE", "handlers"]
+
+
+def command_submission(assignment: Assignment) -> dict[str, Any] | None:
+    """A command assignment's `submission` rules (grader.yaml's, kept in its skeleton at release)."""
+    if assignment.kind != AssignmentKind.COMMAND:
+        return None
+    return (assignment.gradebook_skeleton or {}).get("submission")

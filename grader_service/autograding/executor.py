@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from traitlets import Dict, Float, Integer, Unicode, observe
+from traitlets import Bool, Dict, Float, Integer, Unicode, observe
 from traitlets.config import LoggingConfigurable
 
 from .. import safejson
@@ -72,6 +72,8 @@ class GradingTask:
     source_commit: str = ""
     # When the job was enqueued (seconds since the epoch), for the queue-wait metric.
     queued_at: float | None = None
+    # The assignment's kind (`states.AssignmentKind`): a command assignment runs grader.yaml's stages.
+    kind: str = "notebook"
 
 
 StatusListener = Callable[[GradingTask, str | None], None]
@@ -172,6 +174,16 @@ class AutogradeExecutor(LoggingConfigurable):
         None, allow_none=True, help="Deprecated: the former name of `output_limit`, which it sets."
     ).tag(config=True)
     extra_env = Dict(help="Extra environment variables for the grading process.").tag(config=True)
+    allow_network = Bool(
+        False,
+        help="Let a command assignment's stage use the network when its grader.yaml asks for it "
+        "(`network: true`). Off: every stage has loopback only, whatever grader.yaml says.",
+    ).tag(config=True)
+    stage_output_limit = Integer(
+        64 * 1024 * 1024,
+        help="Bytes a command assignment's stage may print (stdout and stderr) before it is stopped and the "
+        "grading fails; the log keeps its head and tail only.",
+    ).tag(config=True)
 
     name = "base"
     # Set by the scheduler: where report_status sends what a running job waits for.

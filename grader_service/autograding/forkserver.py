@@ -88,6 +88,7 @@ class ForkServer:
         limits: Limits,
         log_fd: int,
         hidden: list[str] | None = None,
+        stage: dict[str, Any] | None = None,
     ) -> asyncio.Future[int]:
         """Start a job; the returned future is its exit code (negative: the signal that killed it)."""
         async with self._lock:
@@ -98,7 +99,7 @@ class ForkServer:
         exited: asyncio.Future[int] = loop.create_future()
         self._started[job_id], self._exited[job_id] = started, exited
         request = {"op": "run", "job": job_id, "uid": uid, "job_dir": str(job_dir), "argv": argv, "env": env,
-                   "limits": asdict(limits), "hidden": hidden or []}  # fmt: skip
+                   "limits": asdict(limits), "hidden": hidden or [], "stage": stage}  # fmt: skip
         try:
             await self._send(json.dumps(request).encode(), [log_fd])
             await started

@@ -16,10 +16,14 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from traitlets import Bool, Integer, Unicode
 
+from ..command import spec as command_spec
+from ..states import AssignmentKind
 from . import namespaces
 from .executor import (
     EXIT_DISK_LIMIT,
@@ -36,6 +40,7 @@ from .executor import (
     read_gradebook,
 )
 from .forkserver import ForkServer, ForkServerError
+from .pipeline import StageRun, run_pipeline
 from .sandbox import JOB_FDS, Bubblewrap, Limits, detect_bubblewrap, rlimit_preexec, sandbox_env
 from .zygote import EXIT_SANDBOX_FAILED
 
@@ -228,6 +233,8 @@ class LocalAutogradeExecutor(AutogradeExecutor):
             raise RuntimeError(f"Grading is refused: {self.refused.reason}")
         uid = await self._free_uids.get()
         try:
+            if task.kind == AssignmentKind.COMMAND:
+                return await self._run_command(task, uid)
             return await self._run(task, uid)
         finally:
             self._free_uids.put_nowait(uid)
@@ -273,6 +280,76 @@ class LocalAutogradeExecutor(AutogradeExecutor):
             retryable=code is not None and (code < 0 or code == EXIT_SANDBOX_FAILED),
         )
 
+    async def _run_command(self, task: GradingTask, uid: int) -> GradingOutcome:
+        """A command assignment: grader.yaml's stages, each in a sandbox of its own (`pipeline.py`)."""
+        forks, bubblewrap = self.forks, self.bubblewrap
+        if forks is None and bubblewrap is None:
+            return GradingOutcome(False, reason="Command assignments are graded only in a sandbox (the fork "
+                                  "server or bubblewrap); this service runs without one")  # fmt: skip
+
+        async def run_stage(stage: command_spec.Stage, index: int, timeout: float) -> StageRun:
+            limits = self.stage_limits(task, stage, timeout)
+            request = {
+                "argv": list(stage.command),
+                "network": stage.network and self.allow_network,
+                "index": index,
+            }
+            if forks is not None:
+                return await self._fork(forks, task.job_id, uid, task.job_dir, None, limits, timeout,
+                                        stage=request, output_limit=self.stage_output_limit)  # fmt: skip
+            assert bubblewrap is not None
+            return await self._run_stage_process(bubblewrap, task, uid, request, limits, timeout)
+
+        try:
+            return await run_pipeline(task, run_stage)
+        except ForkServerError as e:
+            return GradingOutcome(False, reason=f"Could not grade: {e}", retryable=True)
+
+    def stage_limits(self, task: GradingTask, stage: command_spec.Stage, timeout: float) -> Limits:
+        """A stage's rlimits: the job's, with the stage's own memory and time."""
+        limits = self.limits(task)
+        memory = parse_quantity(stage.memory) * 2 if stage.memory is not None else limits.memory_bytes
+        return replace(limits, cpu_seconds=int(timeout) + 5, memory_bytes=max(memory, 256 * 2**20))
+
+    async def _run_stage_process(
+        self, bubblewrap: Bubblewrap, task: GradingTask, uid: int, stage: dict[str, Any], limits: Limits,
+        timeout: float,
+    ) -> StageRun:  # fmt: skip
+        """A stage as a new bubblewrap process; bwrap's own init ends every process of the stage."""
+        started = time.monotonic()
+        binds = namespaces.stage_binds(task.job_dir, stage)
+        command = bubblewrap.wrap(stage["argv"], uid, self._env(), limits.disk_bytes, mounts=binds,
+                                  network=bool(stage["network"]), chdir="/job/submission")  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=rlimit_preexec(replace(limits, max_processes=limits.max_processes + 8)),
+        )
+        self._procs[task.job_id] = proc
+        output = _CappedBuffer(limit=self.stage_output_limit)
+        reader = asyncio.ensure_future(_drain(proc.stdout, output))
+        waiter = asyncio.ensure_future(proc.wait())
+        timed_out = False
+        try:
+            done, _ = await asyncio.wait(
+                [waiter, reader], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if waiter not in done and not (reader in done and output.overflowed):
+                done, _ = await asyncio.wait([waiter], timeout=max(timeout - (time.monotonic() - started), 0))
+                timed_out = waiter not in done
+        finally:
+            self._procs.pop(task.job_id, None)
+            _kill_group(proc.pid)  # bwrap: its pid namespace, so every process of the stage, goes with it
+        await reader
+        await _drain(proc.stdout, _CappedBuffer())  # what is left after a stop, to the end of the pipe
+        await waiter
+        return StageRun(
+            proc.returncode, output.text(), timed_out, output.overflowed, time.monotonic() - started
+        )
+
     async def _run_forked(
         self,
         forks: ForkServer,
@@ -285,10 +362,32 @@ class LocalAutogradeExecutor(AutogradeExecutor):
         hidden: list[str] | None = None,
     ) -> tuple[int | None, str, bool]:
         """A job forked by the fork server: (exit code, log, timed out)."""
+        run = await self._fork(forks, job_id, uid, job_dir, argv, limits, budget, hidden)
+        return run.code, run.output, run.timed_out
+
+    async def _fork(
+        self,
+        forks: ForkServer,
+        job_id: int,
+        uid: int,
+        job_dir: Path,
+        argv: list[str] | None,
+        limits: Limits,
+        budget: float,
+        hidden: list[str] | None = None,
+        stage: dict[str, Any] | None = None,
+        output_limit: int | None = None,
+    ) -> StageRun:
+        """A job or a command stage forked by the fork server; returns once nothing of it is left.
+
+        Past `output_limit` bytes of output it is killed (`overflowed`)."""
+        started = time.monotonic()
         loop = asyncio.get_running_loop()
         read_fd, write_fd = os.pipe()
         try:
-            exited = await forks.spawn(job_id, uid, job_dir, argv, self._env(), limits, write_fd, hidden)
+            exited = await forks.spawn(
+                job_id, uid, job_dir, argv, self._env(), limits, write_fd, hidden, stage
+            )
         except BaseException:
             os.close(read_fd)
             raise
@@ -298,21 +397,27 @@ class LocalAutogradeExecutor(AutogradeExecutor):
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(read_fd, "rb", buffering=0)
         )
-        output = _CappedBuffer()
+        output = _CappedBuffer(limit=output_limit)
         reader = asyncio.ensure_future(_drain(stream, output))
         timed_out = False
         try:
-            code: int | None = await asyncio.wait_for(asyncio.shield(exited), budget)
-        except TimeoutError:
-            timed_out = True
-            await forks.kill(job_id)
-            code = await exited
+            both: list[asyncio.Future[Any]] = [exited, reader]
+            done, _ = await asyncio.wait(both, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+            if exited not in done and reader in done and output.overflowed:
+                await forks.kill(job_id)  # printed too much: stopped at once
+            elif exited not in done:
+                remaining = max(budget - (time.monotonic() - started), 0)
+                timed_out = exited not in (await asyncio.wait([exited], timeout=remaining))[0]
+                if timed_out:
+                    await forks.kill(job_id)
+            code: int | None = await exited
         finally:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(reader), 10)
             reader.cancel()
             transport.close()
-        return code, output.text(), timed_out
+        seconds = time.monotonic() - started
+        return StageRun(code, output.text(), timed_out, output.overflowed, seconds)
 
     async def _run_process(self, task: GradingTask, uid: int, budget: float) -> tuple[int | None, str, bool]:
         """A job as a new process (bubblewrap, or rlimits only): (exit code, log, timed out)."""
@@ -355,13 +460,20 @@ class LocalAutogradeExecutor(AutogradeExecutor):
 class _CappedBuffer:
     """Keeps the head and the tail of a stream: a job printing gigabytes costs the service nothing."""
 
-    def __init__(self, head: int = 64 * 1024, tail: int = 192 * 1024):
+    def __init__(self, head: int = 64 * 1024, tail: int = 192 * 1024, limit: int | None = None):
         self.head = bytearray()
         self.tail = bytearray()
         self.head_limit, self.tail_limit = head, tail
         self.dropped = 0
+        self.total = 0
+        self.limit = limit  # past this many bytes the stream is no longer read (`overflowed`)
+
+    @property
+    def overflowed(self) -> bool:
+        return self.limit is not None and self.total > self.limit
 
     def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
         room = self.head_limit - len(self.head)
         if room > 0:
             self.head += chunk[:room]
@@ -386,6 +498,8 @@ async def _drain(stream: asyncio.StreamReader | None, buffer: _CappedBuffer) -> 
         return
     while chunk := await stream.read(_READ_CHUNK):
         buffer.add(chunk)
+        if buffer.overflowed:
+            return
 
 
 def _kill_group(pid: int) -> None:

@@ -35,6 +35,7 @@ import platform
 import select
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .sandbox import JOB_FDS, SYSTEM_DIRS, SYSTEM_ETC_DIRS, SYSTEM_FILES, Limits, apply_limits, python_paths
 
@@ -141,16 +142,23 @@ class RootLayout:
         return cls(tuple(symlinks), tuple(read_only))
 
 
-def enter_job_namespaces(layout: RootLayout, job_dir: Path, mountpoint: str, limits: Limits) -> list[int]:
+def enter_job_namespaces(
+    layout: RootLayout, job_dir: Path, mountpoint: str, limits: Limits, stage: dict[str, Any] | None = None
+) -> list[int]:
     """Step 1, in the process that will wait for the job: new namespaces and the job's root.
 
     `mountpoint` is an empty host directory; in the new mount namespace a tmpfs on it becomes
     the root. The pid namespace applies to children: the job itself is forked after this. Returns
     the descriptors of the job's submission, source and output directories (opened first, on the
     host), for `place_job_fds` in the job's first process.
+
+    `stage`: a command assignment's stage: its job directories are bound at /job/... too
+    (`stage_binds`; its program knows nothing of descriptors), and with `network` it keeps the
+    host's network namespace.
     """
     job_fds = [os.open(job_dir / part, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) for part in JOB_PARTS]
-    unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+    network = bool(stage and stage.get("network"))
+    unshare(CLONE_NEWNS | CLONE_NEWPID | (0 if network else CLONE_NEWNET) | CLONE_NEWIPC | CLONE_NEWUTS)
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
     root = mountpoint.rstrip("/")
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m")
@@ -171,6 +179,8 @@ def enter_job_namespaces(layout: RootLayout, job_dir: Path, mountpoint: str, lim
         _bind(path, root + path, read_only=True)
     _make_dev(root)
     _bind(f"{scratch}/shm", root + "/dev/shm", read_only=False)
+    for source, target, read_only in stage_binds(job_dir, stage) if stage else ():
+        _bind(source, root + target, read_only)
     umount(scratch, MNT_DETACH)  # reachable through its three binds only
     os.rmdir(scratch)
     os.makedirs(root + "/proc", mode=0o755, exist_ok=True)
@@ -180,6 +190,16 @@ def enter_job_namespaces(layout: RootLayout, job_dir: Path, mountpoint: str, lim
     umount(".", MNT_DETACH)
     os.chdir("/")
     return job_fds
+
+
+def stage_binds(job_dir: Path, stage: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(host path, path in the sandbox, read-only) of a command stage's job directories."""
+    results = job_dir / "stages" / str(int(stage["index"]))
+    return [
+        (str(job_dir / "submission"), "/job/submission", False),
+        (str(job_dir / "source"), "/job/grader", True),
+        (str(results), "/job/results", False),
+    ]
 
 
 def place_job_fds(fds: list[int]) -> None:

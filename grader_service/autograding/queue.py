@@ -257,6 +257,7 @@ class JobQueue:
             assignment_id=assignment.id,
             user_id=user.id,
             source_commit=assignment.source_commit or "",
+            kind=assignment.kind,
         )
 
     # --- while a job runs -------------------------------------------------------------------------

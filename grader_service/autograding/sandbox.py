@@ -112,14 +112,27 @@ class Bubblewrap:
     # As root bwrap can switch to an unprivileged uid without a user namespace; otherwise it maps one.
     as_root: bool
 
-    def wrap(self, command: list[str], uid: int, env: dict[str, str], disk_bytes: int) -> list[str]:
-        """bwrap arguments running `command`; the job's directories are passed as descriptors, not bound."""
+    def wrap(
+        self,
+        command: list[str],
+        uid: int,
+        env: dict[str, str],
+        disk_bytes: int,
+        mounts: list[tuple[str, str, bool]] | None = None,
+        network: bool = False,
+        chdir: str = "/tmp",
+    ) -> list[str]:
+        """bwrap arguments running `command`; the job's directories are passed as descriptors, not bound.
+
+        A command stage's job directories are bound instead (`mounts`: host path, sandbox path,
+        read-only), and `network` keeps the host's network."""
         shm = max(disk_bytes // SHM_SHARE, 1 << 20)
+        stage_binds = mounts or []
         args = [
             self.path,
             "--unshare-ipc",
             "--unshare-pid",
-            "--unshare-net",
+            *([] if network else ["--unshare-net"]),
             "--unshare-uts",
             "--unshare-cgroup-try",
         ]
@@ -147,7 +160,11 @@ class Bubblewrap:
                 args += ["--perms", "0755", "--dir", parent]
         for path in binds:
             args += ["--ro-bind", path, path]
-        args += ["--chdir", "/tmp"]
+        for parent in _parents([target for _, target, _ in stage_binds]):
+            args += ["--perms", "0755", "--dir", parent]
+        for source, target, read_only in stage_binds:
+            args += ["--ro-bind" if read_only else "--bind", source, target]
+        args += ["--chdir", chdir]
         # The root bwrap builds is a tmpfs: make it read-only once everything is mounted on it.
         args += ["--remount-ro", "/"]
         args += ["--clearenv"]

@@ -250,7 +250,9 @@ class Zygote:
 def _wait_for_job(layout: namespaces.RootLayout, mountpoint: str, request: dict[str, Any]) -> int:
     """The waiter: build the namespaces, fork the job into them, pass on how it ended."""
     limits = Limits(**request["limits"])
-    job_fds = namespaces.enter_job_namespaces(layout, Path(request["job_dir"]), mountpoint, limits)
+    job_fds = namespaces.enter_job_namespaces(
+        layout, Path(request["job_dir"]), mountpoint, limits, request.get("stage")
+    )
     alive_r, alive_w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -295,6 +297,8 @@ def _run_job(request: dict[str, Any], limits: Limits, parent_alive_fd: int, job_
     os.environ.update(request["env"])
     tempfile.tempdir = None
     os.chdir("/tmp")
+    if request.get("stage") is not None:
+        return _exec_stage(request["stage"])
     if request.get("argv") is None:
         return _self_check(request.get("hidden", []), limits)
     from grader_service.convert import cli
@@ -307,6 +311,22 @@ def _run_job(request: dict[str, Any], limits: Limits, parent_alive_fd: int, job_
         return cli.main(request["argv"], kernel_launcher=launcher)
     finally:
         launcher.close()
+
+
+def _exec_stage(stage: dict[str, Any]) -> int:
+    """A command stage: its program becomes the job's pid 1, so when it exits the kernel ends every
+    process it left behind before the waiter (and so the service) hears of the exit. It reaches the
+    job's directories at /job/... (bound there), not through descriptors."""
+    for fd in JOB_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    argv = [str(a) for a in stage["argv"]]
+    os.chdir("/job/submission")
+    try:
+        os.execvpe(argv[0], argv, dict(os.environ))
+    except OSError as e:
+        print(f"cannot run {argv[0]!r}: {e.strerror}", file=sys.stderr)
+    return 127
 
 
 def _self_check(hidden: list[str], limits: Limits) -> int:

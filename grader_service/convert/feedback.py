@@ -120,6 +120,12 @@ def generate_feedback(
     book = json.loads(book_path.read_text(encoding="utf-8"))
     if book.get("kind") != "autograde":
         raise ValueError(f"{book_path} is not an autograde gradebook")
+    if book.get("engine") == "command":  # a command assignment's tests: one page
+        from ..command.results import feedback_html
+
+        page = feedback_dir / "results.html"
+        atomic_write_text(page, feedback_html(book))
+        return [page]
     book = student_view(book)
     if grades:
         book = apply_grades(book, grades)

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..states import AssignmentStatus, FeedbackPolicy, GradingPolicy
+from ..states import AssignmentKind, AssignmentStatus, FeedbackPolicy, GradingPolicy
 from .base import Base, Vocabulary, one_of, utcnow
 from .lecture import Lecture
 
@@ -18,6 +18,7 @@ class Assignment(Base):
     __table_args__ = (
         UniqueConstraint("lecture_id", "name"),
         one_of("status", AssignmentStatus),
+        one_of("kind", AssignmentKind),
         one_of("grading_policy", GradingPolicy),
         one_of("feedback_policy", FeedbackPolicy),
     )
@@ -28,6 +29,12 @@ class Assignment(Base):
     title: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[AssignmentStatus] = mapped_column(
         Vocabulary(AssignmentStatus), default=AssignmentStatus.CREATED
+    )
+    # notebook: nbgrader notebooks; command: stages of grader.yaml (grader_service.command).
+    kind: Mapped[AssignmentKind] = mapped_column(
+        Vocabulary(AssignmentKind),
+        default=AssignmentKind.NOTEBOOK,
+        server_default=AssignmentKind.NOTEBOOK.value,
     )
     due_date: Mapped[datetime | None]
     # Submissions after due_date and up to late_until are accepted and flagged late.

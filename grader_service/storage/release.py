@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..orm import Assignment, utcnow
+from ..states import AssignmentKind
 from . import git
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ class ReleaseFailed(Exception):
 class Released:
     commit: str
     gradebook: dict[str, Any]
-    max_score: float
+    max_score: float | None
     hidden_lines: list[str]
 
     def apply_to(self, assignment: Assignment) -> None:
@@ -59,13 +60,34 @@ def _convert(source: Path, output: Path) -> ConvertRelease:
         raise ReleaseFailed(f"The source does not validate: {problems or e}") from None
 
 
-async def release_assignment(service: GraderService, assignment_id: int, source_commit: str) -> Released:
+def _command_release(source: Path, output: Path) -> dict[str, Any]:
+    """A command assignment's release: grader.yaml must validate; students get no files (the harness
+    stays the instructor's). Its skeleton keeps what submissions may hold."""
+    from ..command import spec
+    from ..convert.gradebook import SCHEMA
+
+    try:
+        parsed = spec.read(source)
+    except spec.SpecError as e:
+        raise ReleaseFailed(str(e)) from None
+    output.mkdir()
+    return {"schema": SCHEMA, "kind": "skeleton", "engine": "command", "max_score": None, "notebooks": {},
+            "submission": parsed.as_dict()}  # fmt: skip
+
+
+async def release_assignment(
+    service: GraderService, assignment_id: int, source_commit: str, kind: str = AssignmentKind.NOTEBOOK
+) -> Released:
     layout = service.layout
     layout.tmp_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=layout.tmp_dir(), prefix="release-") as tmp:
         source, output = Path(tmp) / "source", Path(tmp) / "release"
         source.mkdir()
         await git.export(layout.source_repo(assignment_id), source_commit, source)
+        if kind == AssignmentKind.COMMAND:
+            skeleton = await asyncio.to_thread(_command_release, source, output)
+            commit = await _store_release(service, assignment_id, source_commit, output)
+            return Released(commit=commit, gradebook=skeleton, max_score=None, hidden_lines=[])
         converted = await asyncio.to_thread(_convert, source, output)
         for name in SERVICE_ONLY_FILES:
             target = output / name
@@ -73,16 +95,20 @@ async def release_assignment(service: GraderService, assignment_id: int, source_
                 target.unlink()
             elif target.is_dir():
                 shutil.rmtree(target)
-        repo = layout.release_repo(assignment_id)
-        async with service.repo_locks(repo):
-            parent = await git.head(repo)
-            commit = await git.commit_directory(
-                repo, output, f"release from source {source_commit[:12]}", parent
-            )
-            await git.update_branch(repo, commit, parent)
+        commit = await _store_release(service, assignment_id, source_commit, output)
     return Released(
         commit=commit,
         gradebook=converted.gradebook,
         max_score=float(converted.gradebook.get("max_score", 0.0)),
         hidden_lines=converted.hidden_lines,
     )
+
+
+async def _store_release(service: GraderService, assignment_id: int, source_commit: str, output: Path) -> str:
+    """The release directory as the next commit of the assignment's release repository."""
+    repo = service.layout.release_repo(assignment_id)
+    async with service.repo_locks(repo):
+        parent = await git.head(repo)
+        commit = await git.commit_directory(repo, output, f"release from source {source_commit[:12]}", parent)
+        await git.update_branch(repo, commit, parent)
+    return commit

@@ -130,7 +130,8 @@ def open_to_sandbox(job_dir: Path) -> None:
     """
     for path in (job_dir, *job_dir.rglob("*")):
         if not path.is_symlink():
-            path.chmod(0o777 if path.is_dir() else 0o666)
+            # Executables stay executable: a command assignment's harness may run its scripts directly.
+            path.chmod(0o777 if path.is_dir() or path.stat().st_mode & 0o100 else 0o666)
 
 
 __all__ = ["JobStager", "open_to_sandbox", "prepare_job_dir"]

@@ -27,6 +27,7 @@ from typing import BinaryIO
 import nbformat
 
 from .. import safejson
+from ..command.spec import glob_regex
 
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
 NOTEBOOK_TYPES = ("application/x-ipynb+json",)
@@ -59,6 +60,8 @@ class UploadLimits:
     max_extracted_size: int = 200 * 1024 * 1024
     max_files: int = 1000
     allowed_files: tuple[str, ...] = ()
+    # A command assignment's `submission.files` (grader.yaml): globs where `*` stays in one directory.
+    allowed_globs: tuple[str, ...] = ()
 
 
 def is_git_name(part: str) -> bool:
@@ -146,6 +149,14 @@ class _Writer:
                 422,
                 f"File {key!r} is not allowed by this assignment (allowed: "
                 f"{', '.join(self.limits.allowed_files)})",
+            )
+        if self.limits.allowed_globs and not any(
+            glob_regex(g).fullmatch(key) for g in self.limits.allowed_globs
+        ):
+            raise UploadError(
+                422,
+                f"File {key!r} is not allowed by this assignment (submission.files: "
+                f"{', '.join(self.limits.allowed_globs)})",
             )
         self._claim_parents(rel, key)
         self.names.add(key)

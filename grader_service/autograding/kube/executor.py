@@ -36,6 +36,7 @@ from kubernetes.client.rest import ApiException
 from traitlets import Bool, Callable, Dict, Float, Integer, List, Unicode, default
 
 from ... import __version__
+from ...states import AssignmentKind
 from ..executor import (
     EXIT_DISK_LIMIT,
     EXIT_GRADED,
@@ -89,6 +90,13 @@ FOLLOW_MARGIN = 60.0
 
 class PodConflict(Exception):
     """A pod with the job's name exists and belongs to something else."""
+
+
+# Command assignments' stages would be the pod's init containers (kube/objects.py): not built yet.
+COMMAND_REFUSED = (
+    "Command assignments cannot be graded by the Kubernetes executor yet; grade them with the local "
+    "executor (c.GraderService.executor_class = 'local')"
+)
 
 
 class KubeAutogradeExecutor(AutogradeExecutor):
@@ -366,6 +374,8 @@ class KubeAutogradeExecutor(AutogradeExecutor):
     # --- running a job --------------------------------------------------------------------------
 
     async def run(self, task: GradingTask) -> GradingOutcome:
+        if task.kind == AssignmentKind.COMMAND:
+            return GradingOutcome(False, reason=COMMAND_REFUSED)
         assert self.kube is not None and self.reflector is not None, "start() was not called"
         async with self._slots:
             return await self._run(task)

@@ -333,10 +333,11 @@ def test_0007_makes_every_assignment_a_notebook_one_refuses_other_kinds_and_down
     empty_engine: Engine,
 ) -> None:
     engine = empty_engine
-    db.upgrade(engine, "0006")
+    db.upgrade(engine, "0005")
     with engine.begin() as conn:
         for row in ROWS_0002:
             conn.execute(text(row.format(now=NOW)))
+    db.upgrade(engine, "0006")  # the rows as they are just before 0007 (0006 renames manual statuses)
     before = dump(engine)
 
     db.upgrade(engine, "0007")

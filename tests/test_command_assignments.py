@@ -177,3 +177,34 @@ def test_a_regrade_and_a_manual_score_work_as_for_notebooks(world: World, comman
     r = world.client("tutor").patch(base, json={"manual_score": 3.5})
     assert r.status_code == 200, r.text
     assert submission(world.client("tutor"), "ml", command_assignment, sid)["score"] == 3.5
+
+
+def test_each_test_of_the_results_is_a_cell_people_can_grade(world: World, command_assignment: str) -> None:
+    files = {"solution.py": b"def square(x): return x * x if x != 3 else 0\n"}
+    sid = submit_files(world.client("student"), "ml", command_assignment, files).json()["id"]
+    assert wait_graded(world.client("tutor"), sid)[-1]["auto_status"] == "graded"
+    base = f"{A}/{command_assignment}/submissions/{sid}"
+    tutor = world.client("tutor")
+    cells = {c["grade_id"]: c for c in tutor.get(f"{base}/grades").json()["items"]}
+    assert {name: (c["auto"], c["max"], c["needs_manual"]) for name, c in cells.items()} == {
+        "square(2)": (1, 1, False),
+        "square(3)": (0, 1, False),
+        "square(4)": (2, 2, False),
+    }
+    r = tutor.put(
+        f"{base}/grades", json={"grades": {"square(3)": {"points": 0.5, "comment": "off by <one>"}}}
+    )
+    assert r.status_code == 200, r.text
+    assert submission(tutor, "ml", command_assignment, sid)["final_score"] == 3.5
+    assert (
+        world.client("student")
+        .put(f"{base}/grades", json={"grades": {"square(3)": {"points": 1}}})
+        .status_code
+        == 403
+    )
+
+    assert world.client("instructor").post(f"{A}/{command_assignment}/feedback-release").status_code == 200
+    page = world.client("student").get(f"{base}/feedback")
+    assert page.status_code == 200, page.text
+    assert "Score: 3.5 / 4" in page.text and "off by &lt;one&gt;" in page.text and "<one>" not in page.text
+    assert "SECRET" not in page.text

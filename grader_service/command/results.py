@@ -205,15 +205,28 @@ def feedback_html(book: dict[str, Any]) -> str:
     rows = []
     for cell in entry["cells"].values():
         output = f"<pre>{html.escape(cell['output'])}</pre>" if cell.get("output") else ""
+        comment = f"<p>{html.escape(cell['comment'])}</p>" if cell.get("comment") else ""
         rows.append(
             f"<tr><td>{html.escape(cell['grade_id'])}</td><td>{cell['status']}</td>"
-            f"<td>{cell['points']:g} / {cell['max_points']:g}</td><td>{output}</td></tr>"
+            f"<td>{_points(cell)}</td><td>{output}{comment}</td></tr>"
         )
     overall = f"<pre>{html.escape(view['output'])}</pre>" if view.get("output") else ""
+    score = entry.get("score", view["score"])  # after the per-cell grades people gave, if any
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Feedback</title></head><body>"
-        f"<h1>Score: {view['score']:g} / {view['max_score']:g}</h1>{overall}"
+        f"<h1>Score: {score:g} / {view['max_score']:g}</h1>{overall}"
         "<table><tr><th>test</th><th>status</th><th>points</th><th>output</th></tr>"
         + "".join(rows)
         + "</table></body></html>"
     )
+
+
+def _points(cell: dict[str, Any]) -> str:
+    """A test's points as the student sees them: a person's points replace the harness's (both shown),
+    extra credit is added."""
+    shown = f"{cell['points']:g} / {cell['max_points']:g}"
+    if cell.get("manual_points") is not None:
+        shown = f"{cell['manual_points']:g} / {cell['max_points']:g} (set by a grader; tests gave {cell['points']:g})"
+    if cell.get("extra_credit"):
+        shown += f" + {cell['extra_credit']:g} extra credit"
+    return shown

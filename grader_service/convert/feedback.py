@@ -123,6 +123,8 @@ def generate_feedback(
     if book.get("engine") == "command":  # a command assignment's tests: one page
         from ..command.results import feedback_html
 
+        if grades:
+            book = apply_grades(book, grades)
         page = feedback_dir / "results.html"
         atomic_write_text(page, feedback_html(book))
         return [page]

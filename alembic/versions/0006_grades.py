@@ -2,8 +2,8 @@
 
 `grades`: one row per graded cell of a submission, unique per (submission_id, grade_id); the unique
 index also serves a submission's list. `grade_changes`: every change to a grade, a total override,
-an extension, a regrade, an on-behalf submit; on PostgreSQL a trigger refuses UPDATE, DELETE and
-TRUNCATE of it. `submissions.cell_score` (the cells' sum) and `submissions.grades_version` (the
+an extension, a regrade, an on-behalf submit; triggers refuse UPDATE and DELETE of it (and
+TRUNCATE on PostgreSQL; on SQLite a later batch_alter_table of it would drop them: recreate them). `submissions.cell_score` (the cells' sum) and `submissions.grades_version` (the
 compare-and-set guard of grade changes). manual_status values: not_graded -> not_needed,
 graded -> done (and back on downgrade: not_needed/needed -> not_graded, done -> graded). Submissions
 graded before get their cells' rows from their gradebooks (`backfill_grades`).
@@ -38,6 +38,13 @@ CREATE TRIGGER grade_changes_no_update_delete BEFORE UPDATE OR DELETE ON grade_c
 CREATE TRIGGER grade_changes_no_truncate BEFORE TRUNCATE ON grade_changes
     FOR EACH STATEMENT EXECUTE FUNCTION grade_changes_append_only();
 """
+
+# SQLite has no TRUNCATE; a trigger per statement kind does the rest.
+SQLITE_APPEND_ONLY = [
+    f"CREATE TRIGGER grade_changes_no_{verb.lower()} BEFORE {verb} ON grade_changes"
+    f" BEGIN SELECT RAISE(ABORT, 'grade_changes is append-only: {verb} refused'); END"
+    for verb in ('UPDATE', 'DELETE')
+]
 
 
 SUBMISSIONS = sa.table(
@@ -154,6 +161,9 @@ def upgrade() -> None:
     op.create_index('ix_grade_changes_by_submission', 'grade_changes', ['submission_id', 'id'])
     if op.get_bind().dialect.name == 'postgresql':
         op.execute(APPEND_ONLY)
+    else:
+        for statement in SQLITE_APPEND_ONLY:
+            op.execute(statement)
     with op.batch_alter_table('submissions') as batch_op:
         batch_op.drop_constraint(op.f('ck_submissions_manual_status'), type_='check')
         batch_op.add_column(sa.Column('cell_score', sa.Double(), nullable=True))

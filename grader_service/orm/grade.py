@@ -37,8 +37,8 @@ class Grade(Base):
 
 
 class GradeChange(Base):
-    """One change to a submission's grading, kept for good: no code updates or deletes a row, and on
-    PostgreSQL a trigger (alembic 0006) refuses UPDATE, DELETE and TRUNCATE.
+    """One change to a submission's grading, kept for good: no code updates or deletes a row, and
+    triggers (alembic 0006) refuse UPDATE and DELETE (and TRUNCATE, on PostgreSQL).
 
     `what` is a grade_id, or one of "manual_score", "extension", "regrade", "submitted_on_behalf";
     `old` and `new` are JSON text.

@@ -1,0 +1,321 @@
+"""Command assignments on Kubernetes: grader.yaml's stages as one pod's containers.
+
+The pod spec of a two-stage pipeline is checked against the Kubernetes schemas (strict, as the
+notebook pod in test_objects.py); the pipelines then run against the fake apiserver, whose kubelet
+runs init containers as a node does (in order, each to completion, a failing one failing the
+pod), each stage's command as a real process with the job's directories mounted: a two-stage
+build-and-test graded end to end, a failing build stage, a stage timeout, continue_on_failure,
+and a stage trying to write the instructor's files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes import client
+
+from grader_service.autograding.executor import GradingTask
+from grader_service.autograding.kube.executor import KubeAutogradeExecutor
+from grader_service.autograding.kube.objects import NETWORK_LABEL, make_egress_policy
+
+from .conftest import KUBE_NAMESPACE, KUBE_PVC_CLAIM
+from .fake_apiserver import FakeKubeAPIServer
+from .jobs import make_task, stage_job
+from .test_objects import K8S_VERSIONS
+
+NS = KUBE_NAMESPACE
+SERIALIZER = client.ApiClient()
+MakeExecutor = Callable[..., KubeAutogradeExecutor]
+
+# The harness: runs the program the build stage left in the submission, Gradescope results out.
+HARNESS = textwrap.dedent(
+    """\
+    import json, subprocess, sys
+    tests = []
+    for a, b in [(1, 2), (2, 2), (-1, 1)]:
+        out = subprocess.run([sys.executable, "built_add.py", str(a), str(b)], capture_output=True, text=True)
+        ok = out.stdout.strip() == str(a + b)
+        tests.append({"name": f"add {a} {b}", "score": 1 if ok else 0, "max_score": 1, "output": out.stdout})
+    with open("/job/results/results.json", "w") as f:
+        json.dump({"tests": tests}, f)
+    print("harness done")
+    """
+)
+BUILD = (
+    "cp add.py built_add.py && echo built; "
+    "if touch /job/grader/pwned 2>/dev/null; then echo WROTE-GRADER; fi; "
+    "if touch /job/results/../../output/pwned 2>/dev/null; then echo WROTE-OUTPUT; fi"
+)
+STUDENT_ADD = "import sys\nprint(int(sys.argv[1]) + int(sys.argv[2]))\n"
+
+
+def grader_yaml(*stages: dict[str, Any]) -> str:
+    return yaml.safe_dump({"submission": {"files": ["*.py"]}, "stages": list(stages)})
+
+
+BUILD_STAGE = {"name": "build", "image": "gcc:14", "command": ["sh", "-c", BUILD], "memory": "300Mi"}
+TEST_STAGE = {
+    "name": "test",
+    "image": "python:3.12-slim",
+    "command": ["python", "/job/grader/harness.py"],
+    "results": "/job/results/results.json",
+    "cpu": "500m",
+    "timeout": 30,
+}
+
+
+def stage_command_job(data_dir: Path, job_id: int, spec: str, add: str = STUDENT_ADD) -> Path:
+    job_dir = stage_job(data_dir, job_id, submission=None, source=None)
+    files = {"source/grader.yaml": spec, "source/harness.py": HARNESS, "submission/add.py": add}
+    for relative, text in files.items():
+        (job_dir / relative).write_text(text)
+        (job_dir / relative).chmod(0o666)
+    return job_dir
+
+
+def command_task(executor: KubeAutogradeExecutor, job_dir: Path, job_id: int, **settings: Any) -> GradingTask:
+    return dataclasses.replace(make_task(executor, job_dir, job_id, **settings), kind="command")
+
+
+@pytest.fixture
+def make_executor(fake_kube: FakeKubeAPIServer, kube_pvc_dir: Path, kubeconfig: Path) -> MakeExecutor:
+    def make(**traits: Any) -> KubeAutogradeExecutor:
+        settings: dict[str, Any] = dict(
+            kubeconfig=str(kubeconfig),
+            namespace=NS,
+            pvc_name=KUBE_PVC_CLAIM,
+            data_mount_path=str(kube_pvc_dir),
+            image="ghcr.io/grader-service/grading:test",
+            start_timeout=30,
+            log=logging.getLogger("test.kube.command"),
+        )
+        settings.update(traits)
+        return KubeAutogradeExecutor(**settings)
+
+    return make
+
+
+@contextlib.asynccontextmanager
+async def started(executor: KubeAutogradeExecutor) -> AsyncIterator[KubeAutogradeExecutor]:
+    await executor.start()
+    try:
+        yield executor
+    finally:
+        await executor.stop()
+
+
+# ------------------------------------------------------------------------------------------------
+# the pod spec and the network policy (no cluster)
+# ------------------------------------------------------------------------------------------------
+def two_stage_pod(tmp_path: Path, **traits: Any) -> tuple[dict[str, Any], KubeAutogradeExecutor, GradingTask]:
+    executor = KubeAutogradeExecutor(
+        namespace=NS, pvc_name=KUBE_PVC_CLAIM, data_mount_path=str(tmp_path), image="grading:1", **traits
+    )
+    job_dir = stage_command_job(tmp_path, 7, grader_yaml(BUILD_STAGE, TEST_STAGE))
+    task = command_task(executor, job_dir, 7, timeout=100, memory="1Gi", cpu=1, disk="2Gi")
+    return SERIALIZER.sanitize_for_serialization(executor.make_pod(task, "attempt-1")), executor, task
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_two_stage_pod_spec_validates_strictly(tmp_path: Path, version: str) -> None:
+    manifest, _, _ = two_stage_pod(tmp_path)
+    kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_stages_are_init_containers_then_the_main_one_each_with_the_local_layout(tmp_path: Path) -> None:
+    manifest, _, _ = two_stage_pod(tmp_path, cpu_request=0.25, deadline_grace=30)
+    spec = manifest["spec"]
+    (build,) = spec["initContainers"]
+    (test,) = spec["containers"]
+    assert (build["name"], build["image"], build["command"]) == ("stage-0", "gcc:14", ["sh", "-c", BUILD])
+    assert (test["name"], test["image"]) == ("stage-1", "python:3.12-slim")
+    # Per-stage limits, the job's where the stage has none; requests never above the limits.
+    assert build["resources"]["limits"] == {"cpu": "1", "memory": "300Mi", "ephemeral-storage": "2Gi"}
+    assert test["resources"]["limits"] == {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "2Gi"}
+    assert test["resources"]["requests"]["cpu"] == "250m"
+    # Sum of the stage timeouts (build: the job's 100 s; test: its own 30 s) plus the grace.
+    assert spec["activeDeadlineSeconds"] == 100 + 30 + 30
+    for index, container in enumerate([build, test]):
+        assert container["workingDir"] == "/job/submission"
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts["/job/submission"]["subPath"] == "jobs/7/submission"
+        assert not mounts["/job/submission"].get("readOnly")
+        assert mounts["/job/grader"] == {
+            "name": "job", "mountPath": "/job/grader", "subPath": "jobs/7/source", "readOnly": True
+        }  # fmt: skip
+        assert mounts["/job/results"]["subPath"] == f"jobs/7/stages/{index}"
+        assert mounts["/tmp"]["name"] == f"tmp-{index}"  # a fresh /tmp per stage, as locally
+        assert set(mounts) == {
+            "/job/submission",
+            "/job/grader",
+            "/job/results",
+            "/tmp",
+        }  # nothing else of the job
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] and security["runAsNonRoot"]
+        assert not security["allowPrivilegeEscalation"] and security["capabilities"] == {"drop": ["ALL"]}
+    assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
+    tmps = {v["name"]: v for v in spec["volumes"] if v["name"].startswith("tmp")}
+    assert tmps == {f"tmp-{i}": {"name": f"tmp-{i}", "emptyDir": {"sizeLimit": "2Gi"}} for i in (0, 1)}
+    assert manifest["metadata"]["labels"][NETWORK_LABEL] == "denied"
+
+
+def test_continue_on_failure_wraps_only_init_stages_in_a_shell(tmp_path: Path) -> None:
+    lint = {"name": "lint", "command": ["flake8", "."], "continue_on_failure": True}
+    last = {**TEST_STAGE, "continue_on_failure": True}
+    executor = KubeAutogradeExecutor(namespace=NS, pvc_name=KUBE_PVC_CLAIM, data_mount_path=str(tmp_path))
+    task = command_task(executor, stage_command_job(tmp_path, 8, grader_yaml(lint, last)), 8)
+    spec = SERIALIZER.sanitize_for_serialization(executor.make_pod(task))["spec"]
+    wrapped = spec["initContainers"][0]["command"]
+    assert wrapped[:2] == ["/bin/sh", "-c"] and wrapped[3:] == ["sh", "flake8", "."]
+    assert spec["containers"][0]["command"] == ["python", "/job/grader/harness.py"]  # the last: its own code
+
+
+@pytest.mark.parametrize(
+    ("allowed", "asks", "label"),
+    [
+        (False, (True, True), "denied"),  # the admin decides first
+        (True, (True, False), "denied"),  # one network namespace per pod: not for a stage that did not ask
+        (True, (True, True), "allowed"),
+    ],
+)
+def test_network_is_per_pod_only_when_allowed_and_every_stage_asks(
+    tmp_path: Path, allowed: bool, asks: tuple[bool, bool], label: str
+) -> None:
+    stages = [{**BUILD_STAGE, "network": asks[0]}, {**TEST_STAGE, "network": asks[1]}]
+    executor = KubeAutogradeExecutor(
+        namespace=NS, pvc_name=KUBE_PVC_CLAIM, data_mount_path=str(tmp_path), allow_network=allowed
+    )
+    task = command_task(executor, stage_command_job(tmp_path, 9, grader_yaml(*stages)), 9)
+    assert executor.make_pod(task).metadata.labels[NETWORK_LABEL] == label
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_egress_policy_validates_and_selects_only_allowed_grading_pods(tmp_path: Path, version: str) -> None:
+    policy = make_egress_policy(NS)
+    kubernetes_validate.validate(policy, version, strict=True)
+    assert policy["spec"]["policyTypes"] == ["Egress"] and policy["spec"]["egress"] == [{}]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    manifest, _, _ = two_stage_pod(tmp_path)
+    labels = manifest["metadata"]["labels"]
+    assert {k: labels[k] for k in selector if k in labels} != selector  # a denied pod is not selected
+    assert {**labels, NETWORK_LABEL: "allowed"} | selector == {**labels, NETWORK_LABEL: "allowed"}
+
+
+# ------------------------------------------------------------------------------------------------
+# pipelines in the fake cluster
+# ------------------------------------------------------------------------------------------------
+def test_two_stage_pipeline_is_graded_end_to_end(
+    fake_kube: FakeKubeAPIServer, make_executor: MakeExecutor, kube_pvc_dir: Path
+) -> None:
+    job_dir = stage_command_job(kube_pvc_dir, 21, grader_yaml(BUILD_STAGE, TEST_STAGE))
+
+    async def scenario() -> None:
+        async with started(make_executor()) as executor:
+            outcome = await executor.run(command_task(executor, job_dir, 21))
+            assert outcome.graded, outcome
+            book = outcome.gradebook
+            assert book is not None and (book["score"], book["max_score"]) == (3.0, 3.0)
+            assert [s["name"] for s in book["stages"]] == ["build", "test"]
+            assert [s["exit_code"] for s in book["stages"]] == [0, 0]
+            assert "== stage build" in outcome.logs and "built" in outcome.logs
+            assert "harness done" in outcome.logs
+            assert "WROTE" not in outcome.logs  # neither the grader's files nor another directory
+            assert json.loads((job_dir / "output" / "gradebook.json").read_text())["score"] == 3.0
+            assert fake_kube.list_pods() == []
+
+    run(scenario())
+    assert not (job_dir / "source" / "pwned").exists() and not (job_dir / "output" / "pwned").exists()
+    assert (job_dir / "submission" / "built_add.py").exists()  # the build stage's product, kept for the next
+
+
+def test_wrong_answers_score_what_they_score(make_executor: MakeExecutor, kube_pvc_dir: Path) -> None:
+    wrong = "import sys\nprint(int(sys.argv[1]) * int(sys.argv[2]))\n"  # right only for 2 2
+    job_dir = stage_command_job(kube_pvc_dir, 22, grader_yaml(BUILD_STAGE, TEST_STAGE), add=wrong)
+
+    async def scenario() -> None:
+        async with started(make_executor()) as executor:
+            outcome = await executor.run(command_task(executor, job_dir, 22))
+            assert outcome.graded and outcome.gradebook is not None
+            assert outcome.gradebook["score"] == 1.0
+
+    run(scenario())
+
+
+def test_a_failing_build_stage_fails_the_grading_naming_it(
+    fake_kube: FakeKubeAPIServer, make_executor: MakeExecutor, kube_pvc_dir: Path
+) -> None:
+    build = {**BUILD_STAGE, "command": ["sh", "-c", "echo 'add.c:1: error: expected ;' >&2; exit 2"]}
+    job_dir = stage_command_job(kube_pvc_dir, 23, grader_yaml(build, TEST_STAGE))
+
+    async def scenario() -> None:
+        async with started(make_executor()) as executor:
+            outcome = await executor.run(command_task(executor, job_dir, 23))
+            assert not outcome.graded and not outcome.retryable
+            assert outcome.reason == "Stage 'build' failed (exit code 2)"
+            assert "expected ;" in outcome.logs
+            assert "harness done" not in outcome.logs  # the pod stopped at the failing init container
+            assert fake_kube.list_pods() == []
+
+    run(scenario())
+    assert not (job_dir / "stages" / "1" / "results.json").exists()
+
+
+def test_a_stage_timeout_fails_the_grading_naming_the_stage(
+    fake_kube: FakeKubeAPIServer, make_executor: MakeExecutor, kube_pvc_dir: Path
+) -> None:
+    # The stage's image needs no `timeout` binary: the executor stops the pod from the watch.
+    slow = {**TEST_STAGE, "command": ["python", "-c", "import time; print('spinning', flush=True); time.sleep(60)"],
+            "timeout": 1.5}  # fmt: skip
+    job_dir = stage_command_job(kube_pvc_dir, 24, grader_yaml(BUILD_STAGE, slow))
+
+    async def scenario() -> None:
+        executor = make_executor(extra_pod_config={"terminationGracePeriodSeconds": 1})
+        async with started(executor):
+            begin = time.monotonic()
+            outcome = await executor.run(command_task(executor, job_dir, 24))
+            assert time.monotonic() - begin < 20
+            assert not outcome.graded and not outcome.retryable
+            assert outcome.reason is not None and "timed out" in outcome.reason and "'test'" in outcome.reason
+            assert "spinning" in outcome.logs  # read before the pod was deleted
+            assert fake_kube.list_pods() == []  # gone before the results were looked at
+            assert fake_kube.running_processes() == 0
+
+    run(scenario())
+
+
+def test_continue_on_failure_runs_the_next_stage_and_records_the_exit_code(
+    make_executor: MakeExecutor, kube_pvc_dir: Path
+) -> None:
+    lint = {
+        "name": "lint",
+        "command": ["sh", "-c", "echo 'E501 line too long'; exit 3"],
+        "continue_on_failure": True,
+    }
+    job_dir = stage_command_job(kube_pvc_dir, 25, grader_yaml(lint, BUILD_STAGE, TEST_STAGE))
+
+    async def scenario() -> None:
+        async with started(make_executor()) as executor:
+            outcome = await executor.run(command_task(executor, job_dir, 25))
+            assert outcome.graded, outcome
+            assert outcome.gradebook is not None and outcome.gradebook["score"] == 3.0
+            assert [s["exit_code"] for s in outcome.gradebook["stages"]] == [3, 0, 0]
+            assert "Stage 'lint' failed (exit code 3)" in outcome.logs
+
+    run(scenario())
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)

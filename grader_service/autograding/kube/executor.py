@@ -349,12 +349,12 @@ class KubeAutogradeExecutor(AutogradeExecutor):
 
     # --- command assignments --------------------------------------------------------------------
 
-    def command_spec(self, task: GradingTask) -> command_spec.CommandSpec:
+    def read_spec(self, task: GradingTask) -> command_spec.CommandSpec:
         """The job's grader.yaml (staged with its source; `SpecError` if it does not validate)."""
         return command_spec.read(Path(task.job_dir) / "source")
 
     def stage_timeouts(self, task: GradingTask) -> list[float]:
-        return [stage.timeout or task.limits.timeout for stage in self.command_spec(task).stages]
+        return [stage.timeout or task.limits.timeout for stage in self.read_spec(task).stages]
 
     def pod_network(self, spec: command_spec.CommandSpec) -> bool:
         """Whether a command pod may reach the network: the admin allows it and EVERY stage asks.
@@ -368,7 +368,7 @@ class KubeAutogradeExecutor(AutogradeExecutor):
 
     def make_command_pod(self, task: GradingTask, annotations: dict[str, str]) -> V1Pod:
         """A command job's pod: grader.yaml's stages as its containers (`objects.make_command_pod`)."""
-        spec = self.command_spec(task)
+        spec = self.read_spec(task)
         last = len(spec.stages) - 1
         stages = [
             StageContainer(
@@ -408,7 +408,7 @@ class KubeAutogradeExecutor(AutogradeExecutor):
         The logs are read first (a stopped pod's go with it); a pod stopped for a stage's timeout is
         deleted and gone before any results are read, so nothing left running can change them.
         """
-        spec = self.command_spec(task)
+        spec = self.read_spec(task)
         logs = {
             index: await self._read_logs(state.name, stage_container_name(index))
             for index in range(len(spec.stages))
@@ -488,8 +488,7 @@ class KubeAutogradeExecutor(AutogradeExecutor):
         try:
             pod = self.make_pod(task, attempt)
             if task.kind == AssignmentKind.COMMAND:
-                stages = len(pod.spec.init_containers or []) + 1
-                await asyncio.to_thread(self.prepare_stages, task, stages)
+                await asyncio.to_thread(self.prepare_stages, task, len(self.read_spec(task).stages))
         except (KubeError, ValueError) as exc:  # configuration: retrying cannot help
             message = exc.message if isinstance(exc, KubeError) else str(exc)
             self.log.error("Kubernetes executor: cannot build the grading pod: %s", message)

@@ -322,7 +322,7 @@ class StageContainer:
 
     image: str
     command: tuple[str, ...]
-    resources: Mapping[str, str | None]
+    resources: Mapping[str, Any]
     keep_going: bool = False
 
 

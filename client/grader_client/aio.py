@@ -149,6 +149,7 @@ class AsyncGraderClient:
         name: str,
         *,
         title: str | None = UNSET,
+        kind: str = UNSET,
         due_date: datetime | str | None = UNSET,
         late_until: datetime | str | None = UNSET,
         late_penalty: float = UNSET,
@@ -162,6 +163,7 @@ class AsyncGraderClient:
                 lecture,
                 name,
                 title=title,
+                kind=kind,
                 due_date=due_date,
                 late_until=late_until,
                 late_penalty=late_penalty,
@@ -182,6 +184,7 @@ class AsyncGraderClient:
         *,
         status: str = UNSET,
         title: str | None = UNSET,
+        kind: str = UNSET,
         due_date: datetime | str | None = UNSET,
         late_until: datetime | str | None = UNSET,
         late_penalty: float = UNSET,
@@ -197,6 +200,7 @@ class AsyncGraderClient:
                 name,
                 status=status,
                 title=title,
+                kind=kind,
                 due_date=due_date,
                 late_until=late_until,
                 late_penalty=late_penalty,
@@ -219,7 +223,7 @@ class AsyncGraderClient:
 
     async def upload_assignment(self, lecture: str, name: str, path: Path | str) -> models.Assignment:
         """Upload the source: a directory (zipped here), a .zip file or one notebook."""
-        upload = await asyncio.to_thread(uploads.pack, path)  # file reads and zipping off the loop
+        upload = await self._pack(lecture, name, path)
         return await self._send(
             operations.upload_assignment(lecture, name, upload.data, upload.content_type, upload.filename)
         )
@@ -239,12 +243,21 @@ class AsyncGraderClient:
     ) -> models.Submission:
         """Submit a notebook, a directory (zipped here) or a .zip file; `user`: on behalf of that
         student (instructors, after the deadline too)."""
-        upload = await asyncio.to_thread(uploads.pack, path)  # file reads and zipping off the loop
+        upload = await self._pack(lecture, assignment, path)
         return await self._send(
             operations.create_submission(
                 lecture, assignment, upload.data, upload.content_type, upload.filename, user
             )
         )
+
+    async def _pack(self, lecture: str, assignment: str, path: Path | str) -> uploads.Upload:
+        """The upload body; a directory without a notebook only for a command assignment (asked then)."""
+        try:
+            return await asyncio.to_thread(uploads.pack, path)  # file reads and zipping off the loop
+        except uploads.NoNotebook:
+            if (await self.assignment(lecture, assignment)).kind != "command":
+                raise
+        return await asyncio.to_thread(uploads.pack, path, True)
 
     async def submission(self, lecture: str, assignment: str, submission: int) -> models.Submission:
         return await self._send(operations.get_submission(lecture, assignment, submission))

@@ -143,6 +143,7 @@ class GraderClient:
         name: str,
         *,
         title: str | None = UNSET,
+        kind: str = UNSET,
         due_date: datetime | str | None = UNSET,
         late_until: datetime | str | None = UNSET,
         late_penalty: float = UNSET,
@@ -156,6 +157,7 @@ class GraderClient:
                 lecture,
                 name,
                 title=title,
+                kind=kind,
                 due_date=due_date,
                 late_until=late_until,
                 late_penalty=late_penalty,
@@ -176,6 +178,7 @@ class GraderClient:
         *,
         status: str = UNSET,
         title: str | None = UNSET,
+        kind: str = UNSET,
         due_date: datetime | str | None = UNSET,
         late_until: datetime | str | None = UNSET,
         late_penalty: float = UNSET,
@@ -191,6 +194,7 @@ class GraderClient:
                 name,
                 status=status,
                 title=title,
+                kind=kind,
                 due_date=due_date,
                 late_until=late_until,
                 late_penalty=late_penalty,
@@ -213,7 +217,7 @@ class GraderClient:
 
     def upload_assignment(self, lecture: str, name: str, path: Path | str) -> models.Assignment:
         """Upload the source: a directory (zipped here), a .zip file or one notebook."""
-        upload = uploads.pack(path)
+        upload = self._pack(lecture, name, path)
         return self._send(
             operations.upload_assignment(lecture, name, upload.data, upload.content_type, upload.filename)
         )
@@ -233,12 +237,21 @@ class GraderClient:
     ) -> models.Submission:
         """Submit a notebook, a directory (zipped here) or a .zip file; `user`: on behalf of that
         student (instructors, after the deadline too)."""
-        upload = uploads.pack(path)
+        upload = self._pack(lecture, assignment, path)
         return self._send(
             operations.create_submission(
                 lecture, assignment, upload.data, upload.content_type, upload.filename, user
             )
         )
+
+    def _pack(self, lecture: str, assignment: str, path: Path | str) -> uploads.Upload:
+        """The upload body; a directory without a notebook only for a command assignment (asked then)."""
+        try:
+            return uploads.pack(path)
+        except uploads.NoNotebook:
+            if self.assignment(lecture, assignment).kind != "command":
+                raise
+        return uploads.pack(path, any_files=True)
 
     def submission(self, lecture: str, assignment: str, submission: int) -> models.Submission:
         return self._send(operations.get_submission(lecture, assignment, submission))

@@ -120,6 +120,7 @@ class Assignment(Model):
     lecture: str
     name: str
     title: str | None = None
+    kind: str = "notebook"  # or "command": graded by the harness of its source's grader.yaml
     status: str = "created"
     due_date: datetime | None = None
     late_until: datetime | None = None

@@ -246,6 +246,7 @@ def delete_role(lecture: str, user: str) -> Call[None]:
 
 ASSIGNMENT_FIELDS = (
     "title",
+    "kind",
     "due_date",
     "late_until",
     "late_penalty",

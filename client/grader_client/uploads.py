@@ -40,15 +40,23 @@ def directory_files(directory: Path) -> list[Path]:
     return found
 
 
-def pack(path: Path | str) -> Upload:
-    """A notebook as itself, a .zip as is, a directory zipped; UsageError when it cannot be uploaded."""
+class NoNotebook(UsageError):
+    """A directory without a notebook: nothing for a notebook assignment (a command one takes any files)."""
+
+
+def pack(path: Path | str, any_files: bool = False) -> Upload:
+    """A notebook as itself, a .zip as is, a directory zipped; UsageError when it cannot be uploaded.
+
+    A directory must hold a notebook, unless `any_files` (a command assignment's files)."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{path} does not exist")
     if path.is_dir():
         files = directory_files(path)
-        if not any(f.suffix == ".ipynb" for f in files):
-            raise UsageError(f"{path} contains no notebook (.ipynb); nothing to upload")
+        if not files:
+            raise UsageError(f"{path} contains no files; nothing to upload")
+        if not any_files and not any(f.suffix == ".ipynb" for f in files):
+            raise NoNotebook(f"{path} contains no notebook (.ipynb); nothing to upload")
         buffer = io.BytesIO()
         names = []
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -401,14 +401,13 @@ class LocalAutogradeExecutor(AutogradeExecutor):
         reader = asyncio.ensure_future(_drain(stream, output))
         timed_out = False
         try:
-            done, _ = await asyncio.wait(
-                [exited, reader], timeout=budget, return_when=asyncio.FIRST_COMPLETED
-            )
+            both: list[asyncio.Future[Any]] = [exited, reader]
+            done, _ = await asyncio.wait(both, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
             if exited not in done and reader in done and output.overflowed:
                 await forks.kill(job_id)  # printed too much: stopped at once
             elif exited not in done:
-                done, _ = await asyncio.wait([exited], timeout=max(budget - (time.monotonic() - started), 0))
-                timed_out = exited not in done
+                remaining = max(budget - (time.monotonic() - started), 0)
+                timed_out = exited not in (await asyncio.wait([exited], timeout=remaining))[0]
                 if timed_out:
                     await forks.kill(job_id)
             code: int | None = await exited

@@ -21,7 +21,7 @@ from .. import safejson
 from ..convert.gradebook import SCHEMA as GRADEBOOK_SCHEMA
 from ..convert.gradebook import totals
 from ..states import TestVisibility
-from .spec import field_path
+from .spec import describe, field_path
 
 MAX_RESULTS_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 32
@@ -74,29 +74,12 @@ RESULTS_SCHEMA: dict[str, Any] = {
         },
     },
     "anyOf": [{"required": ["tests"]}, {"required": ["score"]}],
+    "x-message": "neither `tests` nor `score` is given",
 }
-_ARTICLE = {"number": "a number", "string": "a string", "object": "an object", "array": "a list",
-            "integer": "an integer", "boolean": "true or false"}  # fmt: skip
 
 
 class ResultsError(ValueError):
     """The results are malformed; the message names the field and the problem."""
-
-
-def _message(error: jsonschema.ValidationError) -> str:
-    if error.validator == "type":
-        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        return "not " + " or ".join(_ARTICLE.get(w, w) for w in wanted)
-    if error.validator == "additionalProperties":
-        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        return f"unknown key {', '.join(map(repr, unknown))}"
-    if error.validator == "required":
-        return error.message.replace("is a required property", "is missing")
-    if error.validator == "anyOf":
-        return "neither `tests` nor `score` is given"
-    if error.validator == "enum":
-        return f"{json.dumps(error.instance)[:100]} is not one of {', '.join(error.validator_value)}"
-    return error.message[:300]
 
 
 def parse(data: bytes | str) -> dict[str, Any]:
@@ -111,7 +94,7 @@ def parse(data: bytes | str) -> dict[str, Any]:
     errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         error = errors[0] if errors[0].absolute_path else jsonschema.exceptions.best_match(errors)
-        raise ResultsError(f"{field_path(error.absolute_path)}: {_message(error)}")
+        raise ResultsError(f"{field_path(error.absolute_path)}: {describe(error)}")
     return value
 
 

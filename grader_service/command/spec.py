@@ -9,6 +9,7 @@ released and when a job is staged; the stages then run in a sandbox (`autogradin
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,6 @@ import yaml
 
 SPEC_FILE = "grader.yaml"
 # Where a stage sees the job's parts (the local sandbox binds them there, a pod mounts them).
-SUBMISSION_DIR = "/job/submission"
-GRADER_DIR = "/job/grader"
 RESULTS_DIR = "/job/results"
 RESULTS_STDOUT = "stdout"
 MAX_SPEC_BYTES = 256 * 1024
@@ -65,9 +64,10 @@ SCHEMA: dict[str, Any] = {
         },
         "stages": {
             "type": "array",
-            "description": "The stages, run in order. A stage fails when its command exits with another "
-            "code than 0, times out, or its results are malformed; a failing stage stops the pipeline "
-            "(the grading fails) unless it says `continue_on_failure`.",
+            "description": "The stages, run in order. A stage fails when it times out, prints more than "
+            "the output limit, its results are missing or malformed, or (a stage without `results`) its "
+            "command exits with another code than 0; a failing stage stops the pipeline (the grading "
+            "fails, naming the stage) unless it says `continue_on_failure`.",
             "minItems": 1,
             "maxItems": 16,
             "items": {"$ref": "#/$defs/stage"},
@@ -130,7 +130,9 @@ SCHEMA: dict[str, Any] = {
                     "type": "string",
                     "description": "Where the stage leaves its Gradescope-style results: a file under "
                     "/job/results, or `stdout` (the last JSON object the command printed). The last stage "
-                    "with `results` gives the grading's results; at least one stage must have them.",
+                    "with `results` gives the grading's results; at least one stage must have them. Such a "
+                    "stage is judged by its results, not by its exit code (a harness may exit 1 when tests "
+                    "fail).",
                     "pattern": r"^(stdout|/job/results/(?!(.*/)?\.\.(/|$))[^\x00]+)$",
                     "x-message": "results are `stdout` or a file under /job/results",
                 },
@@ -203,17 +205,32 @@ def field_path(path: Any) -> str:
     return text or "(top level)"
 
 
-def _message(error: jsonschema.ValidationError) -> str:
+_ARTICLE = {"number": "a number", "string": "a string", "object": "an object", "array": "a list",
+            "integer": "an integer", "boolean": "true or false"}  # fmt: skip
+
+
+def describe(error: jsonschema.ValidationError) -> str:
+    """A schema error in plain words (`not a number`, `unknown key 'x'`), without the field's name."""
+    schema: Any = error.schema if isinstance(error.schema, dict) else {}
+    instance: Any = error.instance
+    value: Any = error.validator_value
+    if error.validator == "type":
+        wanted = value if isinstance(value, list) else [value]
+        return "not " + " or ".join(_ARTICLE.get(str(w), str(w)) for w in wanted)
     if error.validator == "additionalProperties":
-        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        unknown = sorted(set(instance) - set(schema.get("properties", {})))
         return f"unknown key {', '.join(map(repr, unknown))}"
     if error.validator == "required":
         return error.message.replace("is a required property", "is missing")
-    if error.validator == "pattern" and "x-message" in error.schema:
-        return f"{error.instance!r}: {error.schema['x-message']}"
+    if error.validator == "pattern" and "x-message" in schema:
+        return f"{instance!r}: {schema['x-message']}"
     if error.validator == "oneOf":
-        return f"{error.instance!r} is not {error.schema.get('description', 'valid').split(':')[0].lower()}"
-    return error.message
+        return f"{instance!r} is not {str(schema.get('description', 'valid')).split(':')[0].lower()}"
+    if error.validator == "anyOf" and "x-message" in schema:
+        return str(schema["x-message"])
+    if error.validator == "enum":
+        return f"{json.dumps(instance)[:100]} is not one of {', '.join(map(str, value))}"
+    return error.message[:300]
 
 
 def parse(text: str | bytes) -> CommandSpec:
@@ -228,7 +245,7 @@ def parse(text: str | bytes) -> CommandSpec:
     errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
         error = jsonschema.exceptions.best_match(errors)
-        raise SpecError(f"{SPEC_FILE}: {field_path(error.absolute_path)}: {_message(error)}")
+        raise SpecError(f"{SPEC_FILE}: {field_path(error.absolute_path)}: {describe(error)}")
     stages = tuple(_stage(item) for item in data["stages"])
     names = [s.name for s in stages]
     for i, name in enumerate(names):

@@ -403,3 +403,45 @@ def test_service_restarted_during_submit_wait(course: Course, tmp_path: Path) ->
     assert waiter.returncode == 0, err
     assert "graded" in err and "Traceback" not in err
     assert "total" in out and "test_primes_partial" in out
+
+
+COMMAND_YAML = """submission:
+  files: ["*.py"]
+stages:
+  - name: test
+    command: ["python3", "/job/grader/harness.py"]
+    results: stdout
+"""
+COMMAND_HARNESS = """import json, sys
+sys.path.insert(0, '/job/submission')
+import solution
+ok = solution.add(2, 3) == 5
+print(json.dumps({'tests': [{'name': 'add_small', 'score': 2 if ok else 0, 'max_score': 2},
+                            {'name': 'add_never', 'score': 0, 'max_score': 1}]}))
+"""
+
+
+def test_a_command_assignment_with_grader_alone(course: Course, tmp_path: Path) -> None:
+    """`--kind command`, a directory of harness files, a directory of .py files submitted (no notebook
+    in either), and the per-test table like a notebook's."""
+    here = {"GRADER_ASSIGNMENT": "adder"}
+    ok(run(course, "instructor", "assignment", "create", "adder", "--kind", "command",
+           "--feedback-policy", "immediate", **here))  # fmt: skip
+    source, work = tmp_path / "source", tmp_path / "work"
+    source.mkdir()
+    work.mkdir()
+    (source / "grader.yaml").write_text(COMMAND_YAML)
+    (source / "harness.py").write_text(COMMAND_HARNESS)
+    ok(run(course, "instructor", "assignment", "upload", "adder", str(source), **here))
+    ok(run(course, "instructor", "assignment", "release", "adder", **here))
+    shown = json.loads(ok(run(course, "instructor", "assignment", "show", "--json", **here)).stdout)
+    assert shown["kind"] == "command" and shown["status"] == "released"
+
+    (work / "solution.py").write_text("def add(a, b):\n    return a + b\n")
+    table = ok(run(course, "student", "submit", str(work), "--wait", **here)).stdout
+    assert row(table, "add_small")[:3] == ["2", "2", "passed"]
+    assert row(table, "add_never")[:3] == ["0", "1", "failed"]
+    assert row(table, "total")[:2] == ["2", "3"]
+
+    (work / "notes.txt").write_text("not allowed")
+    refused(run(course, "student", "submit", str(work), **here), 1, "'notes.txt'")

@@ -25,6 +25,7 @@ def _settings_rows(found: Assignment) -> list[tuple[str, object]]:
         ("lecture", found.lecture),
         ("name", found.name),
         ("title", found.title),
+        ("kind", found.kind),
         ("status", found.status),
         ("due", output.when(found.due_date)),
         ("late until", output.when(found.late_until)),
@@ -45,6 +46,12 @@ def _settings_rows(found: Assignment) -> list[tuple[str, object]]:
 )
 @click.argument("name")
 @click.option("--title", help="Title shown to students.")
+@click.option(
+    "--kind",
+    type=click.Choice(["notebook", "command"]),
+    help="notebook (default): nbgrader notebooks; command: any program, graded by the harness its "
+    "source's grader.yaml names (docs/command-assignments.md).",
+)
 @click.option("--due", type=DATETIME, help="Deadline (ISO 8601; local time unless a zone is given).")
 @click.option("--late-until", type=DATETIME, help="Late submissions accepted until then.")
 @click.option("--late-penalty", type=click.FloatRange(0, 1), help="Fraction taken off late scores (0-1).")
@@ -60,6 +67,7 @@ def assignment_create(
     session: Session,
     name: str,
     title: str | None,
+    kind: str | None,
     due: datetime | None,
     late_until: datetime | None,
     late_penalty: float | None,
@@ -79,6 +87,7 @@ def assignment_create(
         session.lecture(lecture),
         name,
         title=given(title),
+        kind=given(kind),
         due_date=given(due),
         late_until=given(late_until),
         late_penalty=given(late_penalty),

@@ -32,6 +32,7 @@ from grader_service.autograding.kube.objects import NETWORK_LABEL, make_egress_p
 
 from .conftest import KUBE_NAMESPACE, KUBE_PVC_CLAIM
 from .fake_apiserver import FakeKubeAPIServer
+from .fake_kubelet import PULL_ERRORS, PullFailure
 from .jobs import make_task, stage_job
 from .test_objects import K8S_VERSIONS
 
@@ -313,6 +314,41 @@ def test_continue_on_failure_runs_the_next_stage_and_records_the_exit_code(
             assert outcome.gradebook is not None and outcome.gradebook["score"] == 3.0
             assert [s["exit_code"] for s in outcome.gradebook["stages"]] == [3, 0, 0]
             assert "Stage 'lint' failed (exit code 3)" in outcome.logs
+
+    run(scenario())
+
+
+def test_a_stage_image_that_cannot_be_pulled_is_named(
+    fake_kube: FakeKubeAPIServer, make_executor: MakeExecutor, kube_pvc_dir: Path
+) -> None:
+    image = "registry.example/gcc:no-such-tag"
+    fake_kube.set_pull_failure(image, PullFailure(PULL_ERRORS["not found"]))
+    fake_kube.set(image_pull_backoff=0.2)
+    job_dir = stage_command_job(kube_pvc_dir, 26, grader_yaml({**BUILD_STAGE, "image": image}, TEST_STAGE))
+
+    async def scenario() -> None:
+        async with started(make_executor(start_timeout=60, image_pull_timeout=60)) as executor:
+            begin = time.monotonic()
+            outcome = await executor.run(command_task(executor, job_dir, 26))
+            assert time.monotonic() - begin < 10
+            assert not outcome.graded and not outcome.retryable
+            assert outcome.reason is not None
+            assert outcome.reason.startswith(f"The grading image {image!r} cannot be pulled (ErrImagePull")
+            assert fake_kube.list_pods() == []
+
+    run(scenario())
+
+
+def test_a_stage_over_its_own_memory_limit_is_named(make_executor: MakeExecutor, kube_pvc_dir: Path) -> None:
+    hungry = {**BUILD_STAGE, "command": ["python", "-c", "x = b'x' * (400 * 2**20); import time; time.sleep(30)"],
+              "memory": "200Mi"}  # fmt: skip
+    job_dir = stage_command_job(kube_pvc_dir, 27, grader_yaml(hungry, TEST_STAGE))
+
+    async def scenario() -> None:
+        async with started(make_executor()) as executor:
+            outcome = await executor.run(command_task(executor, job_dir, 27, memory="1Gi"))
+            assert not outcome.graded and not outcome.retryable
+            assert outcome.reason == "Stage 'build' ran out of memory (OOMKilled, limit 200Mi)"
 
     run(scenario())
 

@@ -408,7 +408,10 @@ class KubeAutogradeExecutor(AutogradeExecutor):
         The logs are read first (a stopped pod's go with it); a pod stopped for a stage's timeout is
         deleted and gone before any results are read, so nothing left running can change them.
         """
-        spec = self.read_spec(task)
+        try:
+            spec = self.read_spec(task)
+        except command_spec.SpecError as e:  # the job directory changed under the pod (a restart)
+            return GradingOutcome(False, reason=f"Could not grade: {e}")
         logs = {
             index: await self._read_logs(state.name, stage_container_name(index))
             for index in range(len(spec.stages))
@@ -967,8 +970,10 @@ def _pending_reason(pod: Pod) -> str:
 
 
 def _limit(pod: Pod, resource: str) -> str:
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        if container.get("name") == CONTAINER_NAME:
+    """The grading container's limit (a command pod's main container: every stage has the disk limit)."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    for container in containers:
+        if container.get("name") == CONTAINER_NAME or len(containers) == 1:
             limit = ((container.get("resources") or {}).get("limits") or {}).get(resource)
             return str(limit) if limit else "none"
     return "unknown"

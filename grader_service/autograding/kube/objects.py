@@ -25,7 +25,7 @@ from typing import Any
 from kubernetes.client import V1Pod
 from kubernetes.client import models as k8s_models
 
-from ...command.spec import GRADER_DIR, RESULTS_DIR, SUBMISSION_DIR
+from ...command.spec import RESULTS_DIR
 
 APP_NAME = "grader-service"
 COMPONENT = "autograde"
@@ -35,6 +35,8 @@ LABEL_PREFIX = "grader-service/"
 NETWORK_LABEL = f"{LABEL_PREFIX}network"
 # What a `continue_on_failure` stage's wrapper writes to its termination message: "<mark> <code>".
 EXIT_MARK = "grader-stage-exit"
+# Where a command stage sees the job's parts: as in the local sandbox (namespaces.stage_binds).
+SUBMISSION_DIR, GRADER_DIR = "/job/submission", "/job/grader"
 
 _LABEL_VALUE_BAD_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -339,6 +339,30 @@ def test_a_stage_image_that_cannot_be_pulled_is_named(
     run(scenario())
 
 
+def test_a_later_stage_image_that_cannot_be_pulled_fails_at_once(
+    fake_kube: FakeKubeAPIServer, make_executor: MakeExecutor, kube_pvc_dir: Path
+) -> None:
+    image = "registry.example/python:typo"
+    fake_kube.set_pull_failure(image, PullFailure(PULL_ERRORS["manifest unknown"]))
+    fake_kube.set(image_pull_backoff=0.2)
+    job_dir = stage_command_job(kube_pvc_dir, 28, grader_yaml(BUILD_STAGE, {**TEST_STAGE, "image": image}))
+
+    async def scenario() -> None:
+        # A deadline of 100 + 30 + 30 s: the failure must come from the pull, not from the deadline.
+        executor = make_executor(start_timeout=60, image_pull_timeout=60, deadline_grace=30)
+        async with started(executor):
+            begin = time.monotonic()
+            outcome = await executor.run(command_task(executor, job_dir, 28, timeout=100))
+            assert time.monotonic() - begin < 10
+            assert not outcome.graded and not outcome.retryable
+            assert outcome.reason is not None
+            assert outcome.reason.startswith(f"The grading image {image!r} cannot be pulled (ErrImagePull")
+            assert fake_kube.list_pods() == []
+
+    run(scenario())
+    assert (job_dir / "submission" / "built_add.py").exists()  # the build stage had run
+
+
 def test_a_stage_over_its_own_memory_limit_is_named(make_executor: MakeExecutor, kube_pvc_dir: Path) -> None:
     hungry = {**BUILD_STAGE, "command": ["python", "-c", "x = b'x' * (400 * 2**20); import time; time.sleep(30)"],
               "memory": "200Mi"}  # fmt: skip

@@ -621,13 +621,12 @@ class KubeAutogradeExecutor(AutogradeExecutor):
                     wake = min(start_by, waiting.pull_since + self._pull_limit)
                 else:
                     wake = start_by
+            elif timeouts is not None:
+                outcome, wake = await self._watch_stages(task, state, pod, waiting, timeouts)
+                if outcome is not None:
+                    return outcome
             else:
                 self._report(task, waiting, None)
-                if timeouts is not None:
-                    overrun, left = stage_overrun(pod, timeouts, time.time())
-                    if overrun is not None:
-                        return await self._collect_command(task, state, pod, timed_out=overrun)
-                    wake = min(wake, loop.time() + left)
             if loop.time() >= give_up:
                 return GradingOutcome(
                     False,
@@ -636,6 +635,32 @@ class KubeAutogradeExecutor(AutogradeExecutor):
                     retryable=True,
                 )
             await state.wait(_changed_since(seen), timeout=max(wake - loop.time(), 0.0))
+
+    async def _watch_stages(
+        self, task: GradingTask, state: PodState, pod: Pod, waiting: _StartWait, timeouts: list[float]
+    ) -> tuple[GradingOutcome | None, float]:
+        """A running command pod: (its outcome if it must stop now, else when to look again).
+
+        It stops when a stage has run past its timeout, or when a later stage's image cannot be
+        pulled: permanently at once, transiently after image_pull_timeout, as for the first stage
+        (which `_follow` watches before anything has started). Otherwise the pod's deadline would
+        be the first to notice, with a reason that does not name the image.
+        """
+        loop = asyncio.get_running_loop()
+        overrun, left = stage_overrun(pod, timeouts, time.time())
+        if overrun is not None:
+            return await self._collect_command(task, state, pod, timed_out=overrun), loop.time()
+        wake = loop.time() + left
+        problem = start_problem(pod)
+        if problem is None or problem[0] not in PULL_REASONS:
+            waiting.pull_since = None  # each stage's image gets its own image_pull_timeout
+            self._report(task, waiting, None)
+            return None, wake
+        self._report(task, waiting, self._waiting_text(task, problem, pod))
+        failure = self._start_verdict(task, pod, waiting, loop.time(), math.inf)
+        if failure is None and waiting.pull_since is not None:
+            wake = min(wake, waiting.pull_since + self._pull_limit)
+        return failure, wake
 
     def _report(self, task: GradingTask, waiting: _StartWait, text: str | None) -> None:
         if text != waiting.reported:

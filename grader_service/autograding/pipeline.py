@@ -1,9 +1,9 @@
 """A command assignment's grading: grader.yaml's stages, one after the other, then their results.
 
-Where a stage runs is the executor's business (a `StageRunner`: the local sandbox, one day a pod's
-containers); what the stages mean is decided here, the same for every executor: the order, what
-counts as a failing stage, where the results come from, the failure messages instructors read,
-and the gradebook (`command.results.to_gradebook`). Each stage gets a fresh, empty results
+Where a stage runs is the executor's business (a `StageRunner`: the local sandbox; for a pod's
+containers, what each did, read once the pod has ended: `kube/stages.py`); what the stages mean
+is decided here, the same for every executor: the order, what counts as a failing stage, where
+the results come from, the failure messages instructors read, and the gradebook (`command.results.to_gradebook`). Each stage gets a fresh, empty results
 directory (`<job>/stages/<index>`, its /job/results), and its results are read only once the
 runner says every process of the stage is gone, so nothing the submission left running can
 change them afterwards.

@@ -377,5 +377,52 @@ def test_a_stage_over_its_own_memory_limit_is_named(make_executor: MakeExecutor,
     run(scenario())
 
 
+def test_a_command_pod_is_adopted_after_a_restart_and_its_timeouts_still_count(
+    fake_kube: FakeKubeAPIServer, make_executor: MakeExecutor, kube_pvc_dir: Path, kube_api: client.CoreV1Api
+) -> None:
+    """A previous service process created the pods and died; a new executor follows them, timing the
+    stages from their containers' startedAt (a stage overdue meanwhile fails at once)."""
+    before = make_executor(extra_pod_config={"terminationGracePeriodSeconds": 1})
+    slow_build = {**BUILD_STAGE, "command": ["sh", "-c", "sleep 1; " + BUILD]}
+    stuck = {**TEST_STAGE, "command": ["sleep", "60"], "timeout": 1}
+    jobs = {
+        31: stage_command_job(kube_pvc_dir, 31, grader_yaml(slow_build, TEST_STAGE)),
+        32: stage_command_job(kube_pvc_dir, 32, grader_yaml(BUILD_STAGE, stuck)),
+    }
+    tasks = {job_id: command_task(before, job_dir, job_id) for job_id, job_dir in jobs.items()}
+    for task in tasks.values():
+        before.prepare_stages(task, 2)
+        kube_api.create_namespaced_pod(NS, before.make_pod(task, attempt="before-restart"))
+
+    def stage_running(index: int) -> Callable[[dict[str, Any] | None], bool]:
+        def check(pod: dict[str, Any] | None) -> bool:
+            status = pod.get("status", {}) if pod else {}
+            states = status.get("initContainerStatuses", []) + status.get("containerStatuses", [])
+            return any(s["name"] == f"stage-{index}" and "running" in s["state"] for s in states)
+
+        return check
+
+    async def scenario() -> None:
+        await asyncio.to_thread(
+            fake_kube.wait_for_pod, NS, before.runner_name(tasks[31]), stage_running(0), 30
+        )
+        await asyncio.to_thread(
+            fake_kube.wait_for_pod, NS, before.runner_name(tasks[32]), stage_running(1), 30
+        )
+        await asyncio.sleep(1.2)  # the stuck stage is overdue by now
+        async with started(make_executor()) as after:
+            graded, timed_out = await asyncio.gather(
+                *(after.reconcile(task, before.runner_name(task)) for task in tasks.values())
+            )
+            assert graded is not None and graded.graded and graded.gradebook is not None
+            assert graded.gradebook["score"] == 3.0
+            assert timed_out is not None and not timed_out.graded
+            assert timed_out.reason == "Stage 'test' timed out after 1 s; all its processes were killed"
+            assert fake_kube.list_pods() == []
+
+    run(scenario())
+    assert len([r for r in fake_kube.requests if r.method == "POST"]) == 2  # nothing created twice
+
+
 def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)

@@ -4,7 +4,10 @@ The service's data directory is a PersistentVolumeClaim (mounted in the service 
 ``data_mount_path``). The scheduler stages ``<data>/jobs/<job id>/{submission,source,output}``
 there; the job's pod mounts only that directory (``subPath``) at ``job_mount_path`` and runs
 ``grader-convert autograde`` on it, so the gradebook appears in the service's data directory
-without copying anything.
+without copying anything. A command assignment's pod runs grader.yaml's stages instead, one
+container each (`objects.make_command_pod`); the stages' timeouts are enforced from the watch,
+and once the pod has ended each stage's outcome is read from its status and judged by the
+pipeline the local executor uses (`autograding/pipeline.py`).
 
 One :class:`~.reflector.PodReflector` watches every grading pod; each job waits on its own pod's
 entry, woken by watch events, never polling. A job costs three API requests when all goes well:

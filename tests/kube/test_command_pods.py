@@ -29,6 +29,9 @@ from kubernetes import client
 from grader_service.autograding.executor import GradingTask
 from grader_service.autograding.kube.executor import KubeAutogradeExecutor
 from grader_service.autograding.kube.objects import NETWORK_LABEL, make_egress_policy
+from grader_service.autograding.kube.stages import recorded_run, stage_overrun
+from grader_service.autograding.pipeline import StageFailed
+from grader_service.command.spec import Stage
 
 from .conftest import KUBE_NAMESPACE, KUBE_PVC_CLAIM
 from .fake_apiserver import FakeKubeAPIServer
@@ -213,6 +216,48 @@ def test_egress_policy_validates_and_selects_only_allowed_grading_pods(tmp_path:
     labels = manifest["metadata"]["labels"]
     assert {k: labels[k] for k in selector if k in labels} != selector  # a denied pod is not selected
     assert {**labels, NETWORK_LABEL: "allowed"} | selector == {**labels, NETWORK_LABEL: "allowed"}
+
+
+def pod_with(*states: dict[str, Any]) -> dict[str, Any]:
+    """A pod whose stages' containers are in `states` (the last one is the main container)."""
+    statuses = [{"name": f"stage-{i}", "state": state} for i, state in enumerate(states)]
+    return {"status": {"initContainerStatuses": statuses[:-1], "containerStatuses": statuses[-1:]}}
+
+
+def test_stage_overrun_counts_from_each_running_containers_start() -> None:
+    running = {"running": {"startedAt": "2026-01-01T00:00:10Z"}}
+    done = {
+        "terminated": {
+            "exitCode": 0,
+            "startedAt": "2026-01-01T00:00:00Z",
+            "finishedAt": "2026-01-01T00:00:09Z",
+        }
+    }
+    start = 1767225610.0  # 2026-01-01T00:00:10Z
+    assert stage_overrun(pod_with(done, running), [5, 30], start + 10) == (None, 20.0)
+    assert stage_overrun(pod_with(done, running), [5, 30], start + 30) == (1, 0.0)
+    # Nothing running (waiting for an image, or between stages): nothing to time, no wake-up of its own.
+    assert stage_overrun(pod_with(done, {"waiting": {"reason": "PodInitializing"}}), [5, 30], start) == (
+        None,
+        float("inf"),
+    )
+
+
+def test_a_wrapped_stage_exit_code_comes_from_its_termination_message_only() -> None:
+    stage = Stage(name="lint", command=("flake8",), continue_on_failure=True)
+    times = {"startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:02Z"}
+
+    def run_with(message: str | None, code: int = 0) -> Any:
+        terminated = {"exitCode": code, **times, **({"message": message} if message else {})}
+        return recorded_run(pod_with({"terminated": terminated}, {}), stage, 0, 10, "out", None, True)
+
+    assert (run_with("grader-stage-exit 3\n").code, run_with("grader-stage-exit 3\n").seconds) == (3, 2.0)
+    assert run_with("grader-stage-exit 0").code == 0
+    assert run_with(None).code is None  # no record: not taken for a success
+    assert run_with("grader-stage-exit 3; rm -rf").code is None
+    assert run_with(None, code=137).code == 137  # the wrapper itself was killed
+    with pytest.raises(StageFailed, match=r"Stage 'lint' did not run \(PodInitializing\)"):
+        recorded_run(pod_with({"waiting": {"reason": "PodInitializing"}}, {}), stage, 0, 10, "", None, True)
 
 
 # ------------------------------------------------------------------------------------------------

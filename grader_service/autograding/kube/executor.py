@@ -625,9 +625,10 @@ class KubeAutogradeExecutor(AutogradeExecutor):
                 else:
                     wake = start_by
             elif timeouts is not None:
-                outcome, wake = await self._watch_stages(task, state, pod, waiting, timeouts)
+                outcome, stage_wake = await self._watch_stages(task, state, pod, waiting, timeouts)
                 if outcome is not None:
                     return outcome
+                wake = min(wake, stage_wake)
             else:
                 self._report(task, waiting, None)
             if loop.time() >= give_up:

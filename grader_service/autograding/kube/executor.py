@@ -701,7 +701,12 @@ class KubeAutogradeExecutor(AutogradeExecutor):
 
     def _image(self, task: GradingTask, pod: Pod | None) -> str:
         """The image the pod waits for: its current container's (a command stage has its own)."""
-        return str((_current_status(pod or {}) or {}).get("image") or self.image_of(task))
+        name = (_current_status(pod or {}) or {}).get("name")
+        spec = (pod or {}).get("spec") or {}
+        for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+            if name and container.get("name") == name and container.get("image"):
+                return str(container["image"])  # as written (a status may show it normalised)
+        return self.image_of(task)
 
     def _waiting_text(self, task: GradingTask, problem: tuple[str, str], pod: Pod | None = None) -> str:
         """What a job whose pod has not started waits for, as instructors see it in its status."""

@@ -260,6 +260,14 @@ def test_a_wrapped_stage_exit_code_comes_from_its_termination_message_only() -> 
         recorded_run(pod_with({"waiting": {"reason": "PodInitializing"}}, {}), stage, 0, 10, "", None, True)
 
 
+def test_the_egress_policy_in_the_docs_is_the_builders() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "kubernetes.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml")[1:]]
+    (block,) = [b for b in blocks if "grading-egress" in b]
+    documented = yaml.safe_load(textwrap.dedent(block))
+    assert documented == make_egress_policy(documented["metadata"]["namespace"])
+
+
 # ------------------------------------------------------------------------------------------------
 # pipelines in the fake cluster
 # ------------------------------------------------------------------------------------------------

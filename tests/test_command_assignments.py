@@ -159,6 +159,11 @@ def test_a_submission_is_graded_by_the_harness_and_students_see_what_visibility_
     )
     book = student.get(f"{base}/gradebook").json()
     assert "LATER after the due date" in json.dumps(book) and "SECRET" not in json.dumps(book)
+    # A student whose extension runs on is judged by their own due date.
+    extension = f"{A}/{command_assignment}/extensions/stu"
+    assert ins.put(extension, json={"due_date": "2099-06-01T00:00:00Z"}).status_code in (200, 201)
+    assert "LATER" not in json.dumps(student.get(f"{base}/gradebook").json())
+    assert ins.delete(extension).status_code == 204
     assert (
         ins.patch(f"{A}/{command_assignment}", json={"due_date": "2099-01-01T00:00:00Z"}).status_code == 200
     )

@@ -182,3 +182,35 @@ def test_a_regrade_and_a_manual_score_work_as_for_notebooks(world: World, comman
     r = world.client("tutor").patch(base, json={"manual_score": 3.5})
     assert r.status_code == 200, r.text
     assert submission(world.client("tutor"), "ml", command_assignment, sid)["score"] == 3.5
+
+
+NET_HARNESS = """
+import json, socket, sys
+try:
+    socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=3).close()
+    reached = 1
+except OSError:
+    reached = 0
+print(json.dumps({'tests': [{'name': 'reached the service', 'score': reached, 'max_score': 1}]}))
+"""
+
+
+def test_a_stage_cannot_reach_the_service(world: World, tmp_path: Path) -> None:
+    """The network is off by default: a stage connecting to the service's own port gets nowhere."""
+    ins = world.client("instructor")
+    assert ins.post(A, json={"name": "netprobe", "kind": "command"}).status_code == 201
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "grader.yaml").write_text(
+        "stages:\n  - name: probe\n"
+        f"    command: [python3, /job/grader/probe.py, '{world.service.port}']\n"
+        "    results: stdout\n    network: true\n"
+    )
+    (tmp_path / "src" / "probe.py").write_text(NET_HARNESS)
+    assert upload(world, "netprobe", zip_dir(tmp_path / "src")).status_code == 200
+    assert ins.patch(f"{A}/netprobe", json={"status": "released"}).status_code == 200
+    r = submit_files(world.client("student"), "ml", "netprobe", {"x.txt": b"-"})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert wait_graded(world.client("tutor"), sid)[-1]["auto_status"] == "graded"
+    book = world.client("tutor").get(f"{A}/netprobe/submissions/{sid}/gradebook").json()
+    assert book["notebooks"]["results"]["cells"]["reached the service"]["points"] == 0.0

@@ -16,6 +16,7 @@ from .grading_utils import submission, submit_files, wait_graded
 A = "lectures/ml/assignments"
 
 GRADER_YAML = """
+max_score: 4
 submission:
   files: ["*.py"]
   max_bytes: 100_000
@@ -63,6 +64,7 @@ def command_assignment(world: World, tmp_path_factory: pytest.TempPathFactory) -
     assert upload(world, "squares", source(tmp_path_factory.mktemp("src"))).status_code == 200
     r = ins.patch(f"{A}/squares", json={"status": "released"})
     assert r.status_code == 200, r.text
+    assert r.json()["max_score"] == 4.0  # grader.yaml's, for grade tables before any grading
     return "squares"
 
 

@@ -87,7 +87,8 @@ def parse(data: bytes | str) -> dict[str, Any]:
     if len(data) > MAX_RESULTS_BYTES:
         raise ResultsError(f"the results are larger than {MAX_RESULTS_BYTES} bytes")
     try:
-        value = safejson.loads(data, MAX_DEPTH)
+        # Strict: no NaN or Infinity (scores must add up), no NUL (the gradebook may go to PostgreSQL).
+        value = safejson.loads(data, MAX_DEPTH, strict=True)
     except ValueError as e:
         raise ResultsError(f"the results are not JSON: {e}") from None
     validator = jsonschema.Draft202012Validator(RESULTS_SCHEMA)

@@ -25,6 +25,11 @@ RESULTS_STDOUT = "stdout"
 MAX_SPEC_BYTES = 256 * 1024
 
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|K|M|G|T|Ki|Mi|Gi|Ti)?$"
+_QUANTITY_TEXT = {
+    "type": "string",
+    "pattern": _QUANTITY,
+    "x-message": "not a number or a quantity such as 512Mi",
+}
 # A glob relative to the submission's root: no leading '/', no '..' part, no backslash.
 _GLOB = r"^(?!/)(?!(.*/)?\.\.(/|$))[^\\\x00]+$"
 
@@ -61,6 +66,12 @@ SCHEMA: dict[str, Any] = {
                     "minimum": 1,
                 },
             },
+        },
+        "max_score": {
+            "type": "number",
+            "description": "The assignment's maximum score, shown (e.g. in the lecture's grade table) before "
+            "any grading. Default: none; each grading's maximum is then the sum of its tests' `max_score`.",
+            "minimum": 0,
         },
         "stages": {
             "type": "array",
@@ -116,14 +127,14 @@ SCHEMA: dict[str, Any] = {
                 "memory": {
                     "description": "Memory limit: bytes, or a quantity such as `512Mi`. Default: the "
                     "assignment's.",
-                    "oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": _QUANTITY}],
+                    "oneOf": [{"type": "integer", "minimum": 1}, _QUANTITY_TEXT],
                 },
                 "cpu": {
                     "description": "CPU limit: cores, or a quantity such as `500m` (Kubernetes). Default: the "
                     "assignment's.",
                     "oneOf": [
                         {"type": "number", "exclusiveMinimum": 0},
-                        {"type": "string", "pattern": _QUANTITY},
+                        _QUANTITY_TEXT,
                     ],
                 },
                 "results": {
@@ -169,6 +180,7 @@ class CommandSpec:
     stages: tuple[Stage, ...]
     files: tuple[str, ...] = ()  # globs; empty: any file
     max_bytes: int | None = None
+    max_score: float | None = None
 
     def allows(self, path: str) -> bool:
         """Whether a student may submit the file at `path` (relative, '/'-separated)."""
@@ -254,7 +266,8 @@ def parse(text: str | bytes) -> CommandSpec:
     if not any(s.results for s in stages):
         raise SpecError(f"{SPEC_FILE}: stages: no stage has `results` (where the tests' scores are)")
     submission = data.get("submission") or {}
-    return CommandSpec(stages, tuple(submission.get("files", ())), submission.get("max_bytes"))
+    max_score = float(data["max_score"]) if "max_score" in data else None
+    return CommandSpec(stages, tuple(submission.get("files", ())), submission.get("max_bytes"), max_score)
 
 
 def _stage(item: dict[str, Any]) -> Stage:

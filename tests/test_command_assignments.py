@@ -16,6 +16,7 @@ from .grading_utils import submission, submit_files, wait_graded
 A = "lectures/ml/assignments"
 
 GRADER_YAML = """
+max_score: 4
 submission:
   files: ["*.py"]
   max_bytes: 100_000
@@ -63,6 +64,7 @@ def command_assignment(world: World, tmp_path_factory: pytest.TempPathFactory) -
     assert upload(world, "squares", source(tmp_path_factory.mktemp("src"))).status_code == 200
     r = ins.patch(f"{A}/squares", json={"status": "released"})
     assert r.status_code == 200, r.text
+    assert r.json()["max_score"] == 4.0  # grader.yaml's, for grade tables before any grading
     return "squares"
 
 
@@ -159,6 +161,11 @@ def test_a_submission_is_graded_by_the_harness_and_students_see_what_visibility_
     )
     book = student.get(f"{base}/gradebook").json()
     assert "LATER after the due date" in json.dumps(book) and "SECRET" not in json.dumps(book)
+    # A student whose extension runs on is judged by their own due date.
+    extension = f"{A}/{command_assignment}/extensions/stu"
+    assert ins.put(extension, json={"due_date": "2099-06-01T00:00:00Z"}).status_code in (200, 201)
+    assert "LATER" not in json.dumps(student.get(f"{base}/gradebook").json())
+    assert ins.delete(extension).status_code == 204
     assert (
         ins.patch(f"{A}/{command_assignment}", json={"due_date": "2099-01-01T00:00:00Z"}).status_code == 200
     )
@@ -208,3 +215,35 @@ def test_each_test_of_the_results_is_a_cell_people_can_grade(world: World, comma
     assert page.status_code == 200, page.text
     assert "Score: 3.5 / 4" in page.text and "off by &lt;one&gt;" in page.text and "<one>" not in page.text
     assert "SECRET" not in page.text
+
+
+NET_HARNESS = """
+import json, socket, sys
+try:
+    socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=3).close()
+    reached = 1
+except OSError:
+    reached = 0
+print(json.dumps({'tests': [{'name': 'reached the service', 'score': reached, 'max_score': 1}]}))
+"""
+
+
+def test_a_stage_cannot_reach_the_service(world: World, tmp_path: Path) -> None:
+    """The network is off by default: a stage connecting to the service's own port gets nowhere."""
+    ins = world.client("instructor")
+    assert ins.post(A, json={"name": "netprobe", "kind": "command"}).status_code == 201
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "grader.yaml").write_text(
+        "stages:\n  - name: probe\n"
+        f"    command: [python3, /job/grader/probe.py, '{world.service.port}']\n"
+        "    results: stdout\n    network: true\n"
+    )
+    (tmp_path / "src" / "probe.py").write_text(NET_HARNESS)
+    assert upload(world, "netprobe", zip_dir(tmp_path / "src")).status_code == 200
+    assert ins.patch(f"{A}/netprobe", json={"status": "released"}).status_code == 200
+    r = submit_files(world.client("student"), "ml", "netprobe", {"x.txt": b"-"})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert wait_graded(world.client("tutor"), sid)[-1]["auto_status"] == "graded"
+    book = world.client("tutor").get(f"{A}/netprobe/submissions/{sid}/gradebook").json()
+    assert book["notebooks"]["results"]["cells"]["reached the service"]["points"] == 0.0

@@ -428,3 +428,30 @@ def test_a_stage_sees_its_directories_and_no_more(sandbox: str, tmp_path: Path) 
     assert {k: v["points"] for k, v in got.items()} == {
         "grader": 0.0, "submission": 1.0, "root": 0.0, "tmp": 1.0, "cwd": 1.0, "data": 0.0
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_continue_on_failure_runs_the_next_stages(sandbox: str, tmp_path: Path) -> None:
+    grader_yaml = """
+    stages:
+      - name: lint
+        command: ["sh", "-c", "echo style problems; exit 3"]
+        continue_on_failure: true
+      - name: missing
+        command: ["no-such-program"]
+        continue_on_failure: true
+      - name: test
+        command: ["sh", "-c", "echo '{\\"tests\\": [{\\"name\\": \\"t\\", \\"score\\": 1, \\"max_score\\": 1}]}'"]
+        results: stdout
+    """
+    job = stage_job(tmp_path, grader_yaml, {}, {})
+
+    outcome = grade(sandbox, job)
+
+    assert {k: v["points"] for k, v in cells(outcome).items()} == {"t": 1.0}
+    assert "Stage 'lint' failed (exit code 3)" in outcome.logs and "style problems" in outcome.logs
+    assert "Stage 'missing' failed (exit code 127)" in outcome.logs
+    assert outcome.gradebook is not None
+    assert [(s["name"], s["exit_code"]) for s in outcome.gradebook["stages"]] == [
+        ("lint", 3), ("missing", 127), ("test", 0)
+    ]  # fmt: skip

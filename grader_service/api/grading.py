@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from ..autograding.queue import REGRADE_PRIORITY, enqueue
 from ..grades import grades_of
 from ..orm import GradingJob, GradingRun, Lecture, Submission, User
-from ..scoring import final_score, graded_score
+from ..scoring import final_score, graded_score, student_deadline
 from ..states import (
     PENDING_JOB_STATES,
     FeedbackStatus,
@@ -136,7 +136,13 @@ class GradebookHandler(SubmissionDetailHandler):
         view.require_visible("gradebook")
         if submission.gradebook is None:
             raise api_error(404, f"Submission {submission_id} has not been graded ({submission.auto_status})")
-        self.write_json(view.gradebook(submission.gradebook))
+        # A command assignment shows some tests' output after the student's own due date (an extension's).
+        due = (
+            None
+            if view.staff
+            else student_deadline(self.db, submission.assignment, submission.user_id).due_date
+        )
+        self.write_json(view.gradebook(submission.gradebook, due))
 
 
 class LogsHandler(SubmissionDetailHandler):

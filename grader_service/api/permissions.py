@@ -325,9 +325,14 @@ class ResultView:
                 model.pop(key, None)
         return model
 
-    def gradebook(self, gradebook: Any) -> Any:
+    def gradebook(self, gradebook: Any, due_date: datetime | None = None) -> Any:
+        """`due_date`: the submitting student's own (a command assignment's tests may show more after it)."""
         self.require_visible("gradebook")
-        return gradebook if self.staff else student_gradebook(gradebook, self.assignment, self.released)
+        return (
+            gradebook
+            if self.staff
+            else student_gradebook(gradebook, self.assignment, self.released, due_date)
+        )
 
     def logs(self, text: str, failure: str | None = None) -> str:
         """The grading log; a student gets only `failure`, why the latest grading failed (if it did)."""

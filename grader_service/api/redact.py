@@ -12,6 +12,7 @@ for staff: a student sees only why a grading failed.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ..command import results as command_results
@@ -55,12 +56,15 @@ def redact_gradebook(gradebook: Any, assignment: Assignment) -> Any:
     return walk(gradebook) if lines else gradebook
 
 
-def student_gradebook(gradebook: dict[str, Any], assignment: Assignment, released: bool) -> dict[str, Any]:
+def student_gradebook(
+    gradebook: dict[str, Any], assignment: Assignment, released: bool, due_date: datetime | None = None
+) -> dict[str, Any]:
     """The gradebook as its student may see it (`released`: the results are released to them).
 
-    A command assignment's tests show their output by their `visibility` (`command.results`)."""
+    A command assignment's tests show their output by their `visibility` (`command.results`), with
+    `due_date` the student's own (an extension's, if they have one; default: the assignment's)."""
     if command_results.is_command_gradebook(gradebook):
-        due = assignment.due_date
+        due = due_date or assignment.due_date
         return command_results.student_view(gradebook, due is not None and due <= utcnow(), released)
     return redact_gradebook(student_view(gradebook), assignment)
 

@@ -1,9 +1,9 @@
 """A command assignment's grading: grader.yaml's stages, one after the other, then their results.
 
-Where a stage runs is the executor's business (a `StageRunner`: the local sandbox, one day a pod's
-containers); what the stages mean is decided here, the same for every executor: the order, what
-counts as a failing stage, where the results come from, the failure messages instructors read,
-and the gradebook (`command.results.to_gradebook`). Each stage gets a fresh, empty results
+Where a stage runs is the executor's business (a `StageRunner`: the local sandbox; for a pod's
+containers, what each did, read once the pod has ended: `kube/stages.py`); what the stages mean
+is decided here, the same for every executor: the order, what counts as a failing stage, where
+the results come from, the failure messages instructors read, and the gradebook (`command.results.to_gradebook`). Each stage gets a fresh, empty results
 directory (`<job>/stages/<index>`, its /job/results), and its results are read only once the
 runner says every process of the stage is gone, so nothing the submission left running can
 change them afterwards.
@@ -124,8 +124,14 @@ def judge(stage: command_spec.Stage, run: StageRun, timeout: float, directory: P
     return None
 
 
-async def run_pipeline(task: GradingTask, runner: StageRunner) -> GradingOutcome:
-    """Run the task's stages with `runner`; the outcome carries the gradebook or why it failed."""
+async def run_pipeline(task: GradingTask, runner: StageRunner, prepared: bool = False) -> GradingOutcome:
+    """Run the task's stages with `runner`; the outcome carries the gradebook or why it failed.
+
+    `prepared`: every stage's results directory was made (`prepare_stage`) before any stage ran, as
+    a pod must have them when it is created; the Kubernetes executor then calls this once the pod
+    has ended, its runner answering with what each container did. A runner raises `StageFailed`
+    for a stage that cannot run at all (the pod stopped before it): that ends the pipeline.
+    """
     started = time.monotonic()
     try:
         spec = command_spec.read(task.job_dir / "source")
@@ -137,8 +143,12 @@ async def run_pipeline(task: GradingTask, runner: StageRunner) -> GradingOutcome
     failures: list[str] = []
     for index, stage in enumerate(spec.stages):
         timeout = stage.timeout or task.limits.timeout
-        directory = prepare_stage(task.job_dir, index)
-        run = await runner(stage, index, timeout)
+        directory = results_dir(task.job_dir, index) if prepared else prepare_stage(task.job_dir, index)
+        try:
+            run = await runner(stage, index, timeout)
+        except StageFailed as e:
+            logs.append(f"== {e}\n")
+            return _failed(str(e), logs, started)
         logs.append(f"== stage {stage.name} ({exit_text(run.code)}, {run.seconds:.2f} s)\n{run.output}")
         stages.append({"name": stage.name, "exit_code": run.code, "duration_s": round(run.seconds, 3),
                        "timed_out": run.timed_out})  # fmt: skip

@@ -67,6 +67,12 @@ SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "max_score": {
+            "type": "number",
+            "description": "The assignment's maximum score, shown (e.g. in the lecture's grade table) before "
+            "any grading. Default: none; each grading's maximum is then the sum of its tests' `max_score`.",
+            "minimum": 0,
+        },
         "stages": {
             "type": "array",
             "description": "The stages, run in order. A stage fails when it times out, prints more than "
@@ -174,6 +180,7 @@ class CommandSpec:
     stages: tuple[Stage, ...]
     files: tuple[str, ...] = ()  # globs; empty: any file
     max_bytes: int | None = None
+    max_score: float | None = None
 
     def allows(self, path: str) -> bool:
         """Whether a student may submit the file at `path` (relative, '/'-separated)."""
@@ -259,7 +266,8 @@ def parse(text: str | bytes) -> CommandSpec:
     if not any(s.results for s in stages):
         raise SpecError(f"{SPEC_FILE}: stages: no stage has `results` (where the tests' scores are)")
     submission = data.get("submission") or {}
-    return CommandSpec(stages, tuple(submission.get("files", ())), submission.get("max_bytes"))
+    max_score = float(data["max_score"]) if "max_score" in data else None
+    return CommandSpec(stages, tuple(submission.get("files", ())), submission.get("max_bytes"), max_score)
 
 
 def _stage(item: dict[str, Any]) -> Stage:

@@ -71,8 +71,8 @@ def _command_release(source: Path, output: Path) -> dict[str, Any]:
     except spec.SpecError as e:
         raise ReleaseFailed(str(e)) from None
     output.mkdir()
-    return {"schema": SCHEMA, "kind": "skeleton", "engine": "command", "max_score": None, "notebooks": {},
-            "submission": parsed.as_dict()}  # fmt: skip
+    return {"schema": SCHEMA, "kind": "skeleton", "engine": "command", "max_score": parsed.max_score,
+            "notebooks": {}, "submission": parsed.as_dict()}  # fmt: skip
 
 
 async def release_assignment(
@@ -87,7 +87,9 @@ async def release_assignment(
         if kind == AssignmentKind.COMMAND:
             skeleton = await asyncio.to_thread(_command_release, source, output)
             commit = await _store_release(service, assignment_id, source_commit, output)
-            return Released(commit=commit, gradebook=skeleton, max_score=None, hidden_lines=[])
+            return Released(
+                commit=commit, gradebook=skeleton, max_score=skeleton["max_score"], hidden_lines=[]
+            )
         converted = await asyncio.to_thread(_convert, source, output)
         for name in SERVICE_ONLY_FILES:
             target = output / name

@@ -20,8 +20,9 @@ from sqlalchemy import select
 from grader_service.orm import GradingJob, Submission
 
 from ..conftest import DATA, World, zip_dir
-from ..grading_utils import submission, wait_graded
+from ..grading_utils import submission, submit_files, wait_graded
 from ..service import ServiceProcess
+from ..test_command_assignments import GRADER_YAML, A, source, upload
 from .conftest import KUBE_NAMESPACE, KUBE_PVC_CLAIM
 from .fake_apiserver import FakeKubeAPIServer
 from .fake_kubelet import PULL_ERRORS, PullFailure
@@ -225,4 +226,41 @@ def test_a_missing_image_fails_the_grading_at_once_without_retries(
             select(GradingJob.state, GradingJob.attempts).where(GradingJob.submission_id == sub["id"])
         ).all()
     assert [tuple(j) for j in jobs] == [("failed", 1)]
+    assert cluster.list_pods() == []
+
+
+def test_a_command_assignment_is_graded_in_a_pod_with_its_stages(
+    cluster: FakeKubeAPIServer, kube_world: World, tmp_path: Path
+) -> None:
+    """Through the service: the scheduler stages the job, the stages run as the pod's containers
+    (a build stage, then the harness), and students see what the tests' visibility allows."""
+    two_stages = GRADER_YAML.replace(
+        "stages:\n",
+        "stages:\n  - name: build\n    command: [sh, -c, 'python3 -m py_compile solution.py && echo compiled']\n",
+    )
+    ins = kube_world.client("instructor")
+    r = ins.post(A, json={"name": "kube-squares", "kind": "command", "due_date": "2099-01-01T00:00:00Z"})
+    assert r.status_code == 201, r.text
+    assert upload(kube_world, "kube-squares", source(tmp_path, two_stages)).status_code == 200
+    assert ins.patch(f"{A}/kube-squares", json={"status": "released"}).status_code == 200
+    files = {"solution.py": b"def square(x): return x * x if x != 3 else 0\n"}
+    r = submit_files(kube_world.client("student"), "ml", "kube-squares", files)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    events = wait_graded(kube_world.client("tutor"), sid, timeout=120)
+    assert events[-1]["auto_status"] == "graded", events
+    got = submission(kube_world.client("tutor"), "ml", "kube-squares", sid)
+    assert (got["score"], got["max_score"]) == (3.0, 4.0)
+    base = f"{A}/kube-squares/submissions/{sid}"
+    staff = kube_world.client("tutor").get(f"{base}/gradebook").json()
+    assert [s["name"] for s in staff["stages"]] == ["build", "test"]
+    logs = kube_world.client("tutor").get(f"{base}/logs")
+    assert logs.status_code == 200 and "compiled" in logs.text, logs.text
+    assert ins.post(f"{A}/kube-squares/feedback-release").status_code == 200
+    book = kube_world.client("student").get(f"{base}/gradebook").json()
+    assert "SECRET" not in json.dumps(book) and "stages" not in book
+    per_job = [
+        r for r in cluster.requests if not (r.method == "GET" and r.path.rstrip("/").endswith("/pods"))
+    ]
+    assert [r.method for r in per_job] == ["POST", "GET", "GET", "DELETE"]  # a log per stage
     assert cluster.list_pods() == []

@@ -4,7 +4,10 @@ The service's data directory is a PersistentVolumeClaim (mounted in the service 
 ``data_mount_path``). The scheduler stages ``<data>/jobs/<job id>/{submission,source,output}``
 there; the job's pod mounts only that directory (``subPath``) at ``job_mount_path`` and runs
 ``grader-convert autograde`` on it, so the gradebook appears in the service's data directory
-without copying anything.
+without copying anything. A command assignment's pod runs grader.yaml's stages instead, one
+container each (`objects.make_command_pod`); the stages' timeouts are enforced from the watch,
+and once the pod has ended each stage's outcome is read from its status and judged by the
+pipeline the local executor uses (`autograding/pipeline.py`).
 
 One :class:`~.reflector.PodReflector` watches every grading pod; each job waits on its own pod's
 entry, woken by watch events, never polling. A job costs three API requests when all goes well:
@@ -24,6 +27,7 @@ import datetime
 import json
 import math
 import os
+import shutil
 import time
 import uuid
 from collections import abc
@@ -36,6 +40,7 @@ from kubernetes.client.rest import ApiException
 from traitlets import Bool, Callable, Dict, Float, Integer, List, Unicode, default
 
 from ... import __version__
+from ...command import spec as command_spec
 from ...states import AssignmentKind
 from ..executor import (
     EXIT_DISK_LIMIT,
@@ -51,6 +56,7 @@ from ..executor import (
     parse_quantity,
     read_gradebook,
 )
+from ..pipeline import StageRun, prepare_stage, run_pipeline
 from .client import KubeClient, KubeError, PermissionDenied, make_api_client, own_namespace
 from .image_pull import PULL_REASONS, pull_error, pull_verdict
 from .objects import (
@@ -58,12 +64,17 @@ from .objects import (
     COMPONENT,
     CONTAINER_NAME,
     LABEL_PREFIX,
+    NETWORK_LABEL,
+    StageContainer,
     component_selector,
+    make_command_pod,
     make_grading_pod,
     make_labels,
     pod_name_for_job,
+    stage_container_name,
 )
 from .reflector import PodReflector, PodState
+from .stages import recorded_run, stage_overrun, stage_ran
 
 Pod = dict[str, Any]
 
@@ -90,13 +101,6 @@ FOLLOW_MARGIN = 60.0
 
 class PodConflict(Exception):
     """A pod with the job's name exists and belongs to something else."""
-
-
-# Command assignments' stages would be the pod's init containers (kube/objects.py): not built yet.
-COMMAND_REFUSED = (
-    "Command assignments cannot be graded by the Kubernetes executor yet; grade them with the local "
-    "executor (c.GraderService.executor_class = 'local')"
-)
 
 
 class KubeAutogradeExecutor(AutogradeExecutor):
@@ -317,11 +321,20 @@ class KubeAutogradeExecutor(AutogradeExecutor):
         return options.command(self.python, job_paths(self.job_mount_path))
 
     def active_deadline(self, task: GradingTask) -> int:
+        """The pod's activeDeadlineSeconds: the job's timeout (a command job's: the sum of its stages'
+        timeouts, since they run one after the other) plus ``deadline_grace``."""
+        if task.kind == AssignmentKind.COMMAND:
+            return math.ceil(sum(self.stage_timeouts(task))) + max(self.deadline_grace, 0)
         return math.ceil(task.limits.timeout) + max(self.deadline_grace, 0)
 
-    def resources(self, task: GradingTask) -> PodResources:
-        """Requests and limits; a request above its limit is lowered to it (the API would refuse it)."""
-        cpu_limit, memory_limit = task.limits.cpu, task.limits.memory
+    def resources(
+        self, task: GradingTask, cpu: float | str | None = None, memory: str | int | None = None
+    ) -> PodResources:
+        """Requests and limits; a request above its limit is lowered to it (the API would refuse it).
+
+        ``cpu`` and ``memory`` (a command stage's own limits) replace the job's limits."""
+        cpu_limit = cpu if cpu is not None else task.limits.cpu
+        memory_limit = memory if memory is not None else task.limits.memory
         cpu_request: float | str | None = self.cpu_request
         memory_request: str | int | None = self.memory_request
         if cpu_limit and cpu_request and cpu_cores(cpu_request) > cpu_cores(cpu_limit):
@@ -337,6 +350,100 @@ class KubeAutogradeExecutor(AutogradeExecutor):
             "disk_limit": memory_quantity(disk_limit) if disk_limit else None,
         }
 
+    # --- command assignments --------------------------------------------------------------------
+
+    def read_spec(self, task: GradingTask) -> command_spec.CommandSpec:
+        """The job's grader.yaml (staged with its source; `SpecError` if it does not validate)."""
+        return command_spec.read(Path(task.job_dir) / "source")
+
+    def stage_timeouts(self, task: GradingTask) -> list[float]:
+        return [stage.timeout or task.limits.timeout for stage in self.read_spec(task).stages]
+
+    def pod_network(self, spec: command_spec.CommandSpec) -> bool:
+        """Whether a command pod may reach the network: the admin allows it and EVERY stage asks.
+
+        The containers of a pod share one network namespace, so egress is per pod. "Any stage"
+        would give the network to stages that did not ask for it, typically the one running the
+        student's code; "every stage" never does. A pipeline whose build step needs the network
+        should have that in its image instead (or be graded by the local executor, per stage).
+        """
+        return self.allow_network and all(stage.network for stage in spec.stages)
+
+    def make_command_pod(self, task: GradingTask, annotations: dict[str, str]) -> V1Pod:
+        """A command job's pod: grader.yaml's stages as its containers (`objects.make_command_pod`)."""
+        spec = self.read_spec(task)
+        last = len(spec.stages) - 1
+        stages = [
+            StageContainer(
+                image=stage.image or self.image_of(task),
+                command=stage.command,
+                resources=self.resources(task, cpu=stage.cpu, memory=stage.memory),
+                keep_going=stage.continue_on_failure and index < last,
+            )
+            for index, stage in enumerate(spec.stages)
+        ]
+        labels = make_labels(task.lecture, task.assignment, task.submission_id, task.job_id)
+        labels[NETWORK_LABEL] = "allowed" if self.pod_network(spec) else "denied"
+        return make_command_pod(
+            name=self.runner_name(task), namespace=self.namespace, stages=stages, labels=labels,
+            annotations=annotations, env={k: str(v) for k, v in self.extra_env.items()},
+            job_subpath=self.job_subpath(task), pvc_name=self.pvc_name,
+            disk_limit=stages[0].resources.get("disk_limit"),
+            active_deadline_seconds=self.active_deadline(task), node_selector=self.node_selector,
+            tolerations=self.tolerations, affinity=self.affinity, image_pull_policy=self.image_pull_policy,
+            image_pull_secrets=self.image_pull_secrets, service_account_name=self.service_account_name,
+            run_as_user=self.run_as_user, run_as_group=self.run_as_group, fs_group=self.fs_group,
+            extra_pod_config=self.extra_pod_config,
+        )  # fmt: skip
+
+    @staticmethod
+    def prepare_stages(task: GradingTask, count: int) -> None:
+        """Each stage's empty /job/results on the volume before the pod exists (see `make_command_pod`)."""
+        shutil.rmtree(Path(task.job_dir) / "stages", ignore_errors=True)
+        for index in range(count):
+            prepare_stage(Path(task.job_dir), index)
+
+    async def _collect_command(
+        self, task: GradingTask, state: PodState, pod: Pod, timed_out: int | None = None
+    ) -> GradingOutcome:
+        """A command pod's outcome: each stage judged by the pipeline, as the local executor's are.
+
+        The logs are read first (a stopped pod's go with it); a pod stopped for a stage's timeout is
+        deleted and gone before any results are read, so nothing left running can change them.
+        """
+        try:
+            spec = self.read_spec(task)
+        except command_spec.SpecError as e:  # the job directory changed under the pod (a restart)
+            return GradingOutcome(False, reason=f"Could not grade: {e}")
+        logs = {
+            index: await self._read_logs(state.name, stage_container_name(index))
+            for index in range(len(spec.stages))
+            if stage_ran(pod, index)
+        }
+        if timed_out is not None:
+            await self._delete_and_wait(state, pod)
+        elif (failure := pod_failure(pod)) is not None:
+            return GradingOutcome(False, logs=cap_text("\n".join(logs.values()).encode()), reason=failure[0],
+                                  retryable=failure[1])  # fmt: skip
+        last = len(spec.stages) - 1
+
+        async def recorded(stage: command_spec.Stage, index: int, timeout: float) -> StageRun:
+            output = logs.get(index, "")
+            keep_going = stage.continue_on_failure and index < last
+            return recorded_run(pod, stage, index, timeout, output, timed_out, keep_going)
+
+        return await run_pipeline(task, recorded, prepared=True)
+
+    async def _delete_and_wait(self, state: PodState, pod: Pod) -> None:
+        assert self.kube is not None
+        try:
+            await self.kube.delete_pod(state.name, state.uid)
+        except KubeError as exc:
+            self._log_api_error(exc)
+            return
+        if not await state.wait(lambda s: s.deleted, timeout=self._delete_wait(pod)):
+            self.log.warning("Grading pod %s was deleted but is still there", state.name)
+
     def make_pod(self, task: GradingTask, attempt: str = "") -> V1Pod:
         """The job's pod (pure apart from reading traits); ``attempt`` marks this run's pod."""
         annotations = {
@@ -346,6 +453,8 @@ class KubeAutogradeExecutor(AutogradeExecutor):
         }
         if attempt:
             annotations[ATTEMPT_ANNOTATION] = attempt
+        if task.kind == AssignmentKind.COMMAND:
+            return self.make_command_pod(task, annotations)
         return make_grading_pod(
             name=self.runner_name(task),
             namespace=self.namespace,
@@ -374,8 +483,6 @@ class KubeAutogradeExecutor(AutogradeExecutor):
     # --- running a job --------------------------------------------------------------------------
 
     async def run(self, task: GradingTask) -> GradingOutcome:
-        if task.kind == AssignmentKind.COMMAND:
-            return GradingOutcome(False, reason=COMMAND_REFUSED)
         assert self.kube is not None and self.reflector is not None, "start() was not called"
         async with self._slots:
             return await self._run(task)
@@ -386,6 +493,8 @@ class KubeAutogradeExecutor(AutogradeExecutor):
         attempt = uuid.uuid4().hex
         try:
             pod = self.make_pod(task, attempt)
+            if task.kind == AssignmentKind.COMMAND:
+                await asyncio.to_thread(self.prepare_stages, task, len(self.read_spec(task).stages))
         except (KubeError, ValueError) as exc:  # configuration: retrying cannot help
             message = exc.message if isinstance(exc, KubeError) else str(exc)
             self.log.error("Kubernetes executor: cannot build the grading pod: %s", message)
@@ -488,6 +597,7 @@ class KubeAutogradeExecutor(AutogradeExecutor):
         start_by = now_loop + (started + self.start_timeout - now_wall)
         give_up = start_by + self.active_deadline(task) + FOLLOW_MARGIN
         waiting = _StartWait()
+        timeouts = self.stage_timeouts(task) if task.kind == AssignmentKind.COMMAND else None
         while True:
             seen = state.version
             if state.deleted:
@@ -509,11 +619,16 @@ class KubeAutogradeExecutor(AutogradeExecutor):
                 if failure is not None:
                     return failure
                 problem = start_problem(pod)
-                self._report(task, waiting, self._waiting_text(task, problem) if problem else None)
+                self._report(task, waiting, self._waiting_text(task, problem, pod) if problem else None)
                 if waiting.pull_since is not None:
                     wake = min(start_by, waiting.pull_since + self._pull_limit)
                 else:
                     wake = start_by
+            elif timeouts is not None:
+                outcome, stage_wake = await self._watch_stages(task, state, pod, waiting, timeouts)
+                if outcome is not None:
+                    return outcome
+                wake = min(wake, stage_wake)
             else:
                 self._report(task, waiting, None)
             if loop.time() >= give_up:
@@ -524,6 +639,32 @@ class KubeAutogradeExecutor(AutogradeExecutor):
                     retryable=True,
                 )
             await state.wait(_changed_since(seen), timeout=max(wake - loop.time(), 0.0))
+
+    async def _watch_stages(
+        self, task: GradingTask, state: PodState, pod: Pod, waiting: _StartWait, timeouts: list[float]
+    ) -> tuple[GradingOutcome | None, float]:
+        """A running command pod: (its outcome if it must stop now, else when to look again).
+
+        It stops when a stage has run past its timeout, or when a later stage's image cannot be
+        pulled: permanently at once, transiently after image_pull_timeout, as for the first stage
+        (which `_follow` watches before anything has started). Otherwise the pod's deadline would
+        be the first to notice, with a reason that does not name the image.
+        """
+        loop = asyncio.get_running_loop()
+        overrun, left = stage_overrun(pod, timeouts, time.time())
+        if overrun is not None:
+            return await self._collect_command(task, state, pod, timed_out=overrun), loop.time()
+        wake = loop.time() + left
+        problem = start_problem(pod)
+        if problem is None or problem[0] not in PULL_REASONS:
+            waiting.pull_since = None  # each stage's image gets its own image_pull_timeout
+            self._report(task, waiting, None)
+            return None, wake
+        self._report(task, waiting, self._waiting_text(task, problem, pod))
+        failure = self._start_verdict(task, pod, waiting, loop.time(), math.inf)
+        if failure is None and waiting.pull_since is not None:
+            wake = min(wake, waiting.pull_since + self._pull_limit)
+        return failure, wake
 
     def _report(self, task: GradingTask, waiting: _StartWait, text: str | None) -> None:
         if text != waiting.reported:
@@ -545,10 +686,10 @@ class KubeAutogradeExecutor(AutogradeExecutor):
             error = pull_error(reason, message, waiting.last_pull_error)
             waiting.last_pull_error = error
             if pull_verdict(reason, error) == "permanent":
-                return self._pull_failure(task, reason, error, permanent=True)
+                return self._pull_failure(task, reason, error, permanent=True, pod=pod)
             waiting.pull_since = waiting.pull_since if waiting.pull_since is not None else now
             if now >= min(waiting.pull_since + self._pull_limit, start_by):
-                return self._pull_failure(task, reason, error, permanent=False)
+                return self._pull_failure(task, reason, error, permanent=False, pod=pod)
             return None
         if now < start_by:
             return None
@@ -558,20 +699,31 @@ class KubeAutogradeExecutor(AutogradeExecutor):
     def _pull_limit(self) -> float:
         return float(min(self.image_pull_timeout, self.start_timeout))
 
-    def _waiting_text(self, task: GradingTask, problem: tuple[str, str]) -> str:
+    def _image(self, task: GradingTask, pod: Pod | None) -> str:
+        """The image the pod waits for: its current container's (a command stage has its own)."""
+        name = (_current_status(pod or {}) or {}).get("name")
+        spec = (pod or {}).get("spec") or {}
+        for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+            if name and container.get("name") == name and container.get("image"):
+                return str(container["image"])  # as written (a status may show it normalised)
+        return self.image_of(task)
+
+    def _waiting_text(self, task: GradingTask, problem: tuple[str, str], pod: Pod | None = None) -> str:
         """What a job whose pod has not started waits for, as instructors see it in its status."""
         reason, message = problem
         if reason in PULL_REASONS:
             return (
-                f"Waiting for the grading image {self.image_of(task)!r} ({reason}: {message}); the kubelet "
+                f"Waiting for the grading image {self._image(task, pod)!r} ({reason}: {message}); the kubelet "
                 f"retries the pull, the job gives up after {self._pull_limit:.0f} s"
             )
         if reason == "Unschedulable":
             return f"Waiting for a node to run the grading pod (Unschedulable: {message})"
         return f"Waiting for the grading container to start ({reason}: {message})"
 
-    def _pull_failure(self, task: GradingTask, reason: str, error: str, permanent: bool) -> GradingOutcome:
-        image = self.image_of(task)
+    def _pull_failure(
+        self, task: GradingTask, reason: str, error: str, permanent: bool, pod: Pod | None = None
+    ) -> GradingOutcome:
+        image = self._image(task, pod)
         if reason == "InvalidImageName":
             text = f"The grading image {image!r} is not a valid image name (InvalidImageName: {error})"
         elif permanent:
@@ -599,6 +751,8 @@ class KubeAutogradeExecutor(AutogradeExecutor):
 
     async def _collect(self, task: GradingTask, state: PodState, pod: Pod) -> GradingOutcome:
         """The outcome of a pod that ended: its exit, its log, and the gradebook on the PVC."""
+        if task.kind == AssignmentKind.COMMAND:
+            return await self._collect_command(task, state, pod)
         status = pod.get("status") or {}
         container = _container_status(pod)
         terminated = ((container or {}).get("state") or {}).get("terminated") or {}
@@ -615,17 +769,13 @@ class KubeAutogradeExecutor(AutogradeExecutor):
             )
 
         retryable = False
-        if status.get("reason") == "DeadlineExceeded":
-            deadline = (pod.get("spec") or {}).get("activeDeadlineSeconds")
-            reason = f"The grading pod exceeded its time limit of {deadline} s (DeadlineExceeded)"
+        failure = pod_failure(pod)
+        if failure is not None and status.get("reason") == "DeadlineExceeded":
+            reason, retryable = failure
         elif terminated.get("reason") == "OOMKilled":
             reason = f"The grading pod ran out of memory (OOMKilled, limit {_memory_limit(pod)})"
-        elif status.get("reason") == "Evicted" and _storage_eviction(status.get("message") or ""):
-            detail = f"Kubernetes evicted the pod: {(status.get('message') or '').strip()}"
-            reason = disk_limit_reason(_disk_limit(pod), detail)
-        elif status.get("reason") == "Evicted":
-            reason = f"The grading pod was evicted from its node ({status.get('message') or 'no message'})"
-            retryable = True
+        elif failure is not None:
+            reason, retryable = failure
         elif code == EXIT_DISK_LIMIT:
             reason = disk_limit_reason(_disk_limit(pod))
         elif not terminated:
@@ -656,12 +806,12 @@ class KubeAutogradeExecutor(AutogradeExecutor):
             retryable=retryable,
         )
 
-    async def _read_logs(self, name: str) -> str:
+    async def _read_logs(self, name: str, container: str = CONTAINER_NAME) -> str:
         """The container's log, at most MAX_LOG_BYTES: its head, and its tail if it is longer."""
         assert self.kube is not None
         keep_tail = (3 * MAX_LOG_BYTES) // 4
         try:
-            head = await self.kube.read_log(name, CONTAINER_NAME, limit_bytes=MAX_LOG_BYTES)
+            head = await self.kube.read_log(name, container, limit_bytes=MAX_LOG_BYTES)
             if len(head) < MAX_LOG_BYTES:
                 return cap_text(head)
             # The API can only cut a log by lines from the end (tailLines) and by bytes from the
@@ -669,9 +819,7 @@ class KubeAutogradeExecutor(AutogradeExecutor):
             # and ask for fewer if the guess was too generous.
             lines = max(1, int(keep_tail / (len(head) / max(head.count(b"\n"), 1))))
             for _ in range(4):
-                tail = await self.kube.read_log(
-                    name, CONTAINER_NAME, limit_bytes=MAX_LOG_BYTES, tail_lines=lines
-                )
+                tail = await self.kube.read_log(name, container, limit_bytes=MAX_LOG_BYTES, tail_lines=lines)
                 if len(tail) < MAX_LOG_BYTES or lines == 1:
                     break
                 lines = max(1, lines // 4)
@@ -793,9 +941,36 @@ def _container_status(pod: Pod) -> dict[str, Any] | None:
     return statuses[0] if statuses else None
 
 
+def _current_status(pod: Pod) -> dict[str, Any] | None:
+    """The container the pod is at: its first init container that has not ended, else its main one."""
+    for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        if "terminated" not in (status.get("state") or {}):
+            return status
+    return _container_status(pod)
+
+
 def _container_started(pod: Pod) -> bool:
-    state = (_container_status(pod) or {}).get("state") or {}
-    return "running" in state or "terminated" in state
+    """Whether a container of the pod has started (a command pod's first stage counts)."""
+    statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+    for status in [*statuses, _container_status(pod) or {}]:
+        state = status.get("state") or {}
+        if "running" in state or "terminated" in state:
+            return True
+    return False
+
+
+def pod_failure(pod: Pod) -> tuple[str, bool] | None:
+    """(reason, retryable) when the cluster ended the pod: its deadline, or an eviction."""
+    status = pod.get("status") or {}
+    if status.get("reason") == "DeadlineExceeded":
+        deadline = (pod.get("spec") or {}).get("activeDeadlineSeconds")
+        return f"The grading pod exceeded its time limit of {deadline} s (DeadlineExceeded)", False
+    if status.get("reason") == "Evicted" and _storage_eviction(status.get("message") or ""):
+        detail = f"Kubernetes evicted the pod: {(status.get('message') or '').strip()}"
+        return disk_limit_reason(_disk_limit(pod), detail), False
+    if status.get("reason") == "Evicted":
+        return f"The grading pod was evicted from its node ({status.get('message') or 'no message'})", True
+    return None
 
 
 @dataclass
@@ -813,7 +988,7 @@ def start_problem(pod: Pod) -> tuple[str, str] | None:
         unscheduled = condition.get("type") == "PodScheduled" and condition.get("status") == "False"
         if unscheduled and condition.get("reason") == "Unschedulable":
             return "Unschedulable", condition.get("message") or "no node fits"
-    waiting = ((_container_status(pod) or {}).get("state") or {}).get("waiting") or {}
+    waiting = ((_current_status(pod) or {}).get("state") or {}).get("waiting") or {}
     reason = waiting.get("reason")
     if reason in PULL_REASONS or reason in CONFIG_PROBLEMS:
         return reason, waiting.get("message") or reason
@@ -821,7 +996,7 @@ def start_problem(pod: Pod) -> tuple[str, str] | None:
 
 
 def _pending_reason(pod: Pod) -> str:
-    waiting = ((_container_status(pod) or {}).get("state") or {}).get("waiting") or {}
+    waiting = ((_current_status(pod) or {}).get("state") or {}).get("waiting") or {}
     if waiting.get("reason"):
         message = waiting.get("message")
         return f"{waiting['reason']}: {message}" if message else waiting["reason"]
@@ -829,8 +1004,10 @@ def _pending_reason(pod: Pod) -> str:
 
 
 def _limit(pod: Pod, resource: str) -> str:
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        if container.get("name") == CONTAINER_NAME:
+    """The grading container's limit (a command pod's main container: every stage has the disk limit)."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    for container in containers:
+        if container.get("name") == CONTAINER_NAME or len(containers) == 1:
             limit = ((container.get("resources") or {}).get("limits") or {}).get(resource)
             return str(limit) if limit else "none"
     return "unknown"

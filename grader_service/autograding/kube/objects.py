@@ -19,15 +19,24 @@ import copy
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client import V1Pod
 from kubernetes.client import models as k8s_models
 
+from ...command.spec import RESULTS_DIR
+
 APP_NAME = "grader-service"
 COMPONENT = "autograde"
 CONTAINER_NAME = "autograde"
 LABEL_PREFIX = "grader-service/"
+# A command pod's egress: "allowed" only when the admin allows it and every stage asks for it.
+NETWORK_LABEL = f"{LABEL_PREFIX}network"
+# What a `continue_on_failure` stage's wrapper writes to its termination message: "<mark> <code>".
+EXIT_MARK = "grader-stage-exit"
+# Where a command stage sees the job's parts: as in the local sandbox (namespaces.stage_binds).
+SUBMISSION_DIR, GRADER_DIR = "/job/submission", "/job/grader"
 
 _LABEL_VALUE_BAD_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -299,6 +308,149 @@ def _scheduling(
     if service_account_name:
         spec["serviceAccountName"] = service_account_name
     return spec
+
+
+# --- command assignments -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageContainer:
+    """One stage of a command assignment as a container of the job's pod (see `make_command_pod`).
+
+    ``resources`` are the keyword arguments of the notebook pod's limits (cpu_request, cpu_limit,
+    memory_request, memory_limit, disk_limit: quantities or None). ``keep_going``: the stage has
+    ``continue_on_failure`` and is not the last, so its command is wrapped (`keep_going_command`).
+    """
+
+    image: str
+    command: tuple[str, ...]
+    resources: Mapping[str, Any]
+    keep_going: bool = False
+
+
+def stage_container_name(index: int) -> str:
+    """``stage-<index>``: stage names may hold ``_``, ``.`` and capitals, which container names may not."""
+    return f"stage-{index}"
+
+
+def keep_going_command(command: Sequence[str]) -> list[str]:
+    """The command of a `continue_on_failure` stage that is an init container.
+
+    A failing init container fails the whole pod (no later stage would run), so the stage runs
+    under ``/bin/sh``, which records its exit code in the container's termination message
+    (``grader-stage-exit <code>``, read back from the pod's status) and exits 0. Only such stages
+    need a shell in their image; a stage's command itself never runs through one (its arguments
+    are passed as ``"$@"``). The stage can forge the message, but a stage can always choose its
+    own exit code, so that gives it nothing.
+    """
+    script = f'"$@"; echo "{EXIT_MARK} $?" > /dev/termination-log; exit 0'
+    return ["/bin/sh", "-c", script, "sh", *command]
+
+
+def make_command_pod(
+    *,
+    name: str,
+    namespace: str,
+    stages: Sequence[StageContainer],
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+    job_subpath: str,
+    pvc_name: str,
+    disk_limit: str | None = None,
+    active_deadline_seconds: int | None = None,
+    node_selector: Mapping[str, str] | None = None,
+    tolerations: Sequence[Mapping[str, Any]] | None = None,
+    affinity: Mapping[str, Any] | None = None,
+    image_pull_policy: str | None = None,
+    image_pull_secrets: Sequence[str] | None = None,
+    service_account_name: str | None = None,
+    run_as_user: int = 1000,
+    run_as_group: int = 1000,
+    fs_group: int | None = None,
+    termination_grace_period_seconds: int = 5,
+    extra_pod_config: Mapping[str, Any] | None = None,
+) -> V1Pod:
+    """The pod of a command assignment's grading: its stages as init containers, the last as the main one.
+
+    Init containers run one after the other, each to completion, and a failing one ends the pod:
+    exactly grader.yaml's order and "a failing stage stops the pipeline", with each stage in its
+    own image and with its own limits, kept by the kubelet. One container running a stage runner
+    would need one image holding every stage's tools.
+
+    Every stage sees the layout of the local sandbox, from the job's directory on the shared volume
+    by ``subPath``: ``/job/submission`` (writable: a build stage leaves its binaries there for the
+    next), ``/job/grader`` (the source, read-only), ``/job/results`` (``<job>/stages/<index>``, its own
+    and empty: the service creates it before the pod, since the kubelet would create it owned by
+    root) and ``/tmp`` (an emptyDir of its own). The security context is the notebook pod's.
+    """
+    if not stages:
+        raise ValueError("a command pod needs at least one stage")
+    containers = []
+    for index, stage in enumerate(stages):
+        _check_pod_arguments(name, stage.command, job_subpath)
+        command = keep_going_command(stage.command) if stage.keep_going else list(stage.command)
+        container = _grading_container(
+            stage.image, command, {"HOME": "/tmp", **(env or {})}, SUBMISSION_DIR, job_subpath,
+            _resources(**stage.resources), run_as_user, run_as_group, None, image_pull_policy,
+        )  # fmt: skip
+        container["name"] = stage_container_name(index)
+        container["volumeMounts"] = [
+            {"name": "job", "mountPath": SUBMISSION_DIR, "subPath": f"{job_subpath}/submission"},
+            {"name": "job", "mountPath": GRADER_DIR, "subPath": f"{job_subpath}/source", "readOnly": True},
+            {"name": "job", "mountPath": RESULTS_DIR, "subPath": f"{job_subpath}/stages/{index}"},
+            {"name": f"tmp-{index}", "mountPath": "/tmp"},
+        ]
+        containers.append(container)
+    spec = _pod_spec(
+        containers[-1], pvc_name, None, None, run_as_user, run_as_group, fs_group,
+        termination_grace_period_seconds,
+    )  # fmt: skip
+    if len(containers) > 1:
+        spec["initContainers"] = containers[:-1]
+    size = {"sizeLimit": str(disk_limit)} if disk_limit is not None else {}
+    spec["volumes"] = [
+        spec["volumes"][0],
+        *({"name": f"tmp-{i}", "emptyDir": dict(size)} for i in range(len(stages))),
+    ]
+    spec.update(_scheduling(
+        active_deadline_seconds, node_selector, tolerations, affinity, image_pull_secrets, service_account_name
+    ))  # fmt: skip
+    if extra_pod_config:
+        spec = merge_config(spec, extra_pod_config)
+    metadata = {
+        "name": name,
+        "namespace": namespace,
+        "labels": dict(labels),
+        "annotations": dict(annotations or {}),
+    }
+    return _checked_pod({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
+
+
+def make_egress_policy(namespace: str, name: str = f"{APP_NAME}-grading-egress") -> dict[str, Any]:
+    """The NetworkPolicy that lets a command pod labelled ``grader-service/network=allowed`` reach out.
+
+    Grading pods are denied all traffic by the chart's ``grading-deny-all`` policy; policies only
+    ever add what is allowed, so this one opens egress (anywhere, DNS included) for the pods the
+    executor labelled allowed, and for no other. The containers of a pod share one network
+    namespace, so this is per pod, not per stage: see ``KubeAutogradeExecutor.pod_network``.
+    """
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": APP_NAME}},
+        "spec": {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": APP_NAME,
+                    "app.kubernetes.io/component": COMPONENT,
+                    NETWORK_LABEL: "allowed",
+                }
+            },
+            "policyTypes": ["Egress"],
+            "egress": [{}],
+        },
+    }
 
 
 def merge_config(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from grader_service.autograding.kube.objects import make_egress_policy
+
 from . import chart
 from .chart import CHART_DIR, NAMESPACE, RELEASE, find, one
 
@@ -68,6 +70,7 @@ MATRIX: dict[str, dict[str, Any]] = {
                 "limits": {"cpu": 2, "memory": "2Gi"},
             },
             "startTimeout": 600,
+            "allowNetwork": True,
             "imagePullTimeout": 90,
             "keepFailedPods": True,
             "maxConcurrentPods": 2,
@@ -728,6 +731,15 @@ def test_grading_pods_are_denied_all_traffic(docs):
     assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
     # no rules at all = nothing allowed
     assert not spec.get("ingress") and not spec.get("egress")
+
+
+def test_network_for_command_stages_only_when_the_admin_allows_it(docs):
+    name = f"{FULLNAME}-grading-egress"
+    assert [p for p in find(docs["defaults"], "NetworkPolicy") if p["metadata"]["name"] == name] == []
+    assert load_config(docs["defaults"]).KubeAutogradeExecutor.allow_network is False
+    policy = one(docs["arm"], "NetworkPolicy", name)
+    assert policy["spec"] == make_egress_policy("ns")["spec"]  # the executor's label, egress only
+    assert load_config(docs["arm"]).KubeAutogradeExecutor.allow_network is True
 
 
 def test_service_accepts_hub_and_proxy_on_its_port(docs):

@@ -121,7 +121,9 @@ SCHEMA: dict[str, Any] = {
                 "network": {
                     "type": "boolean",
                     "description": "Whether the stage may use the network. Only if the admin allows it too "
-                    "(`c.AutogradeExecutor.allow_network`); otherwise the stage has loopback only.",
+                    "(`c.AutogradeExecutor.allow_network`); otherwise the stage has loopback only. On "
+                    "Kubernetes the stages of a grading share one pod, and so one network: it is open "
+                    "only when every stage asks for it.",
                     "default": False,
                 },
                 "memory": {

@@ -43,6 +43,7 @@ export function GradingView(props: {
   base: string;
   submission: number;
   onOpen: (id: number) => void;
+  onSaved: () => void;
   onClose: () => void;
 }): JSX.Element {
   const { base, submission } = props;
@@ -97,6 +98,7 @@ export function GradingView(props: {
       await send('PUT', `${sub}/grades`, body.body);
       await load();
       setInfo('Saved.');
+      props.onSaved();
     } catch (e) {
       if (e instanceof GraderError && e.status === 409) {
         setError(
@@ -226,7 +228,7 @@ function CellGrade(props: {
   return (
     <fieldset className="jp-grader-cell-grade" aria-label={`Grade of ${grade.grade_id}`}>
       <legend>
-        {grade.grade_id} ({grade.kind}){grade.needs_manual ? ' — needs grading' : ''}: automatic{' '}
+        {grade.grade_id} ({grade.kind}){grade.needs_manual && grade.manual == null ? ' — needs grading' : ''}: automatic{' '}
         {grade.auto == null ? '—' : grade.auto}, counts {gradePoints(grade)} of {grade.max}
       </legend>
       <label className="jp-grader-field">

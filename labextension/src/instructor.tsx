@@ -534,6 +534,7 @@ function AssignmentAdmin(props: {
           base={base}
           submission={grading}
           onOpen={setGrading}
+          onSaved={() => void load().catch(e => setError(messageOf(e)))}
           onClose={() => {
             setGrading(null);
             void act(load);

@@ -9,7 +9,7 @@ import re
 import textwrap
 from pathlib import Path
 
-from .conftest import EXAMPLES, open_grader_from_menu, open_lab
+from .conftest import EXAMPLES, OUTPUT, open_grader_from_menu, open_lab
 
 EXPLAIN = {
     "grade": True, "solution": True, "locked": False, "grade_id": "explain", "points": 3, "schema_version": 3,
@@ -82,8 +82,19 @@ def test_instructor_grades_a_cell_by_hand_saves_and_moves_to_the_next(
     facts.locator(".jp-grader-final-score", has_text="12/13").wait_for()
     assert facts.locator(".jp-grader-manual-status").inner_text() == "done"
     history = view.locator(".jp-grader-history")
-    history.get_by_text(re.compile(r"explain: points — → 2, comment — → Right idea")).wait_for()
+    history.locator("li", has_text="explain").wait_for(state="attached")
+    assert re.search(r"ins: explain: points — → 2, comment — → Right idea", history.inner_text()), (
+        history.inner_text()
+    )
     assert "Right idea, no example." in cell.get_by_label("Comment").input_value()
+    # The submissions table below follows.
+    row = admin.locator("table.jp-grader-submissions tbody tr", has_text="alice")
+    row.get_by_text("12/13").wait_for()
+    assert "done" in row.inner_text() and "needs grading" not in cell.inner_text()
+    # The picture in docs/jupyterlab.md: the graded answer, the scores above it.
+    cell.scroll_into_view_if_needed()
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "jupyterlab-grading.png"))
 
     # Alt+→: the next submission waiting for a person (this one has left the queue).
     points.focus()

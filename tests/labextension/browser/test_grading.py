@@ -96,6 +96,15 @@ def test_instructor_grades_a_cell_by_hand_saves_and_moves_to_the_next(
     OUTPUT.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(OUTPUT / "jupyterlab-grading.png"))
 
+    # Another tutor saves meanwhile: this view's save is refused (409), said, and their grades shown.
+    with GraderClient(course.url, course.tokens["ins"]) as other:
+        other.set_grades("intro", "essay", ids[0], {"explain": {"points": 2.5}})
+    points.fill("3")
+    view.get_by_role("button", name="Save grades").click()
+    view.get_by_role("alert").get_by_text("changed by someone else").wait_for()
+    view.locator("input[value='2.5']").wait_for()
+    facts.locator(".jp-grader-final-score", has_text="12.5/13").wait_for()
+
     # Alt+→: the next submission waiting for a person (this one has left the queue).
     points.focus()
     page.keyboard.press("Alt+ArrowRight")

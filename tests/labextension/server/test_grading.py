@@ -181,10 +181,10 @@ async def test_a_command_assignment_is_created_uploaded_and_submitted_from_a_fol
 
     login("alice")
     status, fetched = await api("POST", f"{A}/squares/fetch", {})
-    assert status == 200 and fetched["path"] == "intro/squares", fetched
-    assert not (jp_root_dir / "intro" / "squares" / "harness.py").exists()  # the harness stays private
+    # No files for students (the harness stays private), but the folder their work goes into.
+    assert status == 200 and (fetched["path"], fetched["files"]) == ("intro/squares", []), fetched
     folder = jp_root_dir / "intro" / "squares"
-    folder.mkdir(parents=True, exist_ok=True)
+    assert folder.is_dir() and not any(folder.iterdir())
     (folder / "solution.py").write_text("def square(x):\n    return x * x if x != 3 else 0\n")
 
     # A file the assignment does not take: the service's 422 names it, word for word.

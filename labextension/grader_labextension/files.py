@@ -10,6 +10,7 @@ chose to overwrite, copied to a backup folder first.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .errors import Refusal
 
@@ -57,6 +59,24 @@ def archive_files(data: bytes) -> dict[str, bytes]:
     return files
 
 
+def archive_notebooks(data: bytes) -> list[dict[str, Any]]:
+    """The notebooks of a submission's zip, by path, parsed (a broken one: its error, not its cells)."""
+    notebooks: list[dict[str, Any]] = []
+    for path, content in sorted(archive_files(data).items()):
+        if not path.endswith(".ipynb"):
+            continue
+        try:
+            notebook = json.loads(content)
+            cells = notebook["cells"] if isinstance(notebook, dict) else None
+            if not isinstance(cells, list):
+                raise ValueError("no cells")
+        except (ValueError, KeyError, TypeError) as e:
+            notebooks.append({"path": path, "cells": [], "error": f"not a readable notebook: {e}"})
+            continue
+        notebooks.append({"path": path, "cells": cells, "error": None})
+    return notebooks
+
+
 @dataclass(frozen=True)
 class Fetched:
     path: str  # the assignment folder, relative to the Lab root
@@ -81,6 +101,8 @@ def write_release(root: Path, folder: str, archive: bytes, overwrite: bool) -> F
             changed=changed,
         )
     backup = backup_files(root, folder, changed) if changed else None
+    # The folder even when the release has no files (a command assignment's): the student's work goes there.
+    inside_root(root, folder).mkdir(parents=True, exist_ok=True)
     for name, target in targets.items():
         if target.is_file() and target.read_bytes() == files[name]:
             continue

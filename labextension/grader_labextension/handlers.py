@@ -167,6 +167,48 @@ class GradebookHandler(GraderHandler):
         self.reply((await self.grader.client().gradebook(code, name, int(submission))).to_json())
 
 
+class GradesHandler(GraderHandler):
+    """A submission's per-cell grades; PUT sets some at once, guarded by the version read (409)."""
+
+    @tornado.web.authenticated
+    async def get(self, code: str, name: str, submission: str) -> None:
+        self.reply((await self.grader.client().grades(code, name, int(submission))).to_json())
+
+    @tornado.web.authenticated
+    async def put(self, code: str, name: str, submission: str) -> None:
+        body = self.json_body({"grades", "version"})
+        grades, version = body.get("grades"), body.get("version")
+        if not isinstance(grades, dict) or not all(isinstance(v, dict) for v in grades.values()):
+            raise Refusal(400, 'Give {"grades": {"<grade_id>": {"points": ..., "comment": ...}}}')
+        if version is not None and type(version) is not int:
+            raise Refusal(400, "Field 'version' must be an integer")
+        client = self.grader.client()
+        saved = await client.set_grades(code, name, int(submission), grades, version)
+        self.reply(saved.to_json())
+
+
+class HistoryHandler(GraderHandler):
+    @tornado.web.authenticated
+    async def get(self, code: str, name: str, submission: str) -> None:
+        self.reply(items(await self.grader.client().history(code, name, int(submission))))
+
+
+class GradingQueueHandler(GraderHandler):
+    @tornado.web.authenticated
+    async def get(self, code: str, name: str) -> None:
+        self.reply(items([i async for i in self.grader.client().grading_queue(code, name)]))
+
+
+class SubmittedNotebooksHandler(GraderHandler):
+    """The submitted notebooks (JSON, read-only), for the grading view to render beside the grades."""
+
+    @tornado.web.authenticated
+    async def get(self, code: str, name: str, submission: str) -> None:
+        archive = await self.grader.client().download_submission(code, name, int(submission))
+        notebooks = await asyncio.to_thread(files.archive_notebooks, archive)
+        self.reply({"notebooks": notebooks})
+
+
 class LogsHandler(GraderHandler):
     @tornado.web.authenticated
     async def get(self, code: str, name: str, submission: str) -> None:
@@ -247,6 +289,10 @@ ROUTES: list[tuple[str, type[GraderHandler]]] = [
     (_S, SubmissionHandler),
     (_S + r"/gradebook", GradebookHandler),
     (_S + r"/logs", LogsHandler),
+    (_S + r"/grades", GradesHandler),
+    (_S + r"/history", HistoryHandler),
+    (_S + r"/notebooks", SubmittedNotebooksHandler),
+    (_A + r"/grading-queue", GradingQueueHandler),
     (_S + r"/feedback", FeedbackHandler),
     (_A + r"/regrade", RegradeHandler),
     (_A + r"/grading-runs/([0-9]+)", GradingRunHandler),

@@ -8,6 +8,7 @@ import { Widget } from '@lumino/widgets';
 import React, { useEffect, useState } from 'react';
 import { assignmentPath, get, messageOf, send } from './api';
 import { ActionButton, ErrorMessage, formatTime } from './common';
+import { GradingView } from './grading';
 import {
   formatScore,
   IAssignment,
@@ -46,6 +47,7 @@ export function InstructorView(props: { lectures: ILecture[] }): JSX.Element {
 
 interface IForm {
   name: string;
+  kind: string;
   title: string;
   due_date: string;
   late_until: string;
@@ -58,6 +60,7 @@ interface IForm {
 
 const EMPTY: IForm = {
   name: '',
+  kind: 'notebook',
   title: '',
   due_date: '',
   late_until: '',
@@ -98,6 +101,7 @@ export function formBody(form: IForm, creating: boolean): { [key: string]: unkno
   };
   if (creating) {
     body.name = form.name.trim();
+    body.kind = form.kind;
   }
   return body;
 }
@@ -106,6 +110,7 @@ function formOf(a: IAssignment): IForm {
   const settings = (a.settings || {}) as { [key: string]: any };
   return {
     name: a.name,
+    kind: a.kind || 'notebook',
     title: a.title || '',
     due_date: toLocalInput(a.due_date),
     late_until: toLocalInput(a.late_until),
@@ -157,6 +162,7 @@ function LectureAdmin(props: { lecture: ILecture }): JSX.Element {
         <thead>
           <tr>
             <th scope="col">Name</th>
+            <th scope="col">Kind</th>
             <th scope="col">Status</th>
             <th scope="col">Due</th>
             <th scope="col">Source</th>
@@ -175,6 +181,7 @@ function LectureAdmin(props: { lecture: ILecture }): JSX.Element {
                   {a.title || a.name}
                 </button>
               </td>
+              <td>{a.kind || 'notebook'}</td>
               <td>{a.status}</td>
               <td>{formatTime(a.due_date)}</td>
               <td>{a.has_source ? 'uploaded' : 'none'}</td>
@@ -258,6 +265,18 @@ function AssignmentForm(props: {
       }}
     >
       <Field label="Name" value={form.name} onChange={set('name')} disabled={!creating} />
+      <label className="jp-grader-field">
+        <span>Kind</span>
+        <select
+          className="jp-mod-styled"
+          value={form.kind}
+          disabled={!creating}
+          onChange={e => set('kind')(e.target.value)}
+        >
+          <option value="notebook">notebook (nbgrader cells)</option>
+          <option value="command">command (grader.yaml and a harness)</option>
+        </select>
+      </label>
       <Field label="Title" value={form.title} onChange={set('title')} />
       <Field label="Due" type="datetime-local" value={form.due_date} onChange={set('due_date')} />
       <Field label="Late until" type="datetime-local" value={form.late_until} onChange={set('late_until')} />
@@ -329,6 +348,7 @@ function AssignmentAdmin(props: {
   const [tracking, setTracking] = useState<Tracking | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [info, setInfo] = useState<string | null>(null);
+  const [grading, setGrading] = useState<number | null>(null);
 
   const load = async () => {
     const query: { [key: string]: string } = {};
@@ -431,6 +451,15 @@ function AssignmentAdmin(props: {
       const result = await send<{ path: string }>('POST', `${base}/export`, { path: csvPath });
       setInfo(`Scores exported to ${result.path}.`);
     });
+  const openQueue = () =>
+    act(async () => {
+      const queue = await get<{ items: { id: number }[] }>(`${base}/grading-queue`);
+      if (!queue.items.length) {
+        setInfo('No submission waits for manual grading.');
+        return;
+      }
+      setGrading(queue.items[0].id);
+    });
   const showLogs = (s: ISubmission) =>
     act(async () => {
       const logs = await get<{ text: string }>(`${base}/submissions/${s.id}/logs`);
@@ -498,7 +527,20 @@ function AssignmentAdmin(props: {
         <ActionButton label="Release feedback" onClick={releaseFeedback} />
         <Field label="CSV file" value={csvPath} onChange={setCsvPath} />
         <ActionButton label="Export CSV" onClick={exportCsv} />
+        <ActionButton label="Grade queue" title="Grade the submissions waiting for a person, oldest first" onClick={openQueue} />
       </div>
+      {grading !== null && (
+        <GradingView
+          base={base}
+          submission={grading}
+          onOpen={setGrading}
+          onSaved={() => void load().catch(e => setError(messageOf(e)))}
+          onClose={() => {
+            setGrading(null);
+            void act(load);
+          }}
+        />
+      )}
       {progress && (
         <div className="jp-grader-progress">
           <progress
@@ -520,6 +562,7 @@ function AssignmentAdmin(props: {
             <th scope="col">Student</th>
             <th scope="col">Submitted</th>
             <th scope="col">Status</th>
+            <th scope="col">Manual</th>
             <th scope="col">Score</th>
             <th scope="col">
               <span className="jp-grader-sr">Actions</span>
@@ -544,12 +587,14 @@ function AssignmentAdmin(props: {
                 {s.late ? ' (late)' : ''}
               </td>
               <td title={s.status_detail || undefined}>{s.auto_status}</td>
+              <td>{s.manual_status || ''}</td>
               <td>
                 {formatScore(s.score, s.max_score)}
                 {s.comment ? ` — ${s.comment}` : ''}
               </td>
               <td>
                 <ActionButton label="Logs" title={`Logs of #${s.id}`} onClick={() => showLogs(s)} />
+                <ActionButton label="Grade" title={`Grade the cells of #${s.id}`} onClick={() => setGrading(s.id)} />
                 <ActionButton label="Score" title={`Manual score for #${s.id}`} onClick={() => grade(s)} />
               </td>
             </tr>

@@ -233,6 +233,24 @@ describe('per-test table and progress', () => {
     expect(testRows(null)).toEqual([]);
   });
 
+  it('shows a command assignment\'s tests the same way, with their output', () => {
+    const rows = testRows({
+      engine: 'command',
+      notebooks: {
+        'results.json': {
+          cells: {
+            'square(2)': { grade_id: 'square(2)', max_points: 1, points: 1, status: 'passed', error: null, output: 'ok' },
+            'square(3)': { grade_id: 'square(3)', max_points: 1, points: 0, status: 'failed', error: null, output: '', withheld: true }
+          }
+        }
+      }
+    });
+    expect(rows.map(r => [r.name, formatScore(r.points, r.max), r.status, r.message])).toEqual([
+      ['square(2)', '1/1', 'passed', 'ok'],
+      ['square(3)', '0/1', 'failed', '']
+    ]);
+  });
+
   it('measures a grading run by finished jobs', () => {
     const counts = { queued: 2, running: 1, succeeded: 6, failed: 1, cancelled: 0 };
     expect(runProgress({ total: 10, counts, done: false })).toEqual({

@@ -23,6 +23,7 @@ export interface IAssignment {
   lecture: string;
   name: string;
   title?: string | null;
+  kind?: 'notebook' | 'command';
   status: 'created' | 'released' | 'completed';
   due_date?: string | null;
   late_until?: string | null;
@@ -291,7 +292,9 @@ export function testRows(gradebook: any): ITestRow[] {
         status: cell.status ?? '',
         message: error
           ? [error.name, error.message].filter(Boolean).join(': ')
-          : ''
+          : typeof cell.output === 'string'
+            ? cell.output
+            : ''
       });
     }
   }

@@ -7,6 +7,7 @@ import { Dialog, showDialog } from '@jupyterlab/apputils';
 import React, { useCallback, useEffect, useState } from 'react';
 import {
   fetchAssignment,
+  folderOf,
   isFetched,
   reloadAssignment,
   submitAssignment
@@ -281,6 +282,11 @@ function AssignmentCard(
           />
         )}
       </div>
+      {assignment.kind === 'command' && (
+        <p className="jp-grader-info">
+          Submit sends the files of {folderOf(assignment)}/ (a command assignment: no notebook).
+        </p>
+      )}
       {!check.allowed && check.reason && (
         <p id={reasonId} className="jp-grader-reason">
           {check.reason}

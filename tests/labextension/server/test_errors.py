@@ -21,6 +21,10 @@ ROUTES = [
     ("lectures/intro/assignments/basics/submissions/1/gradebook", ["GET"]),
     ("lectures/intro/assignments/basics/submissions/1/logs", ["GET"]),
     ("lectures/intro/assignments/basics/submissions/1/feedback", ["GET"]),
+    ("lectures/intro/assignments/basics/submissions/1/grades", ["GET", "PUT"]),
+    ("lectures/intro/assignments/basics/submissions/1/history", ["GET"]),
+    ("lectures/intro/assignments/basics/submissions/1/notebooks", ["GET"]),
+    ("lectures/intro/assignments/basics/grading-queue", ["GET"]),
     ("lectures/intro/assignments/basics/regrade", ["POST"]),
     ("lectures/intro/assignments/basics/grading-runs/1", ["GET"]),
     ("lectures/intro/assignments/basics/feedback-release", ["POST"]),
@@ -36,7 +40,7 @@ async def test_every_route_needs_a_lab_login(jp_fetch, login) -> None:
         route, _, query = path.partition("?")
         for verb in verbs:
             for headers in ({"Authorization": ""}, {"Authorization": "token wrong"}):
-                body = "{}" if verb in ("POST", "PATCH") else None
+                body = "{}" if verb in ("POST", "PATCH", "PUT") else None
                 with pytest.raises(HTTPClientError) as refused:
                     await jp_fetch(
                         "grader",

@@ -52,6 +52,9 @@ async def test_create_upload_release_edit(api, login, jp_root_dir: Path) -> None
     assert status == 400 and "course/missing does not exist" in error["message"]
     (jp_root_dir / "empty").mkdir()
     status, error = await api("POST", f"{A}/week2/source", {"path": "empty"})
+    assert status == 400 and "contains no files" in error["message"]
+    (jp_root_dir / "empty" / "notes.txt").write_text("no notebook here")
+    status, error = await api("POST", f"{A}/week2/source", {"path": "empty"})  # a notebook assignment
     assert status == 400 and "no notebook" in error["message"]
 
     status, released = await api("POST", f"{A}/week2/release")

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from grader_service import db
 from grader_service.autograding.announce import CHANNEL, announce, deliver_after_commit
 from grader_service.autograding.listener import conninfo
-from grader_service.orm import GradingJob, Submission
+from grader_service.orm import GradingJob, Submission, User
 from grader_service.storage.layout import DataLayout
 
 from .conftest import DATA, World
@@ -199,6 +199,45 @@ def test_concurrent_submissions_of_one_student_through_every_replica_all_land_in
     for i, submission_id in enumerate(ids):
         assert wait_graded(replicas[(i + 1) % 3].client(token), submission_id)[-1]["auto_status"] == "graded"
     graded_once(replicas[0].engine, ids)
+
+
+def test_the_last_attempts_cannot_be_taken_twice_through_different_replicas(
+    replicas: list[ServiceProcess], world: World
+) -> None:
+    """Each replica checks the attempt limit; only the student's locked row makes the check and the
+    insert one step across replicas (without it, each replica accepted its own first submission)."""
+    token = enrol(world, "last")
+    r = world.client("admin").put(
+        "lectures/ml/assignments/tiny/extensions/last",
+        json={"due_date": "2099-01-01T00:00:00Z", "max_submissions": 2},
+    )
+    assert r.status_code in (200, 201), r.text
+    bodies = [notebook(f"attempt {i}") for i in range(3 * len(replicas))]
+    start = threading.Barrier(len(bodies))
+
+    def submit(i: int) -> requests.Response:
+        client = replicas[i % len(replicas)].client(token)
+        start.wait()
+        return post(client, bodies[i])
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        responses = list(pool.map(submit, range(len(bodies))))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] * 2 + [403] * (len(bodies) - 2), [r.text for r in responses]
+    refusals = {r.json()["message"] for r in responses if r.status_code == 403}
+    assert refusals == {"You have used all 2 submissions for 'tiny'"}
+    accepted = [r.json()["id"] for r in responses if r.status_code == 201]
+    with replicas[0].engine.connect() as conn:
+        stored = (
+            conn.execute(
+                select(Submission.id).join(User, User.id == Submission.user_id).where(User.name == "last")
+            )
+            .scalars()
+            .all()
+        )
+    assert sorted(stored) == sorted(accepted)
+    for submission_id in accepted:
+        assert wait_graded(replicas[0].client(token), submission_id)[-1]["auto_status"] == "graded"
 
 
 def running_on(services: list[ServiceProcess], ids: list[int], timeout: float = 60) -> ServiceProcess:

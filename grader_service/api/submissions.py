@@ -90,16 +90,7 @@ class SubmissionsHandler(UploadMixin, APIHandler):
         repo = self.service.layout.submission_repo(assignment.id, owner.id)
         async with self.extracted_upload(limits, filename) as files, self.service.repo_locks(repo):
             if deadline.max_submissions is not None and limited:
-                # Soft-deleted submissions count too: deleting must not buy extra attempts.
-                used = self.db.execute(
-                    select(func.count()).where(
-                        Submission.assignment_id == assignment.id, Submission.user_id == owner.id
-                    )
-                ).scalar_one()
-                if used >= deadline.max_submissions:
-                    raise api_error(
-                        403, f"You have used all {deadline.max_submissions} submissions for {name!r}"
-                    )
+                self.require_attempt_left(assignment, owner, deadline.max_submissions)
             # Git works next: hold no database connection meanwhile. (The count stays true: this user's
             # submissions to this assignment all wait for the repository's lock.)
             self.release_db()
@@ -112,6 +103,11 @@ class SubmissionsHandler(UploadMixin, APIHandler):
             # write transaction across an await would hold SQLite's write lock while other coroutines
             # on this event loop wait for it.
             try:
+                if deadline.max_submissions is not None and limited:
+                    # Again, in the transaction that adds the row, with the student's row locked:
+                    # another replica (which the repository lock does not reach) may have taken
+                    # the last attempt meanwhile. Refused here, the commit is moved back below.
+                    self.require_attempt_left(assignment, owner, deadline.max_submissions, lock=True)
                 submission = Submission(
                     assignment_id=assignment.id,
                     user_id=owner.id,
@@ -129,10 +125,34 @@ class SubmissionsHandler(UploadMixin, APIHandler):
                 self.db.commit()
             except Exception:
                 self.db.rollback()
-                await git.revert_branch(repo, commit, parent)
+                try:
+                    await git.revert_branch(repo, commit, parent)
+                except git.GitError as e:
+                    # Another replica committed on top meanwhile: the refused commit stays in the
+                    # history, with no submission row naming it. The refusal is what the caller gets.
+                    self.service.log.warning(
+                        "Commit %s of a refused submission stays in %s: %s", commit, repo, e
+                    )
                 raise
         self.service.jobs_committed()
         self.write_json(submission_model(submission, self.permissions.result_view(submission)), 201)
+
+    def require_attempt_left(
+        self, assignment: Assignment, owner: User, limit: int, lock: bool = False
+    ) -> None:
+        """403 once the student has used `limit` submissions. With `lock`, first lock the student's
+        user row (PostgreSQL; SQLite serialises writers anyway) until the transaction ends, so that
+        two replicas cannot both take the last attempt."""
+        if lock:
+            self.db.execute(select(User.id).where(User.id == owner.id).with_for_update())
+        # Soft-deleted submissions count too: deleting must not buy extra attempts.
+        used = self.db.execute(
+            select(func.count()).where(
+                Submission.assignment_id == assignment.id, Submission.user_id == owner.id
+            )
+        ).scalar_one()
+        if used >= limit:
+            raise api_error(403, f"You have used all {limit} submissions for {assignment.name!r}")
 
     def submitter(self, lecture: Lecture, assignment: Assignment) -> tuple[User, Deadline, bool]:
         """Whose submission this is, their deadline, and whether it and the attempt limit apply.
